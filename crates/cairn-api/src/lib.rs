@@ -1,0 +1,72 @@
+//! Cairn's HTTP surface: the EPR-compatible `/api/v1` REST routes, health
+//! routes and `/metrics`. Handlers parse input into domain types, call the
+//! store, and render the envelope; they hold no business rules of their own.
+
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod page;
+pub mod routes;
+
+use axum::Router;
+use cairn_store::Store;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use error::ApiError;
+
+/// Settings the HTTP layer needs.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<ApiConfig>,
+    pub started: Instant,
+    pub start_time: cairn_domain::Timestamp,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_micros()).unwrap_or(0))
+            .unwrap_or(0);
+        Self {
+            store,
+            config: Arc::new(config),
+            started: Instant::now(),
+            start_time: cairn_domain::Timestamp::from_micros(now),
+        }
+    }
+}
+
+/// The whole application router (before trailing-slash normalisation, which
+/// must wrap it from outside: see [`app`]).
+pub fn router(state: AppState) -> Router {
+    routes::router(state)
+}
+
+/// The router wrapped so that `/x/` is served as `/x`; hand this to
+/// `axum::serve`.
+pub fn app(
+    state: AppState,
+) -> axum::routing::IntoMakeService<tower_http::normalize_path::NormalizePath<Router>> {
+    use tower::Layer;
+    let normalized =
+        tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(router(state));
+    axum::ServiceExt::<axum::extract::Request>::into_make_service(normalized)
+}

@@ -1,1 +1,698 @@
-fn main() {}
+//! Load benchmark for the Cairn server.
+//!
+//! Starts the real `cairn` server on 127.0.0.1 (or attaches to a running one
+//! with `--url`), drives it over HTTP/1.1 with a closed-loop load generator
+//! and prints throughput, latency percentiles, errors and the server's
+//! memory use. See docs/PERFORMANCE.md.
+
+mod load;
+mod server;
+
+use bytes::Bytes;
+use clap::Parser;
+use load::{Outcome, Plan, Work, error_chain, percentile};
+use reqwest::Client;
+use serde_json::{Value, json};
+use server::SpawnedServer;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Distinct pre-serialized event bodies cycled through by the create scenarios.
+const BODY_POOL: usize = 4096;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cairn-bench",
+    about = "Load benchmark for the Cairn server (loopback only)"
+)]
+struct Args {
+    /// Path of the `cairn` server binary to start. Default: `cairn` next to
+    /// this executable.
+    #[arg(long, conflicts_with = "url")]
+    server_bin: Option<PathBuf>,
+
+    /// Directory in which the spawned server's temporary data dir is
+    /// created (default: the system temp dir). Create latency depends on
+    /// its filesystem, since every create is fsynced.
+    #[arg(long, conflicts_with = "url")]
+    data_parent: Option<PathBuf>,
+
+    /// Attach to a server already running at this URL (must be
+    /// http://127.0.0.1:PORT) instead of starting one.
+    #[arg(long)]
+    url: Option<String>,
+
+    /// Process id of the attached server, to report its memory and CPU use.
+    #[arg(long, requires = "url")]
+    pid: Option<u32>,
+
+    /// Measured duration of each scenario, in seconds.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+
+    /// Warm-up before each scenario's measurement starts, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    warmup_secs: f64,
+
+    /// Concurrency levels of the event-create scenarios.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrency: Vec<usize>,
+
+    /// Concurrency of the get-event-by-id scenario.
+    #[arg(long, default_value_t = 64)]
+    get_concurrency: usize,
+
+    /// Concurrency of the list-events-by-name scenario.
+    #[arg(long, default_value_t = 16)]
+    list_concurrency: usize,
+
+    /// Upper bound on the requests of one scenario, warm-up included.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_requests: u64,
+
+    /// How many distinct unit names the created events cycle through.
+    #[arg(long, default_value_t = 300)]
+    names: usize,
+
+    /// Per-request timeout, in seconds.
+    #[arg(long, default_value_t = 30)]
+    request_timeout_secs: u64,
+
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cairn-bench: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where the server under test is and whether we own it.
+struct Target {
+    base: String,
+    pid: Option<u32>,
+    spawned: Option<SpawnedServer>,
+}
+
+fn run(args: Args) -> Result<(), BoxError> {
+    validate(&args)?;
+    let started = Instant::now();
+    let machine = Machine::detect();
+    println!("cairn-bench");
+    println!(
+        "machine: nproc={} cpu={} memory={} (MemTotal)",
+        machine.nproc,
+        machine.cpu_model.as_deref().unwrap_or("unknown"),
+        machine
+            .mem_total_kib
+            .map(|k| format!("{:.1} GiB", k as f64 / 1024.0 / 1024.0))
+            .unwrap_or_else(|| "unknown".to_owned())
+    );
+    println!(
+        "load generator runs on the same machine as the server (they share all {} cores)",
+        machine.nproc
+    );
+
+    // The guard inside `target` stops a spawned server on every return path.
+    let mut target = match &args.url {
+        Some(url) => Target {
+            base: loopback_base(url)?,
+            pid: args.pid,
+            spawned: None,
+        },
+        None => {
+            let bin = match &args.server_bin {
+                Some(p) => p.clone(),
+                None => default_server_bin()?,
+            };
+            println!(
+                "server: starting {} serve --listen 127.0.0.1:0",
+                bin.display()
+            );
+            let server =
+                SpawnedServer::start(&bin, args.data_parent.as_deref(), Duration::from_secs(60))?;
+            println!(
+                "server: pid {} listening on http://{} data dir {}",
+                server.pid,
+                server.addr,
+                server.data_dir().display()
+            );
+            Target {
+                base: format!("http://{}", server.addr),
+                pid: Some(server.pid),
+                spawned: Some(server),
+            }
+        }
+    };
+    if target.spawned.is_none() {
+        println!(
+            "server: attached to {} (pid {})",
+            target.base,
+            target
+                .pid
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "unknown; pass --pid for memory figures".to_owned())
+        );
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("building the tokio runtime: {e}"))?;
+    let outcome = runtime.block_on(bench(&args, &mut target, &machine));
+
+    // Memory is read before the server is stopped. If the server is gone,
+    // fall back to the last sample taken after a scenario.
+    let memory = target.pid.map(|pid| {
+        server::read_memory(pid)
+            .map(|m| (m, ""))
+            .or_else(|e| match &outcome {
+                Ok(Results {
+                    last_memory: Some(m),
+                    ..
+                }) => Ok((*m, " (last sample, taken after the last scenario)")),
+                _ => Err(e),
+            })
+    });
+    let data_size = target
+        .spawned
+        .as_ref()
+        .map(|s| server::dir_size(s.data_dir()));
+    let stop = target
+        .spawned
+        .as_mut()
+        .map(|s| s.stop(Duration::from_secs(15)));
+    let results = outcome?;
+
+    print_table(&results.scenarios);
+    println!();
+    match &memory {
+        Some(Ok((m, note))) => println!(
+            "server memory: peak RSS (VmHWM) {:.1} MiB, current RSS (VmRSS) {:.1} MiB{note}",
+            mib(m.peak_rss_kib),
+            mib(m.rss_kib)
+        ),
+        Some(Err(e)) => println!("server memory: unavailable ({e})"),
+        None => println!("server memory: unavailable (server pid unknown; pass --pid)"),
+    }
+    if let Some(bytes) = data_size {
+        println!(
+            "server data dir: {:.1} MiB after {} created events",
+            bytes as f64 / 1024.0 / 1024.0,
+            results.total_created
+        );
+    }
+    if let Some(how) = &stop {
+        println!("server: {how}");
+    }
+    println!("total bench time: {:.1} s", started.elapsed().as_secs_f64());
+
+    if let Some(path) = &args.json {
+        let doc = json!({
+            "machine": {
+                "nproc": machine.nproc,
+                "cpu_model": machine.cpu_model,
+                "mem_total_mib": machine.mem_total_kib.map(mib),
+                "load_generator_on_same_machine": true,
+            },
+            "config": {
+                "server": if target.spawned.is_some() { "spawned" } else { "attached" },
+                "duration_secs": args.duration_secs,
+                "warmup_secs": args.warmup_secs,
+                "max_requests": args.max_requests,
+                "names": args.names,
+            },
+            "scenarios": results.scenarios.iter().map(Scenario::to_json).collect::<Vec<_>>(),
+            "server": {
+                "pid": target.pid,
+                "peak_rss_mib": memory.as_ref().and_then(|m| m.as_ref().ok()).map(|(m, _)| mib(m.peak_rss_kib)),
+                "rss_mib": memory.as_ref().and_then(|m| m.as_ref().ok()).map(|(m, _)| mib(m.rss_kib)),
+                "data_dir_bytes": data_size,
+                "created_events": results.total_created,
+                "stop": stop,
+            },
+        });
+        let text = serde_json::to_string_pretty(&doc)
+            .map_err(|e| format!("serializing the JSON results: {e}"))?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        println!("results written to {}", path.display());
+    }
+    match results.aborted {
+        Some(why) => Err(why.into()),
+        None => Ok(()),
+    }
+}
+
+fn validate(args: &Args) -> Result<(), BoxError> {
+    if args.duration_secs == 0 {
+        return Err("--duration-secs must be at least 1".into());
+    }
+    if !(args.warmup_secs.is_finite() && args.warmup_secs >= 0.0) {
+        return Err("--warmup-secs must be a non-negative number".into());
+    }
+    let all = args
+        .concurrency
+        .iter()
+        .chain([&args.get_concurrency, &args.list_concurrency]);
+    for &c in all {
+        if c == 0 || c > 4096 {
+            return Err(format!("concurrency {c} is out of range 1..=4096").into());
+        }
+    }
+    if args.names == 0 {
+        return Err("--names must be at least 1".into());
+    }
+    if args.max_requests == 0 {
+        return Err("--max-requests must be at least 1".into());
+    }
+    Ok(())
+}
+
+/// `http://127.0.0.1:PORT` from a user-supplied URL; anything that is not
+/// plain HTTP on 127.0.0.1 is refused.
+fn loopback_base(url: &str) -> Result<String, BoxError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("--url {url:?}: {e}"))?;
+    let host_ok = parsed.host_str() == Some(&Ipv4Addr::LOCALHOST.to_string());
+    if parsed.scheme() != "http" || !host_ok {
+        return Err(
+            format!("--url must be http://127.0.0.1:PORT (loopback only), got {url:?}").into(),
+        );
+    }
+    let port = parsed
+        .port_or_known_default()
+        .ok_or_else(|| format!("--url {url:?} has no port"))?;
+    Ok(format!("http://127.0.0.1:{port}"))
+}
+
+fn default_server_bin() -> Result<PathBuf, BoxError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("locating this executable to find `cairn` next to it: {e}"))?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| format!("{} has no parent directory", exe.display()))?;
+    Ok(dir.join("cairn"))
+}
+
+struct Machine {
+    nproc: usize,
+    cpu_model: Option<String>,
+    mem_total_kib: Option<u64>,
+    clock_ticks: f64,
+}
+
+impl Machine {
+    fn detect() -> Self {
+        let nproc = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        });
+        let mem_total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        });
+        Self {
+            nproc,
+            cpu_model,
+            mem_total_kib,
+            clock_ticks: server::clock_ticks_per_sec(),
+        }
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// The figures reported for one scenario.
+struct Scenario {
+    name: String,
+    concurrency: usize,
+    outcome: Option<Outcome>,
+    note: Option<String>,
+    server_cpu_pct: Option<f64>,
+    bench_cpu_pct: Option<f64>,
+    server_rss_kib: Option<u64>,
+}
+
+impl Scenario {
+    fn requests(&self) -> usize {
+        self.outcome.as_ref().map_or(0, |o| o.latencies_us.len())
+    }
+
+    fn rps(&self) -> Option<f64> {
+        let o = self.outcome.as_ref()?;
+        let secs = o.window.as_secs_f64();
+        (secs > 0.0).then(|| o.latencies_us.len() as f64 / secs)
+    }
+
+    fn latency_ms(&self, p: f64) -> Option<f64> {
+        let o = self.outcome.as_ref()?;
+        percentile(&o.latencies_us, p).map(|us| us as f64 / 1000.0)
+    }
+
+    fn errors(&self) -> u64 {
+        self.outcome.as_ref().map_or(0, |o| o.errors)
+    }
+
+    fn to_json(&self) -> Value {
+        let o = self.outcome.as_ref();
+        json!({
+            "scenario": self.name,
+            "concurrency": self.concurrency,
+            "requests": self.requests(),
+            "requests_sent_incl_warmup": o.map(|o| o.sent),
+            "window_secs": o.map(|o| o.window.as_secs_f64()),
+            "requests_per_sec": self.rps(),
+            "latency_ms": {
+                "p50": self.latency_ms(50.0),
+                "p95": self.latency_ms(95.0),
+                "p99": self.latency_ms(99.0),
+                "max": self.latency_ms(100.0),
+            },
+            "errors": self.errors(),
+            "first_error": o.and_then(|o| o.first_error.clone()),
+            "note": self.note,
+            "server_cpu_percent": self.server_cpu_pct,
+            "bench_cpu_percent": self.bench_cpu_pct,
+            "server_rss_mib_after": self.server_rss_kib.map(mib),
+        })
+    }
+}
+
+struct Results {
+    scenarios: Vec<Scenario>,
+    total_created: usize,
+    /// Why the run stopped early, if it did.
+    aborted: Option<String>,
+    /// Server memory sampled after the most recent scenario.
+    last_memory: Option<server::Memory>,
+}
+
+async fn bench(args: &Args, target: &mut Target, machine: &Machine) -> Result<Results, BoxError> {
+    let max_conc = args
+        .concurrency
+        .iter()
+        .chain([&args.get_concurrency, &args.list_concurrency])
+        .copied()
+        .max()
+        .unwrap_or(1);
+    let client = Client::builder()
+        .http1_only()
+        .no_proxy()
+        .pool_max_idle_per_host(max_conc)
+        .pool_idle_timeout(Duration::from_secs(300))
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(args.request_timeout_secs))
+        .build()
+        .map_err(|e| format!("building the HTTP client: {}", error_chain(&e)))?;
+
+    let base = target.base.clone();
+    let receiver_id = create_receiver(&client, &base).await?;
+    println!("setup: created receiver {receiver_id}");
+
+    let names: Vec<String> = (0..args.names)
+        .map(|i| format!("bench-unit-{i:04}"))
+        .collect();
+    let bodies = Arc::new(event_bodies(&names, &receiver_id)?);
+    let plan = |concurrency| Plan {
+        warmup: Duration::from_secs_f64(args.warmup_secs),
+        duration: Duration::from_secs(args.duration_secs),
+        concurrency,
+        max_requests: args.max_requests,
+    };
+    println!(
+        "scenarios: {} s measured each, after {} s warm-up",
+        args.duration_secs, args.warmup_secs
+    );
+
+    let mut scenarios = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
+    let mut aborted = None;
+    let mut last_memory = None;
+
+    let mut steps: Vec<(String, usize)> = args
+        .concurrency
+        .iter()
+        .map(|&c| ("create event".to_owned(), c))
+        .collect();
+    steps.push(("get event by id".to_owned(), args.get_concurrency));
+    steps.push(("list events by name".to_owned(), args.list_concurrency));
+
+    for (name, concurrency) in steps {
+        let work = match name.as_str() {
+            "create event" => Work::Create {
+                url: format!("{base}/api/v1/events"),
+                bodies: Arc::clone(&bodies),
+            },
+            "get event by id" if ids.is_empty() => {
+                scenarios.push(skipped(&name, concurrency, "no event was created"));
+                continue;
+            }
+            "get event by id" => Work::Get {
+                prefix: format!("{base}/api/v1/events/"),
+                ids: Arc::new(ids.clone()),
+            },
+            _ => Work::List {
+                urls: Arc::new(
+                    names
+                        .iter()
+                        .map(|n| format!("{base}/api/v1/events?name={n}&limit=100"))
+                        .collect(),
+                ),
+            },
+        };
+        eprintln!("running: {name} at concurrency {concurrency} ...");
+        let pid = target.pid;
+        let ticks = machine.clock_ticks;
+        let mut cpu_start = None;
+        let outcome = load::run(&client, work, &plan(concurrency), || {
+            cpu_start = Some((
+                pid.and_then(|p| server::read_cpu_seconds(Some(p), ticks)),
+                server::read_cpu_seconds(None, ticks),
+            ));
+        })
+        .await;
+        let cpu_end = (
+            pid.and_then(|p| server::read_cpu_seconds(Some(p), ticks)),
+            server::read_cpu_seconds(None, ticks),
+        );
+        let window = outcome.window.as_secs_f64();
+        let pct = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if window > 0.0 => Some((b - a) / window * 100.0),
+            _ => None,
+        };
+        let (srv0, bench0) = cpu_start.unwrap_or((None, None));
+        let memory = pid.and_then(|p| server::read_memory(p).ok());
+        if memory.is_some() {
+            last_memory = memory;
+        }
+        ids.extend(outcome.created_ids.iter().cloned());
+        let scenario = Scenario {
+            name,
+            concurrency,
+            server_cpu_pct: pct(srv0, cpu_end.0),
+            bench_cpu_pct: pct(bench0, cpu_end.1),
+            server_rss_kib: memory.map(|m| m.rss_kib),
+            outcome: Some(outcome),
+            note: None,
+        };
+        eprintln!(
+            "  done: {} requests, {:.1} req/s, {} errors",
+            scenario.requests(),
+            scenario.rps().unwrap_or(0.0),
+            scenario.errors()
+        );
+        scenarios.push(scenario);
+
+        if let Some(server) = target.spawned.as_mut()
+            && let Some(status) = server.try_status()
+        {
+            aborted = Some(format!(
+                "the server exited during the run ({status})\n{}",
+                server.log_tail_text()
+            ));
+            break;
+        }
+    }
+    Ok(Results {
+        scenarios,
+        total_created: ids.len(),
+        aborted,
+        last_memory,
+    })
+}
+
+fn skipped(name: &str, concurrency: usize, why: &str) -> Scenario {
+    Scenario {
+        name: name.to_owned(),
+        concurrency,
+        outcome: None,
+        note: Some(format!("skipped: {why}")),
+        server_cpu_pct: None,
+        bench_cpu_pct: None,
+        server_rss_kib: None,
+    }
+}
+
+/// Create the receiver all bench events point at. Retries connection errors
+/// for a few seconds in case the server logged its address before accepting.
+async fn create_receiver(client: &Client, base: &str) -> Result<String, BoxError> {
+    let body = json!({
+        "name": "cairn-bench",
+        "type": "bench.build",
+        "version": "1.0.0",
+        "description": "receiver created by cairn-bench",
+        "schema": {
+            "type": "object",
+            "properties": {
+                "build_id": {"type": "integer"},
+                "status": {"type": "string"}
+            },
+            "required": ["build_id"]
+        }
+    });
+    let url = format!("{base}/api/v1/receivers");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let resp = loop {
+        match client.post(&url).json(&body).send().await {
+            Ok(resp) => break resp,
+            Err(e) if e.is_connect() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(format!("setup: POST {url}: {}", error_chain(&e)).into()),
+        }
+    };
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| {
+        format!(
+            "setup: POST {url}: reading the response: {}",
+            error_chain(&e)
+        )
+    })?;
+    if !status.is_success() {
+        return Err(format!("setup: POST {url} -> HTTP {status}: {text}").into());
+    }
+    let value: Value = serde_json::from_str(&text).map_err(|e| {
+        format!("setup: POST {url} -> HTTP {status} with non-JSON body ({e}): {text}")
+    })?;
+    value
+        .get("data")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("setup: POST {url} -> no receiver id in \"data\": {text}").into())
+}
+
+/// Pre-serialized create-event bodies with varied unit fields and a small
+/// payload that satisfies the receiver schema.
+fn event_bodies(names: &[String], receiver_id: &str) -> Result<Vec<Bytes>, BoxError> {
+    const PLATFORMS: [&str; 3] = ["x86_64-linux", "aarch64-linux", "x86_64-darwin"];
+    const PACKAGES: [&str; 4] = ["oci", "rpm", "deb", "tarball"];
+    (0..BODY_POOL)
+        .map(|i| {
+            let success = i % 5 != 0;
+            let body = json!({
+                "name": names[i % names.len()],
+                "version": format!("1.{}.{}", i % 7, i % 13),
+                "release": format!("2026.{}", i % 4),
+                "platform_id": PLATFORMS[i % PLATFORMS.len()],
+                "package": PACKAGES[i % PACKAGES.len()],
+                "description": "build finished (cairn-bench)",
+                "payload": {
+                    "build_id": i,
+                    "status": if success { "passed" } else { "failed" },
+                },
+                "success": success,
+                "event_receiver_id": receiver_id,
+            });
+            serde_json::to_vec(&body)
+                .map(Bytes::from)
+                .map_err(|e| format!("serializing an event body: {e}").into())
+        })
+        .collect()
+}
+
+fn print_table(scenarios: &[Scenario]) {
+    let fmt_opt = |v: Option<f64>, prec: usize| match v {
+        Some(v) => format!("{v:.prec$}"),
+        None => "-".to_owned(),
+    };
+    println!();
+    println!(
+        "{:<20} {:>5} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>10} {:>8}",
+        "scenario",
+        "conc",
+        "requests",
+        "req/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "srv CPU%",
+        "bench CPU%",
+        "RSS MiB"
+    );
+    for s in scenarios {
+        println!(
+            "{:<20} {:>5} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>10} {:>8}",
+            s.name,
+            s.concurrency,
+            s.requests(),
+            fmt_opt(s.rps(), 1),
+            fmt_opt(s.latency_ms(50.0), 2),
+            fmt_opt(s.latency_ms(95.0), 2),
+            fmt_opt(s.latency_ms(99.0), 2),
+            fmt_opt(s.latency_ms(100.0), 2),
+            s.errors(),
+            fmt_opt(s.server_cpu_pct, 0),
+            fmt_opt(s.bench_cpu_pct, 0),
+            fmt_opt(s.server_rss_kib.map(mib), 1),
+        );
+    }
+    let mut notes = Vec::new();
+    for s in scenarios {
+        if let Some(note) = &s.note {
+            notes.push(format!("{} (c={}): {note}", s.name, s.concurrency));
+        }
+        if let Some(err) = s.outcome.as_ref().and_then(|o| o.first_error.as_ref()) {
+            notes.push(format!(
+                "{} (c={}): {} errors; first: {err}",
+                s.name,
+                s.concurrency,
+                s.errors()
+            ));
+        }
+    }
+    if !notes.is_empty() {
+        println!();
+        for n in notes {
+            println!("{n}");
+        }
+    }
+    println!();
+    println!(
+        "requests/latencies: successful responses completed in the measured window; \
+         errors: failed requests incl. warm-up; CPU%: share of one core over the window \
+         (100% = one full core); RSS: server RSS after the scenario"
+    );
+}

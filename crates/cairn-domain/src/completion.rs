@@ -61,11 +61,29 @@ mod tests {
     fn all_latest_successful_completes_with_newest_event() {
         let rs = [rid(1), rid(2)];
         let mut m = HashMap::new();
-        m.insert(rid(1), Latest { event_id: eid(10), success: true });
-        m.insert(rid(2), Latest { event_id: eid(7), success: true });
+        m.insert(
+            rid(1),
+            Latest {
+                event_id: eid(10),
+                success: true,
+            },
+        );
+        m.insert(
+            rid(2),
+            Latest {
+                event_id: eid(7),
+                success: true,
+            },
+        );
         assert_eq!(evaluate(true, &rs, |r| m.get(&r).copied()), Some(eid(10)));
         assert_eq!(evaluate(false, &rs, |r| m.get(&r).copied()), None);
-        m.insert(rid(2), Latest { event_id: eid(11), success: false });
+        m.insert(
+            rid(2),
+            Latest {
+                event_id: eid(11),
+                success: false,
+            },
+        );
         assert_eq!(evaluate(true, &rs, |r| m.get(&r).copied()), None);
         m.remove(&rid(2));
         assert_eq!(evaluate(true, &rs, |r| m.get(&r).copied()), None);

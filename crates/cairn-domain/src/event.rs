@@ -241,7 +241,9 @@ mod tests {
 
     #[test]
     fn parses_a_valid_event() {
-        let text = valid().to_string().replace(r#"{"a":2,"b":1}"#, r#"{"b": 1, "a": 2}"#);
+        let text = valid()
+            .to_string()
+            .replace(r#"{"a":2,"b":1}"#, r#"{"b": 1, "a": 2}"#);
         let e = NewEvent::parse(serde_json::from_str(&text).unwrap()).unwrap();
         assert!(!e.success);
         assert_eq!(e.payload.as_str(), r#"{"b":1,"a":2}"#);
@@ -249,8 +251,9 @@ mod tests {
 
     #[test]
     fn reports_every_problem() {
-        let err = parse(json!({"name": "", "success": "yes", "payload": null, "event_receiver_id": "x"}))
-            .unwrap_err();
+        let err =
+            parse(json!({"name": "", "success": "yes", "payload": null, "event_receiver_id": "x"}))
+                .unwrap_err();
         assert_eq!(
             err.messages(),
             vec![
@@ -287,5 +290,36 @@ mod tests {
             let e = parse(v).unwrap();
             prop_assert_eq!(e.unit.name.as_str(), s.as_str());
         }
+    }
+}
+
+/// An event whose payload satisfied its receiver's schema: the only kind of
+/// event a store accepts.
+#[derive(Debug, Clone)]
+pub struct CheckedEvent {
+    event: NewEvent,
+    receiver: std::sync::Arc<Receiver>,
+}
+
+impl CheckedEvent {
+    /// Check `event` against `receiver` (which must be the event's receiver).
+    pub fn check(event: NewEvent, receiver: std::sync::Arc<Receiver>) -> Result<Self, FieldErrors> {
+        if receiver.id != event.receiver_id {
+            return Err(crate::FieldError::new(
+                "event_receiver_id",
+                format!("no event receiver with id \"{}\"", event.receiver_id),
+            )
+            .into());
+        }
+        event.check_payload(&receiver.schema)?;
+        Ok(Self { event, receiver })
+    }
+
+    pub fn event(&self) -> &NewEvent {
+        &self.event
+    }
+
+    pub fn receiver(&self) -> &std::sync::Arc<Receiver> {
+        &self.receiver
     }
 }

@@ -97,7 +97,10 @@ fn parse_receiver_ids(value: Option<&Value>, errors: &mut FieldErrors) -> Option
         return None;
     }
     if items.len() > MAX_GROUP_RECEIVERS {
-        errors.push(FIELD, format!("must name at most {MAX_GROUP_RECEIVERS} event receivers"));
+        errors.push(
+            FIELD,
+            format!("must name at most {MAX_GROUP_RECEIVERS} event receivers"),
+        );
         return None;
     }
     let before = errors.0.len();
@@ -263,7 +266,10 @@ mod tests {
             .unwrap_err()
             .messages()
         };
-        assert_eq!(parse(json!([])), vec!["event_receiver_ids: must name at least one event receiver"]);
+        assert_eq!(
+            parse(json!([])),
+            vec!["event_receiver_ids: must name at least one event receiver"]
+        );
         assert_eq!(
             parse(json!([A, 7, "zz"])),
             vec![
@@ -277,7 +283,8 @@ mod tests {
     fn empty_patch_is_refused() {
         let err = GroupPatch::parse(GroupPatchInput::default()).unwrap_err();
         assert_eq!(err.0[0].field, "body");
-        let p = GroupPatch::parse(serde_json::from_value(json!({"enabled": true})).unwrap()).unwrap();
+        let p =
+            GroupPatch::parse(serde_json::from_value(json!({"enabled": true})).unwrap()).unwrap();
         assert_eq!(p.enabled, Some(true));
     }
 }

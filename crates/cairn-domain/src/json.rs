@@ -122,9 +122,8 @@ mod tests {
         leaf.prop_recursive(3, 24, 4, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
-                prop::collection::vec(("[a-z ]{0,4}", inner), 0..4).prop_map(|kv| {
-                    serde_json::Value::Object(kv.into_iter().collect())
-                }),
+                prop::collection::vec(("[a-z ]{0,4}", inner), 0..4)
+                    .prop_map(|kv| { serde_json::Value::Object(kv.into_iter().collect()) }),
             ]
         })
     }

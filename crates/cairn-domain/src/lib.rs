@@ -15,9 +15,9 @@ pub mod text;
 pub mod time;
 
 pub use error::{FieldError, FieldErrors};
-pub use event::{Event, EventInput, NewEvent, Unit};
+pub use event::{CheckedEvent, Event, EventInput, EventView, NewEvent, Unit};
 pub use group::{Group, GroupInput, GroupPatch, GroupPatchInput, NewGroup};
-pub use id::{EventId, GroupId, ReceiverId};
+pub use id::{CompletionId, EventId, GroupId, MessageId, ReceiverId};
 pub use json::JsonText;
 pub use receiver::{NewReceiver, Receiver, ReceiverInput, ReceiverSchema};
 pub use text::Text;

@@ -93,7 +93,10 @@ fn render(id: MessageId, time: Timestamp, head: Head<'_>, data: Data<'_>) -> Mes
     // Serialising these plain structs cannot fail; fall back to a minimal
     // document rather than panic if it ever did.
     let json = serde_json::to_string(&env).unwrap_or_else(|e| {
-        format!(r#"{{"specversion":"1.0","id":"{id}","error":"{}"}}"#, e.to_string().replace('"', "'"))
+        format!(
+            r#"{{"specversion":"1.0","id":"{id}","error":"{}"}}"#,
+            e.to_string().replace('"', "'")
+        )
     });
     Message {
         id,
@@ -106,7 +109,12 @@ fn render(id: MessageId, time: Timestamp, head: Head<'_>, data: Data<'_>) -> Mes
 }
 
 /// An event was created.
-pub fn event_created(id: MessageId, time: Timestamp, event: &Event, receiver: &Receiver) -> Message {
+pub fn event_created(
+    id: MessageId,
+    time: Timestamp,
+    event: &Event,
+    receiver: &Receiver,
+) -> Message {
     let u = &event.unit;
     render(
         id,
@@ -191,7 +199,11 @@ pub fn group_changed(id: MessageId, group: &Group, created: bool) -> Message {
         id,
         group.updated_at,
         Head {
-            type_: if created { GROUP_CREATED } else { GROUP_MODIFIED },
+            type_: if created {
+                GROUP_CREATED
+            } else {
+                GROUP_MODIFIED
+            },
             source: "cairn".to_owned(),
             success: true,
             name: group.name.as_str(),

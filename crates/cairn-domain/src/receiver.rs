@@ -252,7 +252,10 @@ mod tests {
         let ok = |v: Value| ReceiverSchema::compile(JsonText::parse(&v.to_string()).unwrap());
         assert!(ok(json!({})).is_ok());
         assert!(ok(json!(true)).is_ok());
-        assert!(ok(json!({"$schema": "http://json-schema.org/draft-04/schema#", "type": "object"})).is_ok());
+        assert!(
+            ok(json!({"$schema": "http://json-schema.org/draft-04/schema#", "type": "object"}))
+                .is_ok()
+        );
         assert!(ok(json!({"$schema": "http://json-schema.org/draft-07/schema#"})).is_ok());
         assert!(ok(json!({"$schema": "https://json-schema.org/draft/2019-09/schema"})).is_ok());
         assert!(ok(json!({"$schema": "https://example.com/my-schema"})).is_err());
@@ -265,13 +268,18 @@ mod tests {
     #[test]
     fn payload_violations_name_the_path() {
         let s = ReceiverSchema::compile(
-            JsonText::parse(r#"{"type":"object","properties":{"n":{"type":"string"}},"required":["m"]}"#)
-                .unwrap(),
+            JsonText::parse(
+                r#"{"type":"object","properties":{"n":{"type":"string"}},"required":["m"]}"#,
+            )
+            .unwrap(),
         )
         .unwrap();
         assert!(s.check(&json!({"n": "x", "m": 1})).is_ok());
         let errs = s.check(&json!({"n": 1})).unwrap_err();
         assert_eq!(errs.len(), 2, "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("payload/n: ")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.starts_with("payload/n: ")),
+            "{errs:?}"
+        );
     }
 }

@@ -1,0 +1,134 @@
+//! Storage behind one trait. The embedded SQLite implementation lives in
+//! [`sqlite`]; every implementation gives the same guarantees:
+//!
+//! - a successful write is committed and durable before it returns;
+//! - a failed write leaves nothing behind;
+//! - each change writes its outbox messages in the same transaction;
+//! - completions are evaluated in the transaction that could cause them.
+
+pub mod cache;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use cairn_domain::group::GroupPatch;
+use cairn_domain::{
+    CheckedEvent, Event, EventId, FieldErrors, Group, GroupId, NewGroup, NewReceiver, Receiver,
+    ReceiverId, Timestamp, Unit,
+};
+use std::sync::Arc;
+
+pub use cache::{ReceiverCache, ReceiverRow};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(FieldErrors),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A page of a list: at most `limit` rows with ids after `after`.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReceiverFilter {
+    pub name: Option<String>,
+    pub type_: Option<String>,
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub release: Option<String>,
+    pub platform_id: Option<String>,
+    pub package: Option<String>,
+    pub success: Option<bool>,
+    pub receiver_id: Option<ReceiverId>,
+    /// Inclusive lower bound on `created_at`.
+    pub since: Option<Timestamp>,
+    /// Exclusive upper bound on `created_at`.
+    pub until: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GroupFilter {
+    pub name: Option<String>,
+    pub type_: Option<String>,
+    pub version: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+/// The latest event of one group receiver for one unit.
+#[derive(Debug, Clone)]
+pub struct ReceiverStatus {
+    pub receiver_id: ReceiverId,
+    pub latest: Option<cairn_domain::completion::Latest>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupStatus {
+    pub enabled: bool,
+    pub complete: bool,
+    pub receivers: Vec<ReceiverStatus>,
+}
+
+/// A recorded completion of a group for a unit.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub id: cairn_domain::CompletionId,
+    pub unit: Unit,
+    pub completed_at: Timestamp,
+    pub event_id: EventId,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which implementation this is, for logs and health output.
+    fn kind(&self) -> &'static str;
+
+    async fn create_receiver(&self, receiver: NewReceiver) -> StoreResult<Arc<Receiver>>;
+    async fn receiver(&self, id: ReceiverId) -> StoreResult<Option<Arc<Receiver>>>;
+    async fn list_receivers(
+        &self,
+        filter: ReceiverFilter,
+        page: PageRequest,
+    ) -> StoreResult<Vec<Arc<Receiver>>>;
+
+    /// Store events all-or-nothing; ids come back in input order.
+    async fn create_events(&self, events: Vec<CheckedEvent>) -> StoreResult<Vec<EventId>>;
+    async fn event(&self, id: EventId) -> StoreResult<Option<Event>>;
+    async fn list_events(&self, filter: EventFilter, page: PageRequest) -> StoreResult<Vec<Event>>;
+
+    /// Fails with `Invalid` naming `event_receiver_ids[i]` for unknown receivers.
+    async fn create_group(&self, group: NewGroup) -> StoreResult<Group>;
+    async fn group(&self, id: GroupId) -> StoreResult<Option<Group>>;
+    async fn list_groups(&self, filter: GroupFilter, page: PageRequest) -> StoreResult<Vec<Group>>;
+    async fn update_group(&self, id: GroupId, patch: GroupPatch) -> StoreResult<Group>;
+    async fn add_group_receivers(&self, id: GroupId, ids: Vec<ReceiverId>) -> StoreResult<Group>;
+    async fn remove_group_receiver(&self, id: GroupId, receiver: ReceiverId) -> StoreResult<Group>;
+    async fn group_status(&self, id: GroupId, unit: Unit) -> StoreResult<GroupStatus>;
+    async fn list_completions(
+        &self,
+        id: GroupId,
+        page: PageRequest,
+    ) -> StoreResult<Vec<Completion>>;
+
+    /// Messages written to the outbox and not yet delivered.
+    async fn outbox_backlog(&self) -> StoreResult<u64>;
+    /// A cheap round trip proving the store can serve reads and writes.
+    async fn check(&self) -> StoreResult<()>;
+    /// Finish queued writes, flush and release the store.
+    async fn close(&self);
+}

@@ -1,1 +1,127 @@
-fn main() {}
+use cairn::settings::{Overrides, Settings};
+use cairn::startup::Application;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Cairn: an event provenance registry.
+#[derive(Parser)]
+#[command(name = "cairn", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (embedded store under ./cairn-data by default).
+    Serve {
+        /// TOML config file; its keys are the setting names (listen, data_dir, ...).
+        #[arg(long, env = "CAIRN_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address to listen on [default: 127.0.0.1:8042].
+        #[arg(long)]
+        listen: Option<String>,
+        /// Data directory of the embedded store [default: ./cairn-data].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Largest accepted request body in bytes [default: 1048576].
+        #[arg(long)]
+        max_body_bytes: Option<usize>,
+        /// Log format: text or json [default: text].
+        #[arg(long)]
+        log_format: Option<String>,
+        /// Log filter, e.g. info or cairn=debug [default: info].
+        #[arg(long)]
+        log_level: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+            max_body_bytes,
+            log_format,
+            log_level,
+        } => {
+            let overrides = Overrides {
+                listen,
+                data_dir,
+                max_body_bytes,
+                log_format,
+                log_level,
+            };
+            let settings = match Settings::load(config.as_deref(), overrides) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("cairn: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            serve(settings)
+        }
+    }
+}
+
+fn serve(settings: Settings) -> ExitCode {
+    cairn::telemetry::init(&settings);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cairn: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let app = match Application::build(settings).await {
+            Ok(app) => app,
+            Err(e) => {
+                tracing::error!("cannot start: {e}");
+                eprintln!("cairn: cannot start: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match app.run_until_stopped(shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("server error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("listening for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("listening for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received; shutting down"),
+        () = terminate => tracing::info!("SIGTERM received; shutting down"),
+    }
+}

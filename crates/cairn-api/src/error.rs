@@ -1,0 +1,122 @@
+//! One error type for every handler, rendered as the `/api/v1` envelope.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cairn_domain::FieldErrors;
+use cairn_store::StoreError;
+use serde::Serialize;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400, one message per problem.
+    Invalid(Vec<String>),
+    NotFound(String),
+    MethodNotAllowed(String),
+    PayloadTooLarge(String),
+    UnsupportedMediaType(String),
+    Unavailable(String),
+    /// 500; the detail is logged, never sent.
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn field(field: &str, message: impl std::fmt::Display) -> Self {
+        Self::Invalid(vec![format!("{field}: {message}")])
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<FieldErrors> for ApiError {
+    fn from(e: FieldErrors) -> Self {
+        Self::Invalid(e.messages())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(m) => Self::NotFound(m),
+            StoreError::Invalid(f) => f.into(),
+            StoreError::Unavailable(m) => Self::Unavailable(m),
+            StoreError::Internal(m) => Self::Internal(m),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, T: Serialize> {
+    data: T,
+    errors: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<&'a str>,
+}
+
+/// Render `{"data": ..., "errors": [...]}` with the given status.
+pub fn envelope<T: Serialize>(
+    status: StatusCode,
+    data: T,
+    errors: &[String],
+    next_cursor: Option<&str>,
+) -> Response {
+    match serde_json::to_vec(&Envelope {
+        data,
+        errors,
+        next_cursor,
+    }) {
+        Ok(body) => json_response(status, body),
+        Err(e) => {
+            tracing::error!(error = %e, "serialising a response");
+            json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                br#"{"data":null,"errors":["internal error"]}"#.to_vec(),
+            )
+        }
+    }
+}
+
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut res = (status, body).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// A successful envelope.
+pub fn ok<T: Serialize>(data: T) -> Response {
+    envelope(StatusCode::OK, data, &[], None)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let errors = match self {
+            Self::Invalid(msgs) => msgs,
+            Self::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                vec!["internal error; see the server log".to_owned()]
+            }
+            Self::Unavailable(m) => {
+                tracing::warn!(detail = %m, "service unavailable");
+                vec![format!("service unavailable: {m}")]
+            }
+            Self::NotFound(m)
+            | Self::MethodNotAllowed(m)
+            | Self::PayloadTooLarge(m)
+            | Self::UnsupportedMediaType(m) => vec![m],
+        };
+        envelope(status, (), &errors, None)
+    }
+}

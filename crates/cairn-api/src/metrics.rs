@@ -1,0 +1,109 @@
+//! Prometheus metrics: one process-wide recorder, rendered by `/metrics`.
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Install the recorder (once per process) and return its handle; `None` if
+/// another recorder was installed first.
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("cairn_store_batch_jobs".into()),
+                        BATCH_BUCKETS,
+                    )
+                });
+            let recorder = match builder {
+                Ok(b) => b.build_recorder(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics buckets rejected; using defaults");
+                    PrometheusBuilder::new().build_recorder()
+                }
+            };
+            let handle = recorder.handle();
+            match metrics::set_global_recorder(recorder) {
+                Ok(()) => {
+                    describe();
+                    Some(handle)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a metrics recorder was already installed");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        "cairn_http_requests_total",
+        "HTTP requests by route template, method and status"
+    );
+    metrics::describe_histogram!(
+        "cairn_http_request_duration_seconds",
+        "HTTP request latency by route template and method"
+    );
+    metrics::describe_counter!("cairn_events_created_total", "Events durably stored");
+    metrics::describe_counter!(
+        "cairn_completions_recorded_total",
+        "Group completions recorded"
+    );
+    metrics::describe_counter!(
+        "cairn_schema_compilations_total",
+        "JSON Schemas compiled (once per receiver per process)"
+    );
+    metrics::describe_counter!(
+        "cairn_validation_failures_total",
+        "Requests refused for invalid input"
+    );
+    metrics::describe_histogram!(
+        "cairn_store_batch_jobs",
+        "Write jobs committed per transaction (group commit)"
+    );
+    metrics::describe_histogram!(
+        "cairn_store_commit_seconds",
+        "Time to apply and durably commit one write batch"
+    );
+    metrics::describe_gauge!("cairn_outbox_backlog", "Outbox messages not yet delivered");
+    metrics::describe_gauge!(
+        "cairn_uptime_seconds",
+        "Seconds since this process started serving"
+    );
+}
+
+/// Count and time every request by route template (never the raw path, so
+/// label cardinality stays bounded).
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    if res.status() == axum::http::StatusCode::BAD_REQUEST {
+        metrics::counter!("cairn_validation_failures_total", "route" => route.clone()).increment(1);
+    }
+    metrics::histogram!("cairn_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("cairn_http_requests_total", "route" => route, "method" => method, "status" => status)
+        .increment(1);
+    res
+}

@@ -1,0 +1,174 @@
+use crate::AppState;
+use crate::error::{ApiError, envelope, ok};
+use crate::extract::{Json, QueryMap};
+use crate::page::Page;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use cairn_domain::group::{GroupPatch, GroupPatchInput, ReceiverIdsInput};
+use cairn_domain::{FieldErrors, GroupId, GroupInput, NewGroup, ReceiverId, Unit};
+use cairn_store::{Completion, GroupFilter};
+use serde::Serialize;
+
+fn group_id(id: &str) -> Result<GroupId, ApiError> {
+    GroupId::parse(id).ok_or_else(|| ApiError::NotFound(format!("no group with id {id:?}")))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Json(input): Json<GroupInput>,
+) -> Result<Response, ApiError> {
+    let group = NewGroup::parse(input)?;
+    let created = state.store.create_group(group).await?;
+    Ok(ok(created.id))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let gid = group_id(&id)?;
+    let group = state
+        .store
+        .group(gid)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no group with id {id:?}")))?;
+    Ok(ok([group]))
+}
+
+pub async fn list(State(state): State<AppState>, q: QueryMap) -> Result<Response, ApiError> {
+    let mut errors = Vec::new();
+    let page = Page::parse(&q, &mut errors);
+    let enabled = q.bool("enabled", &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    let filter = GroupFilter {
+        name: q.text("name"),
+        type_: q.text("type"),
+        version: q.text("version"),
+        enabled,
+    };
+    let mut rows = state.store.list_groups(filter, page.request()).await?;
+    let next = page.finish(&mut rows, |g| g.id.to_string());
+    Ok(envelope(StatusCode::OK, rows, &[], next.as_deref()))
+}
+
+pub async fn patch(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(input): Json<GroupPatchInput>,
+) -> Result<Response, ApiError> {
+    let gid = group_id(&id)?;
+    let patch = GroupPatch::parse(input)?;
+    let group = state.store.update_group(gid, patch).await?;
+    Ok(ok(group.id))
+}
+
+pub async fn add_receivers(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(input): Json<ReceiverIdsInput>,
+) -> Result<Response, ApiError> {
+    let gid = group_id(&id)?;
+    let ids = input.parse()?;
+    let group = state.store.add_group_receivers(gid, ids).await?;
+    Ok(ok(group))
+}
+
+pub async fn remove_receiver(
+    State(state): State<AppState>,
+    Path((id, receiver_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let gid = group_id(&id)?;
+    let rid = ReceiverId::parse(&receiver_id).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "event receiver {receiver_id:?} is not in group {id}"
+        ))
+    })?;
+    let group = state.store.remove_group_receiver(gid, rid).await?;
+    Ok(ok(group))
+}
+
+#[derive(Serialize)]
+struct StatusView {
+    complete: bool,
+    enabled: bool,
+    receivers: Vec<ReceiverStatusView>,
+}
+
+#[derive(Serialize)]
+struct ReceiverStatusView {
+    event_receiver_id: ReceiverId,
+    event_id: Option<cairn_domain::EventId>,
+    success: Option<bool>,
+}
+
+pub async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    q: QueryMap,
+) -> Result<Response, ApiError> {
+    let gid = group_id(&id)?;
+    let mut errors = FieldErrors::default();
+    let unit = Unit::parse_fields(|f| q.get(f), &mut errors);
+    let Some(unit) = unit else {
+        return Err(errors.into());
+    };
+    let status = state.store.group_status(gid, unit).await?;
+    Ok(ok(StatusView {
+        complete: status.complete,
+        enabled: status.enabled,
+        receivers: status
+            .receivers
+            .into_iter()
+            .map(|r| ReceiverStatusView {
+                event_receiver_id: r.receiver_id,
+                event_id: r.latest.map(|l| l.event_id),
+                success: r.latest.map(|l| l.success),
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Serialize)]
+struct CompletionView<'a> {
+    name: &'a str,
+    version: &'a str,
+    release: &'a str,
+    platform_id: &'a str,
+    package: &'a str,
+    completed_at: cairn_domain::Timestamp,
+    event_id: cairn_domain::EventId,
+}
+
+impl<'a> From<&'a Completion> for CompletionView<'a> {
+    fn from(c: &'a Completion) -> Self {
+        Self {
+            name: c.unit.name.as_str(),
+            version: c.unit.version.as_str(),
+            release: c.unit.release.as_str(),
+            platform_id: c.unit.platform_id.as_str(),
+            package: c.unit.package.as_str(),
+            completed_at: c.completed_at,
+            event_id: c.event_id,
+        }
+    }
+}
+
+pub async fn completions(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    q: QueryMap,
+) -> Result<Response, ApiError> {
+    let gid = group_id(&id)?;
+    let mut errors = Vec::new();
+    let page = Page::parse(&q, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    let mut rows = state.store.list_completions(gid, page.request()).await?;
+    let next = page.finish(&mut rows, |c| c.id.to_string());
+    let views: Vec<CompletionView<'_>> = rows.iter().map(CompletionView::from).collect();
+    Ok(envelope(StatusCode::OK, views, &[], next.as_deref()))
+}

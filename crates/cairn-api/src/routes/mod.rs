@@ -1,0 +1,50 @@
+//! One small module per resource; this file wires them into the router.
+
+mod events;
+mod groups;
+mod ops;
+mod receivers;
+
+use crate::error::ApiError;
+use crate::{AppState, metrics};
+use axum::Router;
+use axum::http::{Method, Uri};
+use axum::middleware;
+use axum::routing::{delete, get, post};
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/receivers",
+            post(receivers::create).get(receivers::list),
+        )
+        .route("/api/v1/receivers/{id}", get(receivers::get))
+        .route("/api/v1/events", post(events::create).get(events::list))
+        .route("/api/v1/events/{id}", get(events::get))
+        .route("/api/v1/batch/events", post(events::batch))
+        .route("/api/v1/groups", post(groups::create).get(groups::list))
+        .route("/api/v1/groups/{id}", get(groups::get).patch(groups::patch))
+        .route("/api/v1/groups/{id}/receivers", post(groups::add_receivers))
+        .route(
+            "/api/v1/groups/{id}/receivers/{receiver_id}",
+            delete(groups::remove_receiver),
+        )
+        .route("/api/v1/groups/{id}/status", get(groups::status))
+        .route("/api/v1/groups/{id}/completions", get(groups::completions))
+        .route("/healthz/liveness", get(ops::liveness))
+        .route("/healthz/readiness", get(ops::readiness))
+        .route("/healthz/status", get(ops::status))
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(metrics::track))
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}

@@ -1,0 +1,73 @@
+//! Health routes and `/metrics`.
+
+use crate::AppState;
+use crate::error::json_response;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+pub async fn liveness() -> Response {
+    json_response(StatusCode::OK, br#"{"alive":true}"#.to_vec())
+}
+
+async fn ready(state: &AppState) -> (bool, serde_json::Value) {
+    match state.store.check().await {
+        Ok(()) => (true, json!({"database": "ok"})),
+        Err(e) => (false, json!({"database": e.to_string()})),
+    }
+}
+
+pub async fn readiness(State(state): State<AppState>) -> Response {
+    let (ok, checks) = ready(&state).await;
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(
+        status,
+        json!({"ready": ok, "checks": checks})
+            .to_string()
+            .into_bytes(),
+    )
+}
+
+pub async fn status(State(state): State<AppState>) -> Response {
+    let (ok, _) = ready(&state).await;
+    let uptime = state.started.elapsed();
+    let body = json!({
+        "service": {
+            "name": "cairn",
+            "version": env!("CARGO_PKG_VERSION"),
+            "release": option_env!("CAIRN_RELEASE").unwrap_or(env!("CARGO_PKG_VERSION")),
+            "store": state.store.kind(),
+        },
+        "uptime": format!("{:.3}s", uptime.as_secs_f64()),
+        "uptime_seconds": uptime.as_secs_f64(),
+        "start_time": state.start_time.to_string(),
+        "health": {"liveness": true, "readiness": ok},
+    });
+    json_response(StatusCode::OK, body.to_string().into_bytes())
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let Some(handle) = crate::metrics::install() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder unavailable\n",
+        )
+            .into_response();
+    };
+    match state.store.outbox_backlog().await {
+        Ok(n) => metrics::gauge!("cairn_outbox_backlog").set(n as f64),
+        Err(e) => tracing::warn!(error = %e, "reading the outbox backlog for /metrics"),
+    }
+    metrics::gauge!("cairn_uptime_seconds").set(state.started.elapsed().as_secs_f64());
+    let mut res = handle.render().into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}

@@ -1,0 +1,44 @@
+use crate::AppState;
+use crate::error::{ApiError, envelope, ok};
+use crate::extract::{Json, QueryMap};
+use crate::page::Page;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use cairn_domain::{NewReceiver, ReceiverId, ReceiverInput};
+use cairn_store::ReceiverFilter;
+
+pub async fn create(
+    State(state): State<AppState>,
+    Json(input): Json<ReceiverInput>,
+) -> Result<Response, ApiError> {
+    let receiver = NewReceiver::parse(input)?;
+    let created = state.store.create_receiver(receiver).await?;
+    Ok(ok(created.id))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no event receiver with id {id:?}"));
+    let rid = ReceiverId::parse(&id).ok_or_else(not_found)?;
+    let receiver = state.store.receiver(rid).await?.ok_or_else(not_found)?;
+    Ok(ok([receiver]))
+}
+
+pub async fn list(State(state): State<AppState>, q: QueryMap) -> Result<Response, ApiError> {
+    let mut errors = Vec::new();
+    let page = Page::parse(&q, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    let filter = ReceiverFilter {
+        name: q.text("name"),
+        type_: q.text("type"),
+        version: q.text("version"),
+    };
+    let mut rows = state.store.list_receivers(filter, page.request()).await?;
+    let next = page.finish(&mut rows, |r| r.id.to_string());
+    Ok(envelope(StatusCode::OK, rows, &[], next.as_deref()))
+}

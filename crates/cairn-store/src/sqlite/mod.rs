@@ -1,0 +1,504 @@
+//! The embedded store: one SQLite database file in the data directory.
+//!
+//! Writes go through a single writer thread that commits concurrent writes
+//! together (group commit) with `synchronous = FULL` in WAL mode, so a
+//! returned write is on disk. Reads use a pool of read-only connections.
+
+mod ops;
+mod pool;
+mod rows;
+mod schema;
+mod writer;
+
+use crate::{
+    Completion, EventFilter, GroupFilter, GroupStatus, PageRequest, ReceiverCache, ReceiverFilter,
+    ReceiverStatus, Store, StoreError, StoreResult,
+};
+use async_trait::async_trait;
+use cairn_domain::completion;
+use cairn_domain::group::GroupPatch;
+use cairn_domain::{
+    CheckedEvent, Event, EventId, Group, GroupId, NewGroup, NewReceiver, Receiver, ReceiverId, Unit,
+};
+use pool::ReaderPool;
+use rows::db;
+use rusqlite::Connection;
+use rusqlite::types::Value as Sql;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+use writer::{Clock, Command, Writer};
+
+/// Tuning for the embedded store.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Most write jobs committed in one transaction.
+    pub max_batch: usize,
+    /// Writes that may wait for the writer before callers are held back.
+    pub queue_depth: usize,
+    /// Read connections.
+    pub readers: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: 512,
+            queue_depth: 8192,
+            readers: 8,
+        }
+    }
+}
+
+pub struct SqliteStore {
+    path: PathBuf,
+    jobs: mpsc::Sender<Command>,
+    readers: ReaderPool,
+    cache: Arc<ReceiverCache>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    lock: Mutex<Option<File>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("creating data directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {path} is in use by another cairn process")]
+    Locked { path: PathBuf },
+    #[error("locking data directory {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("opening database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("migrating database {path}: {source}")]
+    Migrate {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("starting the writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the store in `data_dir`. Only one process
+    /// may hold a data directory at a time.
+    pub fn open(data_dir: &Path, options: SqliteOptions) -> Result<Self, OpenError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| OpenError::CreateDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let lock_path = data_dir.join("cairn.lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| OpenError::Lock {
+                path: lock_path.clone(),
+                source,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(OpenError::Locked {
+                    path: data_dir.to_owned(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(OpenError::Lock {
+                    path: lock_path,
+                    source,
+                });
+            }
+        }
+        let path = data_dir.join("cairn.db");
+        let open_err = |source| OpenError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        // WAL with synchronous=FULL: every commit is fsynced before it returns.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA cache_size = -65536;
+             PRAGMA temp_store = MEMORY;",
+        )
+        .map_err(open_err)?;
+        schema::migrate(&mut conn).map_err(|source| OpenError::Migrate {
+            path: path.clone(),
+            source,
+        })?;
+        let floor = max_id(&conn).map_err(open_err)?;
+        let cache = Arc::new(ReceiverCache::new());
+        let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
+        let writer = Writer {
+            conn,
+            clock: Clock::new(floor),
+            cache: cache.clone(),
+            max_batch: options.max_batch.max(1),
+        };
+        let handle = std::thread::Builder::new()
+            .name("cairn-sqlite-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(OpenError::Thread)?;
+        Ok(Self {
+            readers: ReaderPool::new(path.clone(), options.readers),
+            path,
+            jobs: tx,
+            cache,
+            writer_thread: Mutex::new(Some(handle)),
+            lock: Mutex::new(Some(lock)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn write<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut writer::WriteCtx<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        writer::submit(&self.jobs, op).await
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &ReceiverCache) -> StoreResult<T> + Send + 'static,
+    {
+        let cache = self.cache.clone();
+        self.readers.read(move |conn| f(conn, &cache)).await
+    }
+}
+
+/// The largest id ever handed out, so ids keep increasing across restarts
+/// even if the wall clock went back.
+fn max_id(conn: &Connection) -> rusqlite::Result<Option<ulid::Ulid>> {
+    let max: Option<String> = conn.query_row(
+        "SELECT MAX(m) FROM (
+            SELECT MAX(id) AS m FROM receivers UNION ALL SELECT MAX(id) FROM events
+            UNION ALL SELECT MAX(id) FROM groups UNION ALL SELECT MAX(id) FROM completions
+            UNION ALL SELECT MAX(id) FROM outbox)",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(max.and_then(|s| ulid::Ulid::from_string(&s).ok()))
+}
+
+/// Builds `WHERE ... ORDER BY seq LIMIT ?` for a list with exact filters and
+/// an id cursor.
+struct ListQuery {
+    table: &'static str,
+    columns: &'static str,
+    clauses: Vec<String>,
+    params: Vec<Sql>,
+}
+
+impl ListQuery {
+    fn new(table: &'static str, columns: &'static str) -> Self {
+        Self {
+            table,
+            columns,
+            clauses: Vec::new(),
+            params: Vec::new(),
+        }
+    }
+
+    fn eq(&mut self, column: &str, value: Option<Sql>) -> &mut Self {
+        if let Some(v) = value {
+            self.params.push(v);
+            self.clauses
+                .push(format!("{column} = ?{}", self.params.len()));
+        }
+        self
+    }
+
+    fn cmp(&mut self, column: &str, op: &str, value: Option<Sql>) -> &mut Self {
+        if let Some(v) = value {
+            self.params.push(v);
+            self.clauses
+                .push(format!("{column} {op} ?{}", self.params.len()));
+        }
+        self
+    }
+
+    /// Restrict to an extra condition with its own parameter.
+    fn raw(&mut self, clause: impl FnOnce(usize) -> String, value: Sql) -> &mut Self {
+        self.params.push(value);
+        self.clauses.push(clause(self.params.len()));
+        self
+    }
+
+    fn page(&mut self, page: &PageRequest) -> String {
+        if let Some(after) = &page.after {
+            // Rows are stored in id order, so "ids after X" starts at the
+            // first row whose id exceeds X.
+            let table = self.table;
+            self.raw(
+                |n| {
+                    format!(
+                        "seq >= COALESCE((SELECT seq FROM {table} WHERE id > ?{n} ORDER BY id LIMIT 1), 9223372036854775807)"
+                    )
+                },
+                Sql::Text(after.clone()),
+            );
+        }
+        let filter = if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        };
+        self.params.push(Sql::Integer(i64::from(page.limit)));
+        format!(
+            "SELECT {} FROM {}{} ORDER BY seq LIMIT ?{}",
+            self.columns,
+            self.table,
+            filter,
+            self.params.len()
+        )
+    }
+}
+
+fn text(v: Option<String>) -> Option<Sql> {
+    v.map(Sql::Text)
+}
+
+fn run_list<T>(
+    conn: &Connection,
+    sql: &str,
+    params: Vec<Sql>,
+    map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<T>> {
+    let mut st = conn.prepare_cached(sql).map_err(db("preparing a list"))?;
+    st.query_map(rusqlite::params_from_iter(params), map)
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<T>>>())
+        .map_err(db("running a list"))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn create_receiver(&self, receiver: NewReceiver) -> StoreResult<Arc<Receiver>> {
+        let created = self
+            .write(move |ctx| ops::insert_receiver(ctx, receiver))
+            .await?;
+        metrics::counter!("cairn_schema_compilations_total").increment(1);
+        self.cache.insert(created.clone());
+        Ok(created)
+    }
+
+    async fn receiver(&self, id: ReceiverId) -> StoreResult<Option<Arc<Receiver>>> {
+        if let Some(r) = self.cache.get(id) {
+            return Ok(Some(r));
+        }
+        self.read(move |conn, cache| rows::load_receiver(conn, cache, id))
+            .await
+    }
+
+    async fn list_receivers(
+        &self,
+        filter: ReceiverFilter,
+        page: PageRequest,
+    ) -> StoreResult<Vec<Arc<Receiver>>> {
+        self.read(move |conn, cache| {
+            let mut q = ListQuery::new("receivers", rows::RECEIVER_COLUMNS);
+            q.eq("name", text(filter.name))
+                .eq("type", text(filter.type_))
+                .eq("version", text(filter.version));
+            let sql = q.page(&page);
+            let found = run_list(conn, &sql, q.params, rows::receiver_row)?;
+            found
+                .into_iter()
+                .map(|row| cache.materialise(row).map_err(StoreError::Internal))
+                .collect()
+        })
+        .await
+    }
+
+    async fn create_events(&self, events: Vec<CheckedEvent>) -> StoreResult<Vec<EventId>> {
+        let n = events.len() as u64;
+        let ids = self
+            .write(move |ctx| ops::insert_events(ctx, events))
+            .await?;
+        metrics::counter!("cairn_events_created_total").increment(n);
+        Ok(ids)
+    }
+
+    async fn event(&self, id: EventId) -> StoreResult<Option<Event>> {
+        self.read(move |conn, _| rows::load_event(conn, id)).await
+    }
+
+    async fn list_events(&self, filter: EventFilter, page: PageRequest) -> StoreResult<Vec<Event>> {
+        self.read(move |conn, _| {
+            let mut q = ListQuery::new("events", rows::EVENT_COLUMNS);
+            q.eq(
+                "receiver_id",
+                filter.receiver_id.map(|r| Sql::Text(r.to_string())),
+            )
+            .eq("name", text(filter.name))
+            .eq("version", text(filter.version))
+            .eq("release", text(filter.release))
+            .eq("platform_id", text(filter.platform_id))
+            .eq("package", text(filter.package))
+            .eq(
+                "success",
+                filter.success.map(|b| Sql::Integer(i64::from(b))),
+            )
+            .cmp(
+                "created_at",
+                ">=",
+                filter.since.map(|t| Sql::Integer(t.micros())),
+            )
+            .cmp(
+                "created_at",
+                "<",
+                filter.until.map(|t| Sql::Integer(t.micros())),
+            );
+            let sql = q.page(&page);
+            run_list(conn, &sql, q.params, rows::event_row)
+        })
+        .await
+    }
+
+    async fn create_group(&self, group: NewGroup) -> StoreResult<Group> {
+        self.write(move |ctx| ops::insert_group(ctx, group)).await
+    }
+
+    async fn group(&self, id: GroupId) -> StoreResult<Option<Group>> {
+        self.read(move |conn, _| rows::load_group(conn, id)).await
+    }
+
+    async fn list_groups(&self, filter: GroupFilter, page: PageRequest) -> StoreResult<Vec<Group>> {
+        self.read(move |conn, _| {
+            let mut q = ListQuery::new("groups", rows::GROUP_COLUMNS);
+            q.eq("name", text(filter.name))
+                .eq("type", text(filter.type_))
+                .eq("version", text(filter.version))
+                .eq(
+                    "enabled",
+                    filter.enabled.map(|b| Sql::Integer(i64::from(b))),
+                );
+            let sql = q.page(&page);
+            let groups = run_list(conn, &sql, q.params, rows::group_row)?;
+            groups
+                .into_iter()
+                .map(|g| rows::fill_receivers(conn, g))
+                .collect()
+        })
+        .await
+    }
+
+    async fn update_group(&self, id: GroupId, patch: GroupPatch) -> StoreResult<Group> {
+        self.write(move |ctx| ops::update_group(ctx, id, patch))
+            .await
+    }
+
+    async fn add_group_receivers(&self, id: GroupId, ids: Vec<ReceiverId>) -> StoreResult<Group> {
+        self.write(move |ctx| ops::add_receivers(ctx, id, ids))
+            .await
+    }
+
+    async fn remove_group_receiver(&self, id: GroupId, receiver: ReceiverId) -> StoreResult<Group> {
+        self.write(move |ctx| ops::remove_receiver(ctx, id, receiver))
+            .await
+    }
+
+    async fn group_status(&self, id: GroupId, unit: Unit) -> StoreResult<GroupStatus> {
+        self.read(move |conn, _| {
+            let group = rows::require_group(conn, id)?;
+            let mut receivers = Vec::with_capacity(group.receiver_ids.len());
+            for r in &group.receiver_ids {
+                receivers.push(ReceiverStatus {
+                    receiver_id: *r,
+                    latest: rows::latest(conn, *r, &unit)?,
+                });
+            }
+            let complete = completion::evaluate(group.enabled, &group.receiver_ids, |r| {
+                receivers
+                    .iter()
+                    .find(|s| s.receiver_id == r)
+                    .and_then(|s| s.latest)
+            })
+            .is_some();
+            Ok(GroupStatus {
+                enabled: group.enabled,
+                complete,
+                receivers,
+            })
+        })
+        .await
+    }
+
+    async fn list_completions(
+        &self,
+        id: GroupId,
+        page: PageRequest,
+    ) -> StoreResult<Vec<Completion>> {
+        self.read(move |conn, _| {
+            rows::require_group(conn, id)?;
+            let mut q = ListQuery::new("completions", rows::COMPLETION_COLUMNS);
+            q.eq("group_id", Some(Sql::Text(id.to_string())));
+            let sql = q.page(&page);
+            run_list(conn, &sql, q.params, rows::completion_row)
+        })
+        .await
+    }
+
+    async fn outbox_backlog(&self) -> StoreResult<u64> {
+        self.read(|conn, _| {
+            conn.query_row(
+                "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(db("counting the outbox backlog"))
+        })
+        .await
+    }
+
+    async fn check(&self) -> StoreResult<()> {
+        if self.jobs.is_closed() {
+            return Err(StoreError::Unavailable("the writer has stopped".into()));
+        }
+        self.read(|conn, _| {
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())
+                .map_err(db("health check"))
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.jobs.send(Command::Shutdown(done_tx)).await.is_ok() {
+            let _ = done_rx.await;
+        }
+        let handle = self.writer_thread.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        self.readers.close();
+        if let Ok(mut lock) = self.lock.lock() {
+            lock.take();
+        }
+    }
+}

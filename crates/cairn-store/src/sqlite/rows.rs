@@ -1,0 +1,211 @@
+//! Row mapping and the lookups both the writer and the readers need.
+
+use crate::cache::ReceiverRow;
+use crate::{Completion, ReceiverCache, StoreError, StoreResult};
+use cairn_domain::completion::Latest;
+use cairn_domain::{
+    CompletionId, Event, EventId, Group, GroupId, JsonText, Receiver, ReceiverId, Text, Timestamp,
+    Unit,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::sync::Arc;
+
+pub fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Internal(format!("{context}: {e}"))
+}
+
+fn bad_id(what: &str, s: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("stored {what} id {s:?} is not a ULID").into(),
+    )
+}
+
+macro_rules! id_getter {
+    ($fn:ident, $ty:ty, $what:literal) => {
+        pub fn $fn(row: &Row<'_>, idx: usize) -> rusqlite::Result<$ty> {
+            let s: String = row.get(idx)?;
+            <$ty>::parse(&s).ok_or_else(|| bad_id($what, &s))
+        }
+    };
+}
+id_getter!(receiver_id, ReceiverId, "receiver");
+id_getter!(event_id, EventId, "event");
+id_getter!(group_id, GroupId, "group");
+id_getter!(completion_id, CompletionId, "completion");
+
+pub const RECEIVER_COLUMNS: &str =
+    "id, name, type, version, description, schema, fingerprint, created_at";
+
+pub fn receiver_row(row: &Row<'_>) -> rusqlite::Result<ReceiverRow> {
+    Ok(ReceiverRow {
+        id: receiver_id(row, 0)?,
+        name: row.get(1)?,
+        type_: row.get(2)?,
+        version: row.get(3)?,
+        description: row.get(4)?,
+        schema: row.get(5)?,
+        fingerprint: row.get(6)?,
+        created_at: Timestamp::from_micros(row.get(7)?),
+    })
+}
+
+pub fn load_receiver(
+    conn: &Connection,
+    cache: &ReceiverCache,
+    id: ReceiverId,
+) -> StoreResult<Option<Arc<Receiver>>> {
+    if let Some(r) = cache.get(id) {
+        return Ok(Some(r));
+    }
+    let row = conn
+        .prepare_cached(&format!(
+            "SELECT {RECEIVER_COLUMNS} FROM receivers WHERE id = ?1"
+        ))
+        .and_then(|mut st| st.query_row([id.to_string()], receiver_row).optional())
+        .map_err(db("reading a receiver"))?;
+    row.map(|r| cache.materialise(r).map_err(StoreError::Internal))
+        .transpose()
+}
+
+pub const EVENT_COLUMNS: &str = "id, name, version, release, platform_id, package, description, payload, success, receiver_id, created_at";
+
+pub fn event_row(row: &Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        id: event_id(row, 0)?,
+        unit: Unit {
+            name: Text::from_stored(row.get(1)?),
+            version: Text::from_stored(row.get(2)?),
+            release: Text::from_stored(row.get(3)?),
+            platform_id: Text::from_stored(row.get(4)?),
+            package: Text::from_stored(row.get(5)?),
+        },
+        description: Text::from_stored(row.get(6)?),
+        payload: JsonText::from_stored(row.get(7)?),
+        success: row.get(8)?,
+        receiver_id: receiver_id(row, 9)?,
+        created_at: Timestamp::from_micros(row.get(10)?),
+    })
+}
+
+pub fn load_event(conn: &Connection, id: EventId) -> StoreResult<Option<Event>> {
+    conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))
+        .and_then(|mut st| st.query_row([id.to_string()], event_row).optional())
+        .map_err(db("reading an event"))
+}
+
+pub const GROUP_COLUMNS: &str =
+    "id, name, type, version, description, enabled, created_at, updated_at";
+
+/// A group row without its receivers (filled by [`fill_receivers`]).
+pub fn group_row(row: &Row<'_>) -> rusqlite::Result<Group> {
+    Ok(Group {
+        id: group_id(row, 0)?,
+        name: Text::from_stored(row.get(1)?),
+        type_: Text::from_stored(row.get(2)?),
+        version: Text::from_stored(row.get(3)?),
+        description: Text::from_stored(row.get(4)?),
+        enabled: row.get(5)?,
+        receiver_ids: Vec::new(),
+        created_at: Timestamp::from_micros(row.get(6)?),
+        updated_at: Timestamp::from_micros(row.get(7)?),
+    })
+}
+
+pub fn group_receivers(conn: &Connection, id: GroupId) -> StoreResult<Vec<ReceiverId>> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT receiver_id FROM group_receivers WHERE group_id = ?1 ORDER BY position",
+        )
+        .map_err(db("reading group receivers"))?;
+    let ids = st
+        .query_map([id.to_string()], |r| receiver_id(r, 0))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(db("reading group receivers"))?;
+    Ok(ids)
+}
+
+pub fn fill_receivers(conn: &Connection, mut group: Group) -> StoreResult<Group> {
+    group.receiver_ids = group_receivers(conn, group.id)?;
+    Ok(group)
+}
+
+pub fn load_group(conn: &Connection, id: GroupId) -> StoreResult<Option<Group>> {
+    let group = conn
+        .prepare_cached(&format!("SELECT {GROUP_COLUMNS} FROM groups WHERE id = ?1"))
+        .and_then(|mut st| st.query_row([id.to_string()], group_row).optional())
+        .map_err(db("reading a group"))?;
+    group.map(|g| fill_receivers(conn, g)).transpose()
+}
+
+pub fn require_group(conn: &Connection, id: GroupId) -> StoreResult<Group> {
+    load_group(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("no group with id {id}")))
+}
+
+/// The latest event (by id order) of a receiver for a unit.
+pub fn latest(conn: &Connection, receiver: ReceiverId, unit: &Unit) -> StoreResult<Option<Latest>> {
+    conn.prepare_cached(
+        "SELECT id, success FROM events
+         WHERE receiver_id = ?1 AND name = ?2 AND version = ?3 AND release = ?4
+           AND platform_id = ?5 AND package = ?6
+         ORDER BY seq DESC LIMIT 1",
+    )
+    .and_then(|mut st| {
+        st.query_row(
+            params![
+                receiver.to_string(),
+                unit.name.as_str(),
+                unit.version.as_str(),
+                unit.release.as_str(),
+                unit.platform_id.as_str(),
+                unit.package.as_str()
+            ],
+            |r| {
+                Ok(Latest {
+                    event_id: event_id(r, 0)?,
+                    success: r.get(1)?,
+                })
+            },
+        )
+        .optional()
+    })
+    .map_err(db("finding the latest event for a unit"))
+}
+
+pub fn completion_exists(conn: &Connection, group: GroupId, unit: &Unit) -> StoreResult<bool> {
+    conn.prepare_cached(
+        "SELECT 1 FROM completions
+         WHERE group_id = ?1 AND name = ?2 AND version = ?3 AND release = ?4
+           AND platform_id = ?5 AND package = ?6",
+    )
+    .and_then(|mut st| {
+        st.exists(params![
+            group.to_string(),
+            unit.name.as_str(),
+            unit.version.as_str(),
+            unit.release.as_str(),
+            unit.platform_id.as_str(),
+            unit.package.as_str()
+        ])
+    })
+    .map_err(db("checking for a recorded completion"))
+}
+
+pub const COMPLETION_COLUMNS: &str =
+    "id, name, version, release, platform_id, package, completed_at, event_id";
+
+pub fn completion_row(row: &Row<'_>) -> rusqlite::Result<Completion> {
+    Ok(Completion {
+        id: completion_id(row, 0)?,
+        unit: Unit {
+            name: Text::from_stored(row.get(1)?),
+            version: Text::from_stored(row.get(2)?),
+            release: Text::from_stored(row.get(3)?),
+            platform_id: Text::from_stored(row.get(4)?),
+            package: Text::from_stored(row.get(5)?),
+        },
+        completed_at: Timestamp::from_micros(row.get(6)?),
+        event_id: event_id(row, 7)?,
+    })
+}

@@ -1,0 +1,102 @@
+//! Schema migrations, applied in order and recorded in `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE receivers (
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    name        TEXT NOT NULL,
+    type        TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    description TEXT NOT NULL,
+    schema      TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX receivers_by_name ON receivers (name, type, version);
+CREATE INDEX receivers_by_type ON receivers (type);
+
+CREATE TABLE events (
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    receiver_id TEXT NOT NULL REFERENCES receivers (id),
+    name        TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    release     TEXT NOT NULL,
+    platform_id TEXT NOT NULL,
+    package     TEXT NOT NULL,
+    description TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    success     INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+-- The completion check and status: the latest event of a receiver for a
+-- unit (the implicit rowid suffix orders it). Also serves receiver filters.
+CREATE INDEX events_by_receiver_unit
+    ON events (receiver_id, name, version, release, platform_id, package);
+-- Unit lookups and name/version filters.
+CREATE INDEX events_by_unit ON events (name, version, release, platform_id, package);
+
+CREATE TABLE groups (
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    name        TEXT NOT NULL,
+    type        TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    description TEXT NOT NULL,
+    enabled     INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE INDEX groups_by_name ON groups (name, type, version);
+
+CREATE TABLE group_receivers (
+    group_id    TEXT NOT NULL REFERENCES groups (id),
+    receiver_id TEXT NOT NULL REFERENCES receivers (id),
+    position    INTEGER NOT NULL,
+    PRIMARY KEY (group_id, receiver_id)
+) WITHOUT ROWID;
+CREATE INDEX group_receivers_by_receiver ON group_receivers (receiver_id, group_id);
+
+CREATE TABLE completions (
+    seq          INTEGER PRIMARY KEY,
+    id           TEXT NOT NULL UNIQUE,
+    group_id     TEXT NOT NULL REFERENCES groups (id),
+    name         TEXT NOT NULL,
+    version      TEXT NOT NULL,
+    release      TEXT NOT NULL,
+    platform_id  TEXT NOT NULL,
+    package      TEXT NOT NULL,
+    event_id     TEXT NOT NULL REFERENCES events (id),
+    completed_at INTEGER NOT NULL,
+    -- A completion is recorded once per (group, unit), whatever happens.
+    UNIQUE (group_id, name, version, release, platform_id, package)
+);
+
+CREATE TABLE outbox (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL,
+    type         TEXT NOT NULL,
+    ordering_key TEXT NOT NULL,
+    message      TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    delivered_at INTEGER
+);
+CREATE INDEX outbox_undelivered ON outbox (seq) WHERE delivered_at IS NULL;
+"#];
+
+/// Bring the database to the newest schema, in one transaction.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let current = usize::try_from(current).unwrap_or(0);
+    if current >= MIGRATIONS.len() {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for sql in &MIGRATIONS[current..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.commit()
+}

@@ -1,0 +1,207 @@
+//! The single writer. Every change runs here, on one connection, in the order
+//! it was queued. Jobs that arrive while a commit is in progress are gathered
+//! into the next transaction (group commit), so one fsync acknowledges many
+//! writes. Each job runs inside its own savepoint: a job that fails is rolled
+//! back alone and the rest of its batch still commits.
+
+use crate::{ReceiverCache, StoreError, StoreResult};
+use cairn_domain::Timestamp;
+use rusqlite::Connection;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use ulid::Ulid;
+
+/// Called once the batch's transaction has committed (or failed to).
+pub type Reply = Box<dyn FnOnce(StoreResult<()>) + Send>;
+
+/// What a job tells the writer: keep its changes (`Ok`) or roll them back.
+pub struct Outcome {
+    pub keep: bool,
+    pub reply: Reply,
+}
+
+pub type Job = Box<dyn FnOnce(&mut WriteCtx<'_>) -> Outcome + Send>;
+
+pub enum Command {
+    Job(Job),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Hands out strictly increasing timestamps and ULIDs, so that id order,
+/// `created_at` order and commit order agree for everything this store
+/// writes.
+pub struct Clock {
+    last_micros: i64,
+    last_id: Ulid,
+}
+
+impl Clock {
+    pub fn new(floor: Option<Ulid>) -> Self {
+        let last_id = floor.unwrap_or(Ulid(0));
+        Self {
+            last_micros: i64::try_from(last_id.timestamp_ms()).unwrap_or(0) * 1000,
+            last_id,
+        }
+    }
+
+    pub fn next(&mut self) -> (Timestamp, Ulid) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let micros = now.max(self.last_micros + 1);
+        let ms = u64::try_from(micros / 1000).unwrap_or(0);
+        let id = if ms == self.last_id.timestamp_ms() {
+            // Same millisecond: keep increasing within it.
+            match self.last_id.increment() {
+                Some(id) => id,
+                None => Ulid::from_parts(ms + 1, 0),
+            }
+        } else {
+            Ulid::from_parts(ms, Ulid::new().random())
+        };
+        self.last_micros = micros;
+        self.last_id = id;
+        (Timestamp::from_micros(micros), id)
+    }
+}
+
+pub struct WriteCtx<'a> {
+    pub conn: &'a Connection,
+    pub clock: &'a mut Clock,
+    pub cache: &'a ReceiverCache,
+}
+
+/// Queue `op` for the writer; resolves once it is committed and durable.
+pub async fn submit<T, F>(jobs: &mpsc::Sender<Command>, op: F) -> StoreResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut WriteCtx<'_>) -> StoreResult<T> + Send + 'static,
+{
+    let (tx, rx) = oneshot::channel::<StoreResult<T>>();
+    let job: Job = Box::new(move |ctx| match op(ctx) {
+        Ok(value) => Outcome {
+            keep: true,
+            reply: Box::new(move |committed| {
+                let _ = tx.send(committed.map(|()| value));
+            }),
+        },
+        Err(e) => {
+            let _ = tx.send(Err(e));
+            Outcome {
+                keep: false,
+                reply: Box::new(|_| {}),
+            }
+        }
+    });
+    jobs.send(Command::Job(job))
+        .await
+        .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
+    rx.await
+        .map_err(|_| StoreError::Unavailable("the write was abandoned at shutdown".into()))?
+}
+
+pub struct Writer {
+    pub conn: Connection,
+    pub clock: Clock,
+    pub cache: Arc<ReceiverCache>,
+    pub max_batch: usize,
+}
+
+impl Writer {
+    /// Run until shut down or until every sender is gone.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut batch: Vec<Job> = Vec::with_capacity(self.max_batch);
+        let mut shutdown: Option<oneshot::Sender<()>> = None;
+        while shutdown.is_none() {
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
+            match first {
+                Command::Job(j) => batch.push(j),
+                Command::Shutdown(done) => shutdown = Some(done),
+            }
+            while shutdown.is_none() && batch.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(Command::Job(j)) => batch.push(j),
+                    Ok(Command::Shutdown(done)) => shutdown = Some(done),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit_batch(&mut batch);
+            }
+        }
+        rx.close();
+        // Writes still queued behind the shutdown are dropped unanswered
+        // (their callers see `Unavailable`); nothing of them was stored.
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            tracing::warn!(error = %e, "final WAL checkpoint failed; the WAL will be replayed at next start");
+        }
+        if let Err((_, e)) = self.conn.close() {
+            tracing::warn!(error = %e, "closing the database");
+        }
+        if let Some(done) = shutdown {
+            let _ = done.send(());
+        }
+    }
+
+    fn commit_batch(&mut self, batch: &mut Vec<Job>) {
+        let started = Instant::now();
+        let size = batch.len();
+        let mut replies: Vec<Reply> = Vec::with_capacity(size);
+        let result = (|| -> StoreResult<()> {
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| StoreError::Internal(format!("beginning a write transaction: {e}")))?;
+            for job in batch.drain(..) {
+                self.conn
+                    .execute_batch("SAVEPOINT job")
+                    .map_err(|e| StoreError::Internal(format!("opening a savepoint: {e}")))?;
+                let mut ctx = WriteCtx {
+                    conn: &self.conn,
+                    clock: &mut self.clock,
+                    cache: &self.cache,
+                };
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut ctx)));
+                let keep = match outcome {
+                    Ok(Outcome { keep, reply }) => {
+                        replies.push(reply);
+                        keep
+                    }
+                    Err(_) => {
+                        tracing::error!("a write job panicked; its changes were rolled back");
+                        false
+                    }
+                };
+                let sql = if keep {
+                    "RELEASE job"
+                } else {
+                    "ROLLBACK TO job; RELEASE job"
+                };
+                self.conn
+                    .execute_batch(sql)
+                    .map_err(|e| StoreError::Internal(format!("closing a savepoint: {e}")))?;
+            }
+            self.conn
+                .execute_batch("COMMIT")
+                .map_err(|e| StoreError::Internal(format!("committing: {e}")))
+        })();
+        if result.is_err() && !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "rolling back a failed batch");
+            }
+        }
+        batch.clear();
+        if let Err(e) = &result {
+            tracing::error!(error = %e, jobs = size, "write batch failed; nothing of it was stored");
+        }
+        metrics::histogram!("cairn_store_batch_jobs").record(size as f64);
+        metrics::histogram!("cairn_store_commit_seconds").record(started.elapsed().as_secs_f64());
+        for reply in replies {
+            reply(result.clone());
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Settings in layers: built-in defaults < config file (`--config`) <
+//! environment (`CAIRN_*`) < command-line flags. Any bad value stops start-up
+//! with a message naming the setting.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on (`CAIRN_LISTEN`, `--listen`).
+    pub listen: SocketAddr,
+    /// Directory of the embedded store (`CAIRN_DATA_DIR`, `--data-dir`).
+    pub data_dir: PathBuf,
+    /// Largest accepted request body in bytes (`CAIRN_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
+    /// `text` or `json` (`CAIRN_LOG_FORMAT`).
+    pub log_format: LogFormat,
+    /// A tracing filter such as `info` or `cairn=debug` (`CAIRN_LOG_LEVEL`).
+    pub log_level: String,
+    /// Most writes committed together in one transaction (`CAIRN_WRITE_BATCH_MAX`).
+    pub write_batch_max: usize,
+    /// Writes that may queue for the writer before callers wait (`CAIRN_WRITE_QUEUE_DEPTH`).
+    pub write_queue_depth: usize,
+    /// Read connections to the embedded store (`CAIRN_READ_CONNECTIONS`).
+    pub read_connections: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8042)),
+            data_dir: PathBuf::from("./cairn-data"),
+            max_body_bytes: 1024 * 1024,
+            log_format: LogFormat::Text,
+            log_level: "info".to_owned(),
+            write_batch_max: 512,
+            write_queue_depth: 8192,
+            read_connections: 8,
+        }
+    }
+}
+
+const KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "max_body_bytes",
+    "log_format",
+    "log_level",
+    "write_batch_max",
+    "write_queue_depth",
+    "read_connections",
+];
+
+/// Values given on the command line; `None` leaves the lower layers alone.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Merge every layer. `config` is the `--config` file, if given.
+    pub fn load(config: Option<&Path>, overrides: Overrides) -> Result<Self, SettingsError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = config {
+            if !path.is_file() {
+                return Err(SettingsError::MissingFile(path.to_owned()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment
+            .merge(Env::prefixed("CAIRN_").only(KEYS))
+            .merge(Serialized::defaults(overrides));
+        let settings: Settings = figment.extract().map_err(|e| {
+            let mut msgs = Vec::new();
+            for err in e {
+                msgs.push(err.to_string());
+            }
+            SettingsError::Invalid(msgs.join("; "))
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let bad = |key: &str, why: &str| Err(SettingsError::Invalid(format!("{key}: {why}")));
+        if self.max_body_bytes == 0 {
+            return bad("max_body_bytes", "must be greater than 0");
+        }
+        if self.write_batch_max == 0 {
+            return bad("write_batch_max", "must be greater than 0");
+        }
+        if self.write_queue_depth == 0 {
+            return bad("write_queue_depth", "must be greater than 0");
+        }
+        if self.read_connections == 0 {
+            return bad("read_connections", "must be greater than 0");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir", "must not be empty");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return bad(
+                "log_level",
+                "is not a valid log filter (e.g. info, cairn=debug)",
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "cairn.toml",
+                "listen = \"127.0.0.1:9000\"\nmax_body_bytes = 10\n",
+            )?;
+            jail.set_env("CAIRN_MAX_BODY_BYTES", "20");
+            let s = Settings::load(Some(Path::new("cairn.toml")), Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(s.listen.port(), 9000);
+            assert_eq!(s.max_body_bytes, 20);
+            let s = Settings::load(
+                Some(Path::new("cairn.toml")),
+                Overrides {
+                    listen: Some("127.0.0.1:9001".into()),
+                    ..Overrides::default()
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            assert_eq!(s.listen.port(), 9001);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CAIRN_LISTEN", "not-an-address");
+            let err = Settings::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("listen"), "{err}");
+            jail.set_env("CAIRN_LISTEN", "127.0.0.1:1");
+            jail.create_file("bad.toml", "lisen = \"x\"\n")?;
+            let err = Settings::load(Some(Path::new("bad.toml")), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("lisen"), "{err}");
+            jail.set_env("CAIRN_MAX_BODY_BYTES", "0");
+            let err = Settings::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("max_body_bytes"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,14 @@
+//! Black-box tests of the HTTP API: every test starts its own application on
+//! a fresh data directory and talks to it over loopback.
+
+mod batch;
+mod completion;
+mod errors;
+mod events;
+mod group_membership;
+mod groups;
+mod health;
+mod helpers;
+mod lists;
+mod persistence;
+mod receivers;
