@@ -189,10 +189,11 @@ impl Writer {
                 .execute_batch("COMMIT")
                 .map_err(|e| StoreError::Internal(format!("committing: {e}")))
         })();
-        if result.is_err() && !self.conn.is_autocommit() {
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                tracing::error!(error = %e, "rolling back a failed batch");
-            }
+        if result.is_err()
+            && !self.conn.is_autocommit()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(error = %e, "rolling back a failed batch");
         }
         batch.clear();
         if let Err(e) = &result {
