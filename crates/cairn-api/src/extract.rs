@@ -105,7 +105,14 @@ pub fn parse<T: Body>(body: &Bytes) -> Result<T, ApiError> {
                     strip_position(&e.to_string())
                 ),
             ),
-            Category::Data | Category::Io => ApiError::field("body", T::SHAPE),
+            Category::Data | Category::Io => {
+                let msg = strip_position(&e.to_string()).to_owned();
+                if msg.starts_with("duplicate field") {
+                    ApiError::field("body", msg)
+                } else {
+                    ApiError::field("body", T::SHAPE)
+                }
+            }
         }
     })
 }

@@ -76,15 +76,27 @@ pub struct NewEvent {
     pub receiver_id: ReceiverId,
 }
 
-impl NewEvent {
-    pub fn parse(input: EventInput) -> Result<Self, FieldErrors> {
-        let mut errors = FieldErrors::default();
-        let name = required_text("name", input.name.as_ref(), &mut errors);
-        let version = required_text("version", input.version.as_ref(), &mut errors);
-        let release = required_text("release", input.release.as_ref(), &mut errors);
-        let platform_id = required_text("platform_id", input.platform_id.as_ref(), &mut errors);
-        let package = required_text("package", input.package.as_ref(), &mut errors);
-        let description = required_text("description", input.description.as_ref(), &mut errors);
+/// The parts of an event input that parsed; each `None` was reported.
+struct Parts {
+    name: Option<Text>,
+    version: Option<Text>,
+    release: Option<Text>,
+    platform_id: Option<Text>,
+    package: Option<Text>,
+    description: Option<Text>,
+    payload: Option<(JsonText, Value)>,
+    success: Option<bool>,
+    receiver_id: Option<ReceiverId>,
+}
+
+impl Parts {
+    fn parse(input: EventInput, errors: &mut FieldErrors) -> Self {
+        let name = required_text("name", input.name.as_ref(), errors);
+        let version = required_text("version", input.version.as_ref(), errors);
+        let release = required_text("release", input.release.as_ref(), errors);
+        let platform_id = required_text("platform_id", input.platform_id.as_ref(), errors);
+        let package = required_text("package", input.package.as_ref(), errors);
+        let description = required_text("description", input.description.as_ref(), errors);
         let payload = match input.payload {
             None => {
                 errors.push("payload", "is required");
@@ -106,30 +118,24 @@ impl NewEvent {
                 }
             }
         };
-        let success = optional_bool("success", input.success.as_ref(), &mut errors);
-        let receiver_id = optional_text(
-            "event_receiver_id",
-            input.event_receiver_id.as_ref(),
-            &mut errors,
-        );
-        let receiver_id = match (input.event_receiver_id.as_ref(), receiver_id) {
-            (None | Some(Value::Null), _) => {
+        let success = optional_bool("success", input.success.as_ref(), errors);
+        let receiver_id = match input.event_receiver_id.as_ref() {
+            None | Some(Value::Null) => {
                 errors.push("event_receiver_id", "is required");
                 None
             }
-            (_, Some(text)) => match ReceiverId::parse(text.as_str()) {
-                Some(id) => Some(id),
-                None => {
+            some => optional_text("event_receiver_id", some, errors).and_then(|text| {
+                let id = ReceiverId::parse(text.as_str());
+                if id.is_none() {
                     errors.push(
                         "event_receiver_id",
                         format!("no event receiver with id {:?}", text.as_str()),
                     );
-                    None
                 }
-            },
-            (_, None) => None,
+                id
+            }),
         };
-        match (
+        Self {
             name,
             version,
             release,
@@ -137,49 +143,70 @@ impl NewEvent {
             package,
             description,
             payload,
+            success,
             receiver_id,
-        ) {
-            (
-                Some(name),
-                Some(version),
-                Some(release),
-                Some(platform_id),
-                Some(package),
-                Some(description),
-                Some((payload, payload_value)),
-                Some(receiver_id),
-            ) if errors.is_empty() => Ok(Self {
-                unit: Unit {
-                    name,
-                    version,
-                    release,
-                    platform_id,
-                    package,
-                },
-                description,
-                payload,
-                payload_value,
-                success: success.unwrap_or(false),
-                receiver_id,
-            }),
+        }
+    }
+
+    fn assemble(self) -> Option<NewEvent> {
+        let (payload, payload_value) = self.payload?;
+        Some(NewEvent {
+            unit: Unit {
+                name: self.name?,
+                version: self.version?,
+                release: self.release?,
+                platform_id: self.platform_id?,
+                package: self.package?,
+            },
+            description: self.description?,
+            payload,
+            payload_value,
+            success: self.success.unwrap_or(false),
+            receiver_id: self.receiver_id?,
+        })
+    }
+}
+
+impl EventInput {
+    /// The receiver this input names, when it names a well-formed id: the
+    /// one to look up before [`CheckedEvent::parse`].
+    pub fn receiver_hint(&self) -> Option<ReceiverId> {
+        self.event_receiver_id
+            .as_ref()?
+            .as_str()
+            .and_then(ReceiverId::parse)
+    }
+}
+
+impl NewEvent {
+    /// Check the fields alone (no schema): every problem is reported.
+    pub fn parse(input: EventInput) -> Result<Self, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let parts = Parts::parse(input, &mut errors);
+        match parts.assemble() {
+            Some(event) if errors.is_empty() => Ok(event),
             _ => Err(errors),
         }
     }
 
     /// The payload must satisfy the receiver's schema.
     pub fn check_payload(&self, schema: &ReceiverSchema) -> Result<(), FieldErrors> {
-        schema.check(&self.payload_value).map_err(|violations| {
-            FieldErrors(
-                violations
-                    .into_iter()
-                    .map(|v| match v.split_once(": ") {
-                        Some((field, msg)) => crate::FieldError::new(field, msg),
-                        None => crate::FieldError::new("payload", v),
-                    })
-                    .collect(),
-            )
-        })
+        check_payload(&self.payload_value, schema)
     }
+}
+
+fn check_payload(payload: &Value, schema: &ReceiverSchema) -> Result<(), FieldErrors> {
+    schema.check(payload).map_err(|violations| {
+        FieldErrors(
+            violations
+                .into_iter()
+                .map(|v| match v.split_once(": ") {
+                    Some((field, msg)) => crate::FieldError::new(field, msg),
+                    None => crate::FieldError::new("payload", v),
+                })
+                .collect(),
+        )
+    })
 }
 
 /// A stored event. Events are immutable.
@@ -302,17 +329,36 @@ pub struct CheckedEvent {
 }
 
 impl CheckedEvent {
-    /// Check `event` against `receiver` (which must be the event's receiver).
-    pub fn check(event: NewEvent, receiver: std::sync::Arc<Receiver>) -> Result<Self, FieldErrors> {
-        if receiver.id != event.receiver_id {
-            return Err(crate::FieldError::new(
-                "event_receiver_id",
-                format!("no event receiver with id \"{}\"", event.receiver_id),
-            )
-            .into());
+    /// Apply every rule at once: the fields, the receiver's existence
+    /// (`receiver` is what the store found for [`EventInput::receiver_hint`])
+    /// and the payload against the receiver's schema. Every problem is
+    /// reported, not just the first.
+    pub fn parse(
+        input: EventInput,
+        receiver: Option<std::sync::Arc<Receiver>>,
+    ) -> Result<Self, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let parts = Parts::parse(input, &mut errors);
+        let receiver = match (parts.receiver_id, receiver) {
+            (Some(id), Some(r)) if r.id == id => Some(r),
+            (Some(id), _) => {
+                errors.push(
+                    "event_receiver_id",
+                    format!("no event receiver with id \"{id}\""),
+                );
+                None
+            }
+            (None, _) => None,
+        };
+        if let (Some(r), Some((_, payload))) = (&receiver, &parts.payload)
+            && let Err(violations) = check_payload(payload, &r.schema)
+        {
+            errors.extend(violations);
         }
-        event.check_payload(&receiver.schema)?;
-        Ok(Self { event, receiver })
+        match (parts.assemble(), receiver) {
+            (Some(event), Some(receiver)) if errors.is_empty() => Ok(Self { event, receiver }),
+            _ => Err(errors),
+        }
     }
 
     pub fn event(&self) -> &NewEvent {

@@ -33,15 +33,39 @@ pub struct NewGroup {
     pub receiver_ids: Vec<ReceiverId>,
 }
 
+impl GroupInput {
+    /// The well-formed receiver ids this input names: the ones to look up
+    /// before [`NewGroup::parse`].
+    pub fn receiver_hints(&self) -> Vec<ReceiverId> {
+        receiver_hints(self.event_receiver_ids.as_ref())
+    }
+}
+
+fn receiver_hints(value: Option<&Value>) -> Vec<ReceiverId> {
+    match value {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().and_then(ReceiverId::parse))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 impl NewGroup {
-    pub fn parse(input: GroupInput) -> Result<Self, FieldErrors> {
+    /// Check every field; `known` tells which receiver ids exist, so that
+    /// unknown ones are reported by their index with the other problems.
+    pub fn parse(
+        input: GroupInput,
+        known: impl Fn(ReceiverId) -> bool,
+    ) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::default();
         let name = required_text("name", input.name.as_ref(), &mut errors);
         let type_ = required_text("type", input.type_.as_ref(), &mut errors);
         let version = required_text("version", input.version.as_ref(), &mut errors);
         let description = required_text("description", input.description.as_ref(), &mut errors);
         let enabled = optional_bool("enabled", input.enabled.as_ref(), &mut errors);
-        let receiver_ids = parse_receiver_ids(input.event_receiver_ids.as_ref(), &mut errors);
+        let receiver_ids =
+            parse_receiver_ids(input.event_receiver_ids.as_ref(), &mut errors, known);
         match (name, type_, version, description, receiver_ids) {
             (Some(name), Some(type_), Some(version), Some(description), Some(receiver_ids))
                 if errors.is_empty() =>
@@ -67,9 +91,13 @@ pub struct ReceiverIdsInput {
 }
 
 impl ReceiverIdsInput {
-    pub fn parse(self) -> Result<Vec<ReceiverId>, FieldErrors> {
+    pub fn receiver_hints(&self) -> Vec<ReceiverId> {
+        receiver_hints(self.event_receiver_ids.as_ref())
+    }
+
+    pub fn parse(self, known: impl Fn(ReceiverId) -> bool) -> Result<Vec<ReceiverId>, FieldErrors> {
         let mut errors = FieldErrors::default();
-        let ids = parse_receiver_ids(self.event_receiver_ids.as_ref(), &mut errors);
+        let ids = parse_receiver_ids(self.event_receiver_ids.as_ref(), &mut errors, known);
         match ids {
             Some(ids) if errors.is_empty() => Ok(ids),
             _ => Err(errors),
@@ -77,9 +105,13 @@ impl ReceiverIdsInput {
     }
 }
 
-/// A non-empty list of well-formed receiver ids, duplicates collapsed, in
-/// first-seen order.
-fn parse_receiver_ids(value: Option<&Value>, errors: &mut FieldErrors) -> Option<Vec<ReceiverId>> {
+/// A non-empty list of ids of existing receivers, duplicates collapsed, in
+/// first-seen order. Problems are named by their index in the input.
+fn parse_receiver_ids(
+    value: Option<&Value>,
+    errors: &mut FieldErrors,
+    known: impl Fn(ReceiverId) -> bool,
+) -> Option<Vec<ReceiverId>> {
     const FIELD: &str = "event_receiver_ids";
     let items = match value {
         None | Some(Value::Null) => {
@@ -108,11 +140,15 @@ fn parse_receiver_ids(value: Option<&Value>, errors: &mut FieldErrors) -> Option
     for (i, item) in items.iter().enumerate() {
         match item.as_str() {
             Some(s) => match ReceiverId::parse(s) {
-                Some(id) => {
+                Some(id) if known(id) => {
                     if !ids.contains(&id) {
                         ids.push(id);
                     }
                 }
+                Some(id) => errors.push(
+                    format!("{FIELD}[{i}]"),
+                    format!("no event receiver with id \"{id}\""),
+                ),
                 None => errors.push(
                     format!("{FIELD}[{i}]"),
                     format!("no event receiver with id {s:?}"),
@@ -247,6 +283,7 @@ mod tests {
                 "event_receiver_ids": [B, A, B]
             }))
             .unwrap(),
+            |_| true,
         )
         .unwrap();
         assert_eq!(
@@ -262,7 +299,7 @@ mod tests {
             ReceiverIdsInput {
                 event_receiver_ids: Some(ids),
             }
-            .parse()
+            .parse(|id| id != ReceiverId::parse(B).unwrap())
             .unwrap_err()
             .messages()
         };
@@ -271,10 +308,11 @@ mod tests {
             vec!["event_receiver_ids: must name at least one event receiver"]
         );
         assert_eq!(
-            parse(json!([A, 7, "zz"])),
+            parse(json!([A, 7, "zz", B])),
             vec![
                 "event_receiver_ids[1]: must be a string",
-                "event_receiver_ids[2]: no event receiver with id \"zz\""
+                "event_receiver_ids[2]: no event receiver with id \"zz\"",
+                format!("event_receiver_ids[3]: no event receiver with id \"{B}\"").as_str(),
             ]
         );
     }

@@ -87,6 +87,24 @@ pub enum SettingsError {
     Invalid(String),
 }
 
+/// `listen: invalid socket address syntax (from CAIRN_LISTEN)`.
+fn describe(err: figment::Error) -> String {
+    let key = err.path.join(".").to_ascii_lowercase();
+    let source = match &err.metadata {
+        Some(m) if m.name.contains("environment") => format!("CAIRN_{}", key.to_ascii_uppercase()),
+        Some(m) => match &m.source {
+            Some(src) => format!("{} {src}", m.name),
+            None => m.name.to_string(),
+        },
+        None => "settings".to_owned(),
+    };
+    if key.is_empty() {
+        format!("{} (from {source})", err.kind)
+    } else {
+        format!("{key}: {} (from {source})", err.kind)
+    }
+}
+
 impl Settings {
     /// Merge every layer. `config` is the `--config` file, if given.
     pub fn load(config: Option<&Path>, overrides: Overrides) -> Result<Self, SettingsError> {
@@ -98,14 +116,14 @@ impl Settings {
             figment = figment.merge(Toml::file_exact(path));
         }
         figment = figment
-            .merge(Env::prefixed("CAIRN_").only(KEYS))
+            .merge(
+                Env::prefixed("CAIRN_")
+                    .map(|k| k.as_str().to_ascii_lowercase().into())
+                    .only(KEYS),
+            )
             .merge(Serialized::defaults(overrides));
         let settings: Settings = figment.extract().map_err(|e| {
-            let mut msgs = Vec::new();
-            for err in e {
-                msgs.push(err.to_string());
-            }
-            SettingsError::Invalid(msgs.join("; "))
+            SettingsError::Invalid(e.into_iter().map(describe).collect::<Vec<_>>().join("; "))
         })?;
         settings.validate()?;
         Ok(settings)
@@ -142,6 +160,8 @@ impl Settings {
 mod tests {
     use super::*;
 
+    // figment::Jail's closure signature returns figment's (large) error type.
+    #[allow(clippy::result_large_err)]
     #[test]
     fn layers_apply_in_order() {
         figment::Jail::expect_with(|jail| {
@@ -167,6 +187,7 @@ mod tests {
         });
     }
 
+    #[allow(clippy::result_large_err)]
     #[test]
     fn bad_values_name_the_setting() {
         figment::Jail::expect_with(|jail| {

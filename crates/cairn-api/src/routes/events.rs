@@ -5,27 +5,20 @@ use crate::page::Page;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use cairn_domain::{
-    CheckedEvent, EventId, EventInput, EventView, FieldError, FieldErrors, NewEvent, ReceiverId,
-    Timestamp,
-};
+use cairn_domain::{CheckedEvent, EventId, EventInput, EventView, ReceiverId, Timestamp};
 use cairn_store::EventFilter;
 use serde_json::value::RawValue;
 
 /// Most events one batch may carry.
 pub const MAX_BATCH: usize = 1000;
 
-/// Parse an event and check it against its receiver's schema.
+/// Apply every event rule at once (fields, receiver, schema).
 async fn check(state: &AppState, input: EventInput) -> Result<CheckedEvent, ApiError> {
-    let event = NewEvent::parse(input)?;
-    let Some(receiver) = state.store.receiver(event.receiver_id).await? else {
-        return Err(FieldErrors::from(FieldError::new(
-            "event_receiver_id",
-            format!("no event receiver with id \"{}\"", event.receiver_id),
-        ))
-        .into());
+    let receiver = match input.receiver_hint() {
+        Some(id) => state.store.receiver(id).await?,
+        None => None,
     };
-    Ok(CheckedEvent::check(event, receiver)?)
+    Ok(CheckedEvent::parse(input, receiver)?)
 }
 
 pub async fn create(

@@ -9,16 +9,29 @@ use cairn_domain::group::{GroupPatch, GroupPatchInput, ReceiverIdsInput};
 use cairn_domain::{FieldErrors, GroupId, GroupInput, NewGroup, ReceiverId, Unit};
 use cairn_store::{Completion, GroupFilter};
 use serde::Serialize;
+use std::collections::HashSet;
 
 fn group_id(id: &str) -> Result<GroupId, ApiError> {
     GroupId::parse(id).ok_or_else(|| ApiError::NotFound(format!("no group with id {id:?}")))
+}
+
+/// Which of these well-formed ids name stored receivers.
+async fn existing(state: &AppState, ids: Vec<ReceiverId>) -> Result<HashSet<ReceiverId>, ApiError> {
+    let mut found = HashSet::with_capacity(ids.len());
+    for id in ids {
+        if state.store.receiver(id).await?.is_some() {
+            found.insert(id);
+        }
+    }
+    Ok(found)
 }
 
 pub async fn create(
     State(state): State<AppState>,
     Json(input): Json<GroupInput>,
 ) -> Result<Response, ApiError> {
-    let group = NewGroup::parse(input)?;
+    let known = existing(&state, input.receiver_hints()).await?;
+    let group = NewGroup::parse(input, |id| known.contains(&id))?;
     let created = state.store.create_group(group).await?;
     Ok(ok(created.id))
 }
@@ -71,7 +84,8 @@ pub async fn add_receivers(
     Json(input): Json<ReceiverIdsInput>,
 ) -> Result<Response, ApiError> {
     let gid = group_id(&id)?;
-    let ids = input.parse()?;
+    let known = existing(&state, input.receiver_hints()).await?;
+    let ids = input.parse(|id| known.contains(&id))?;
     let group = state.store.add_group_receivers(gid, ids).await?;
     Ok(ok(group))
 }

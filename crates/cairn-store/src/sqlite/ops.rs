@@ -383,6 +383,10 @@ pub fn add_receivers(
         .into_iter()
         .filter(|r| !group.receiver_ids.contains(r))
         .collect();
+    if fresh.is_empty() {
+        // Nothing to add: not a change, so no new `updated_at` or message.
+        return Ok(group);
+    }
     if fresh.len() + group.receiver_ids.len() > cairn_domain::group::MAX_GROUP_RECEIVERS {
         let mut e = FieldErrors::default();
         e.push(

@@ -440,7 +440,7 @@ async fn status_tracks_the_rule_over_a_long_history() {
     for _ in 0..60 {
         seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
         let r = ((seed >> 16) % 3) as usize;
-        let ok = (seed >> 8) % 4 != 0;
+        let ok = !(seed >> 8).is_multiple_of(4);
         app.create_event(rs[r], &unit, ok).await;
         latest[r] = Some(ok);
         let expected = latest.iter().all(|l| *l == Some(true));
@@ -526,7 +526,7 @@ async fn enabling_concurrently_with_final_events_records_one_completion_per_unit
         app.create_event(&a, u, true).await;
     }
     let mut tasks = Vec::new();
-    for u in units.iter().cloned() {
+    for u in units.clone() {
         let app = Arc::clone(&app);
         let b = b.clone();
         tasks.push(tokio::spawn(async move {
@@ -550,6 +550,128 @@ async fn enabling_concurrently_with_final_events_records_one_completion_per_unit
             1,
             "{u:?}: {done:?}"
         );
+    }
+    assert_eq!(done.len(), UNITS);
+}
+
+#[tokio::test]
+async fn creating_an_enabled_group_records_completions_that_already_hold() {
+    let app = spawn_app().await;
+    let a = app.create_receiver().await;
+    let b = app.create_receiver().await;
+    let done = Unit::new("done");
+    let half = Unit::new("half");
+    app.create_event(&a, &done, true).await;
+    app.create_event(&b, &done, true).await;
+    app.create_event(&b, &half, true).await;
+    let g = app.create_group(&[&a, &b], true).await;
+    assert!(app.is_complete(&g, &done).await);
+    let recorded = app.completions(&g).await;
+    assert_eq!(
+        recorded.len(),
+        1,
+        "status and history agree from the start: {recorded:?}"
+    );
+    assert!(done.matches(&recorded[0]));
+    assert!(!app.is_complete(&g, &half).await);
+    // Created disabled: nothing.
+    let off = app.create_group(&[&a, &b], false).await;
+    assert!(app.completions(&off).await.is_empty());
+}
+
+#[tokio::test]
+async fn completions_are_listed_in_the_order_they_happened() {
+    let app = spawn_app().await;
+    let (a, b, g) = two_receiver_group(&app).await;
+    let order = ["zeta", "alpha", "mid", "beta"];
+    for name in order {
+        app.create_event(&a, &Unit::new(name), true).await;
+    }
+    // Complete them in a different order from creation and from the alphabet.
+    let completion_order = ["mid", "zeta", "beta", "alpha"];
+    for name in completion_order {
+        app.create_event(&b, &Unit::new(name), true).await;
+    }
+    let done = app.completions(&g).await;
+    let names: Vec<&str> = done.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, completion_order, "oldest first");
+    let times: Vec<&str> = done
+        .iter()
+        .map(|c| c["completed_at"].as_str().unwrap())
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort_unstable();
+    assert_eq!(times, sorted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_batches_record_one_completion_per_unit() {
+    let app = spawn_app().await;
+    let (a, b, g) = two_receiver_group(&app).await;
+    const UNITS: usize = 200;
+    let units: Vec<Unit> = (0..UNITS).map(|i| Unit::new(&format!("b-{i}"))).collect();
+    let batch_for = |r: &str| {
+        json!(
+            units
+                .iter()
+                .map(|u| event_body(r, u, true))
+                .collect::<Vec<_>>()
+        )
+    };
+    let (batch_a, batch_b) = (batch_for(&a), batch_for(&b));
+    let (ra, rb, ra2, rb2) = tokio::join!(
+        app.post_batch(&batch_a),
+        app.post_batch(&batch_b),
+        app.post_batch(&batch_a),
+        app.post_batch(&batch_b),
+    );
+    for res in [&ra, &rb, &ra2, &rb2] {
+        assert_eq!(data(res).as_array().unwrap().len(), UNITS);
+    }
+    let done = app.completions(&g).await;
+    assert_eq!(done.len(), UNITS, "exactly one completion per unit");
+    for u in &units {
+        assert_eq!(done.iter().filter(|c| u.matches(c)).count(), 1, "{u:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removing_a_receiver_concurrently_with_final_events_records_one_completion_per_unit() {
+    let app = Arc::new(spawn_app().await);
+    let (a, b, g) = two_receiver_group(&app).await;
+    const UNITS: usize = 40;
+    let units: Vec<Unit> = (0..UNITS).map(|i| Unit::new(&format!("rm-{i}"))).collect();
+    for u in &units {
+        app.create_event(&a, u, true).await;
+        app.create_event(&b, u, false).await;
+    }
+    assert!(app.completions(&g).await.is_empty());
+    let mut tasks = Vec::new();
+    for u in units.clone() {
+        let app = Arc::clone(&app);
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            app.create_event(&b, &u, true).await;
+        }));
+    }
+    {
+        let app = Arc::clone(&app);
+        let path = format!("/api/v1/groups/{g}/receivers/{b}");
+        tasks.push(tokio::spawn(async move {
+            data(&app.delete(&path).await);
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task panicked");
+    }
+    let done = app.completions(&g).await;
+    for u in &units {
+        assert_eq!(
+            done.iter().filter(|c| u.matches(c)).count(),
+            1,
+            "{u:?}: {done:?}"
+        );
+        assert!(app.is_complete(&g, u).await);
     }
     assert_eq!(done.len(), UNITS);
 }

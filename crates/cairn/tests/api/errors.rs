@@ -183,6 +183,18 @@ async fn wrong_content_type_is_415() {
 }
 
 #[tokio::test]
+async fn a_missing_content_type_is_415() {
+    let app = spawn_app().await;
+    let valid = receiver_body("r", json!({})).to_string();
+    let (status, _, text) = app
+        .send_raw(Method::POST, "/api/v1/receivers", None, valid)
+        .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{text}");
+    assert_envelope_error(&parse_body(&text));
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
 async fn json_content_type_with_parameters_is_accepted() {
     let app = spawn_app().await;
     let valid = receiver_body("r", json!({})).to_string();
@@ -312,6 +324,37 @@ async fn a_trailing_slash_is_ignored() {
         .await;
     assert_eq!(data(&res), &json!(gid));
     assert_eq!(app.list_all("/api/v1/events").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_413() {
+    let app = spawn_app_with(|s| s.max_body_bytes = 1024).await;
+    let body = receiver_text_of_len(3000);
+    let (first, second) = body.split_at(1500);
+    let request = format!(
+        "POST /api/v1/receivers HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         {:x}\r\n{first}\r\n{:x}\r\n{second}\r\n0\r\n\r\n",
+        first.len(),
+        second.len()
+    );
+    let raw = raw_exchange(&app, &request).await;
+    let (head, body) = split_response(&raw);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    let body = String::from_utf8_lossy(body);
+    assert!(body.contains("\"data\":null"), "{body}");
+    assert_nothing_stored(&app).await;
+
+    // A chunked body within the limit is fine.
+    let small = receiver_body("r", json!({})).to_string();
+    let request = format!(
+        "POST /api/v1/receivers HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{small}\r\n0\r\n\r\n",
+        small.len()
+    );
+    let raw = raw_exchange(&app, &request).await;
+    let (head, _) = split_response(&raw);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 }
 
 /// Send one raw HTTP/1.1 request and return the whole response.

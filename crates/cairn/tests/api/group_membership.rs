@@ -52,6 +52,23 @@ async fn adding_existing_members_is_ignored() {
 }
 
 #[tokio::test]
+async fn adding_only_existing_members_is_not_a_change() {
+    let app = spawn_app().await;
+    let a = app.create_receiver().await;
+    let b = app.create_receiver().await;
+    let g = app.create_group(&[&a, &b], true).await;
+    let before = app.get_one("groups", &g).await;
+    tick().await;
+    let res = add(&app, &g, json!([b, a])).await;
+    assert_eq!(data(&res), &before, "the group is returned unchanged");
+    let after = app.get_one("groups", &g).await;
+    assert_eq!(
+        after["updated_at"], after["created_at"],
+        "ignored duplicates are not a change: {after}"
+    );
+}
+
+#[tokio::test]
 async fn adding_an_unknown_receiver_is_rejected_and_changes_nothing() {
     let app = spawn_app().await;
     let a = app.create_receiver().await;

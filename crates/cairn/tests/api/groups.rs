@@ -132,6 +132,23 @@ async fn unknown_receivers_are_named_by_index() {
 }
 
 #[tokio::test]
+async fn every_unknown_receiver_is_reported() {
+    let app = spawn_app().await;
+    let r = app.create_receiver().await;
+    let other_unknown = "01ARZ3NDEKTSV4RRFFQ69G5FAW";
+    let body = group_body(&[UNKNOWN_ID, &r, other_unknown], true);
+    let errs = errors(&app.post_group(&body).await, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        errs,
+        [
+            format!("event_receiver_ids[0]: no event receiver with id \"{UNKNOWN_ID}\""),
+            format!("event_receiver_ids[2]: no event receiver with id \"{other_unknown}\""),
+        ]
+    );
+    assert!(app.list_all("/api/v1/groups").await.is_empty());
+}
+
+#[tokio::test]
 async fn enabled_must_be_a_boolean() {
     let app = spawn_app().await;
     let r = app.create_receiver().await;
@@ -232,8 +249,7 @@ async fn invalid_patch_reports_every_problem_and_changes_nothing() {
     let id = app.create_group(&[&r], false).await;
     let before = app.get_one("groups", &id).await;
     let body = json!({"name": " ", "enabled": "yes", "version": "2"});
-    let errs = errors(&app.patch_group(&id, &body).await, StatusCode::BAD_REQUEST);
-    let mut errs = errs;
+    let mut errs = errors(&app.patch_group(&id, &body).await, StatusCode::BAD_REQUEST);
     errs.sort();
     assert_eq!(
         errs,

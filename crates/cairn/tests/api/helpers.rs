@@ -12,9 +12,6 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// A schema that accepts any payload.
-pub const ANY_SCHEMA: &str = "{}";
-
 /// A well-formed ULID that no test ever creates.
 pub const UNKNOWN_ID: &str = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
 

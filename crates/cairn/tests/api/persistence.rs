@@ -181,6 +181,10 @@ async fn in_flight_requests_finish_during_a_graceful_stop() {
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     app.stop().await;
     let outcome = in_flight.await.unwrap();
+    eprintln!(
+        "in-flight request outcome: {:?}",
+        outcome.as_ref().map(|r| r.status())
+    );
     app.restart().await;
     let stored = app.list_all("/api/v1/events?limit=1000").await.len();
     match outcome {

@@ -1,0 +1,368 @@
+//! Crash durability of the real binary: every create that was acknowledged
+//! with 200 before a SIGKILL is still there after a restart.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+const WRITERS: usize = 8;
+const MAX_PER_WRITER: usize = 20_000;
+const RUN_BEFORE_KILL: Duration = Duration::from_millis(1500);
+
+/// A running `cairn serve`; killed (SIGKILL) when dropped.
+struct Server {
+    child: Child,
+    address: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("failed to start the cairn binary");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel::<String>();
+        {
+            let log = Arc::clone(&log);
+            // Keep draining stderr for the life of the process so it never blocks.
+            std::thread::spawn(move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(addr) = listening_address(&line)
+                        && let Some(tx) = tx.take()
+                    {
+                        let _ = tx.send(addr);
+                    }
+                    let mut log = log.lock().unwrap();
+                    if log.len() < 500 {
+                        log.push(line);
+                    }
+                }
+            });
+        }
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(address) => Self {
+                child,
+                address,
+                log,
+            },
+            Err(e) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!(
+                    "no `listening on http://...` line on stderr ({e}); exit: {status:?}; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// SIGKILL and reap.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `... listening on http://127.0.0.1:4567 ...` -> `http://127.0.0.1:4567`
+fn listening_address(line: &str) -> Option<String> {
+    const MARK: &str = "listening on http://";
+    let start = line.find(MARK)? + MARK.len();
+    let hostport: String = line[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
+        .collect();
+    let (_, port) = hostport.rsplit_once(':')?;
+    port.parse::<u16>().ok().filter(|p| *p != 0)?;
+    Some(format!("http://{hostport}"))
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+}
+
+async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+) -> reqwest::Result<(u16, Value)> {
+    let res = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await?;
+    let status = res.status().as_u16();
+    let text = res.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+#[derive(Default)]
+struct Tally {
+    acked: Mutex<Vec<(String, Value)>>,
+    /// Failures (transport errors or non-200) observed before the kill.
+    unexpected: Mutex<Vec<String>>,
+    errors_after_kill: AtomicUsize,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_events_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let client = client();
+
+    let (status, body) = post_json(
+        &client,
+        &server.url("/api/v1/receivers"),
+        &json!({"name": "dur", "type": "t", "version": "1", "description": "d",
+                "schema": {"type": "object", "required": ["writer", "seq"]}}),
+    )
+    .await
+    .expect("create receiver");
+    assert_eq!(status, 200, "{body}\n{}", server.log());
+    let rid = body["data"].as_str().unwrap().to_owned();
+
+    let killed = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (client, url, rid) = (client.clone(), server.url("/api/v1/events"), rid.clone());
+        let (killed, stop, tally) = (Arc::clone(&killed), Arc::clone(&stop), Arc::clone(&tally));
+        writers.push(tokio::spawn(async move {
+            for seq in 0..MAX_PER_WRITER {
+                if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
+                    break;
+                }
+                let body = json!({
+                    "name": format!("writer-{w}"),
+                    "version": format!("{seq}"),
+                    "release": "r",
+                    "platform_id": "p",
+                    "package": "k",
+                    "description": format!("event {seq} of writer {w}"),
+                    "payload": {"writer": w, "seq": seq, "pad": "x".repeat(seq % 50)},
+                    "success": seq % 2 == 0,
+                    "event_receiver_id": rid,
+                });
+                let outcome = post_json(&client, &url, &body).await;
+                let was_killed = killed.load(Ordering::SeqCst);
+                match outcome {
+                    Ok((200, res)) => {
+                        let id = res["data"].as_str().map(str::to_owned);
+                        match id {
+                            Some(id) => tally.acked.lock().unwrap().push((id, body)),
+                            None => tally
+                                .unexpected
+                                .lock()
+                                .unwrap()
+                                .push(format!("200 without an id: {res}")),
+                        }
+                    }
+                    Ok((status, res)) if !was_killed => tally
+                        .unexpected
+                        .lock()
+                        .unwrap()
+                        .push(format!("{status}: {res}")),
+                    Err(e) if !was_killed => tally
+                        .unexpected
+                        .lock()
+                        .unwrap()
+                        .push(format!("transport: {e}")),
+                    Ok(_) | Err(_) => {
+                        tally.errors_after_kill.fetch_add(1, Ordering::SeqCst);
+                        // After the kill the server is gone; stop writing.
+                        break;
+                    }
+                }
+            }
+        }));
+    }
+
+    tokio::time::sleep(RUN_BEFORE_KILL).await;
+    let log_before_kill = server.log();
+    killed.store(true, Ordering::SeqCst);
+    server.kill(); // SIGKILL while creates are in flight
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        tokio::time::timeout(Duration::from_secs(60), w)
+            .await
+            .expect("a writer did not stop")
+            .expect("a writer panicked");
+    }
+
+    let acked = std::mem::take(&mut *tally.acked.lock().unwrap());
+    let unexpected = tally.unexpected.lock().unwrap().clone();
+    eprintln!(
+        "acknowledged {} events before the kill; {} requests failed after it",
+        acked.len(),
+        tally.errors_after_kill.load(Ordering::SeqCst)
+    );
+    assert!(
+        unexpected.is_empty(),
+        "{} requests failed before the kill, e.g. {:?}\nlog:\n{log_before_kill}",
+        unexpected.len(),
+        &unexpected[..unexpected.len().min(5)]
+    );
+    assert!(
+        acked.len() > 100,
+        "only {} events were acknowledged in {RUN_BEFORE_KILL:?}",
+        acked.len()
+    );
+    assert!(
+        tally.errors_after_kill.load(Ordering::SeqCst) > 0,
+        "the kill interrupted requests in flight"
+    );
+
+    // Restart on the same data dir.
+    let server = Server::start(dir.path());
+    let (status, body) = post_json(
+        &client,
+        &server.url("/api/v1/events"),
+        &json!({"name": "after", "version": "1", "release": "r", "platform_id": "p",
+                "package": "k", "description": "d", "payload": {"writer": 0, "seq": 0},
+                "event_receiver_id": rid}),
+    )
+    .await
+    .expect("create after restart");
+    assert_eq!(
+        status, 200,
+        "the receiver survived and the store is writable: {body}"
+    );
+
+    // Every acknowledged id is found, with the submitted fields.
+    let acked = Arc::new(acked);
+    let missing = Arc::new(Mutex::new(Vec::<String>::new()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..WRITERS {
+        let (client, acked, missing, next) = (
+            client.clone(),
+            Arc::clone(&acked),
+            Arc::clone(&missing),
+            Arc::clone(&next),
+        );
+        let base = server.url("/api/v1/events/");
+        readers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some((id, body)) = acked.get(i) else {
+                    break;
+                };
+                let res = client
+                    .get(format!("{base}{id}"))
+                    .send()
+                    .await
+                    .expect("GET after restart");
+                let status = res.status().as_u16();
+                let got: Value = res.json().await.unwrap_or(Value::Null);
+                if status != 200 {
+                    missing
+                        .lock()
+                        .unwrap()
+                        .push(format!("{id}: {status} {got}"));
+                    continue;
+                }
+                let e = &got["data"][0];
+                for field in [
+                    "name",
+                    "version",
+                    "release",
+                    "platform_id",
+                    "package",
+                    "description",
+                    "payload",
+                    "success",
+                    "event_receiver_id",
+                ] {
+                    if e[field] != body[field] {
+                        missing.lock().unwrap().push(format!(
+                            "{id}: {field} is {} but {} was submitted",
+                            e[field], body[field]
+                        ));
+                    }
+                }
+                if e["id"] != json!(id) {
+                    missing
+                        .lock()
+                        .unwrap()
+                        .push(format!("{id}: GET returned {}", e["id"]));
+                }
+            }
+        }));
+    }
+    for r in readers {
+        r.await.expect("a reader panicked");
+    }
+    let missing = missing.lock().unwrap().clone();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged events were lost or changed, e.g. {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)]
+    );
+
+    // Ids are unique, and each writer's acknowledged events are in its order.
+    let mut ids: Vec<&String> = acked.iter().map(|(id, _)| id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), acked.len(), "acknowledged ids are unique");
+    for w in 0..WRITERS {
+        let mine: Vec<&String> = acked
+            .iter()
+            .filter(|(_, b)| b["payload"]["writer"] == json!(w))
+            .map(|(id, _)| id)
+            .collect();
+        assert!(
+            mine.windows(2).all(|p| p[0] < p[1]),
+            "writer {w}'s ids increase in creation order"
+        );
+    }
+}
+
+#[test]
+fn parses_the_listening_line() {
+    assert_eq!(
+        listening_address("2024-01-01T00:00:00Z  INFO cairn: listening on http://127.0.0.1:43210"),
+        Some("http://127.0.0.1:43210".to_owned())
+    );
+    assert_eq!(
+        listening_address(r#"{"fields":{"message":"listening on http://127.0.0.1:5 (pid 3)"}}"#),
+        Some("http://127.0.0.1:5".to_owned())
+    );
+    assert_eq!(listening_address("listening on http://127.0.0.1:0"), None);
+    assert_eq!(listening_address("starting"), None);
+}
