@@ -1,5 +1,7 @@
-//! Crash durability of the real binary: every create that was acknowledged
-//! with 200 before a SIGKILL is still there after a restart.
+//! Tests that drive the real `cairn` binary as a separate process: crash
+//! durability (every create acknowledged with 200 before a SIGKILL is still
+//! there after a restart), schema compilation counted on the process's own
+//! /metrics, and a clean stop on SIGTERM.
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -365,4 +367,94 @@ fn parses_the_listening_line() {
     );
     assert_eq!(listening_address("listening on http://127.0.0.1:0"), None);
     assert_eq!(listening_address("starting"), None);
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn scrape(client: &reqwest::Client, server: &Server) -> String {
+    client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A receiver's schema is compiled once when it is created, never per
+/// event; after a restart it is compiled once more, on first use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_compile_once_per_receiver_not_per_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = client();
+    let event = |rid: &str, i: usize| {
+        json!({"name": "n", "version": "1", "release": "r", "platform_id": "p",
+               "package": "k", "description": "d", "payload": {"i": i},
+               "event_receiver_id": rid})
+    };
+    let rid = {
+        let server = Server::start(dir.path());
+        let (status, body) = post_json(
+            &client,
+            &server.url("/api/v1/receivers"),
+            &json!({"name": "c", "type": "t", "version": "1", "description": "d",
+                    "schema": {"type": "object", "properties": {"i": {"type": "integer"}}}}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+        let rid = body["data"].as_str().unwrap().to_owned();
+        for i in 0..200 {
+            let (status, body) = post_json(&client, &server.url("/api/v1/events"), &event(&rid, i))
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "{body}");
+        }
+        let text = scrape(&client, &server).await;
+        assert_eq!(metric(&text, "cairn_schema_compilations_total"), 1.0, "{text}");
+        assert_eq!(metric(&text, "cairn_events_created_total"), 200.0, "{text}");
+        rid
+    };
+    // Restarted: nothing compiled until the receiver is needed, then once.
+    let server = Server::start(dir.path());
+    let text = scrape(&client, &server).await;
+    assert_eq!(metric(&text, "cairn_schema_compilations_total"), 0.0, "{text}");
+    for i in 0..50 {
+        let (status, body) = post_json(&client, &server.url("/api/v1/events"), &event(&rid, i))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let text = scrape(&client, &server).await;
+    assert_eq!(metric(&text, "cairn_schema_compilations_total"), 1.0, "{text}");
+}
+
+/// SIGTERM: the process stops on its own, exits 0 and logs the store closing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let pid = server.child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "still running 20 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "exit status {exit:?}; log:\n{}", server.log());
+    // The reader thread may still be draining the last lines.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(server.log().contains("store closed"), "log:\n{}", server.log());
 }
