@@ -416,14 +416,22 @@ async fn schemas_compile_once_per_receiver_not_per_event() {
             assert_eq!(status, 200, "{body}");
         }
         let text = scrape(&client, &server).await;
-        assert_eq!(metric(&text, "cairn_schema_compilations_total"), 1.0, "{text}");
+        assert_eq!(
+            metric(&text, "cairn_schema_compilations_total"),
+            1.0,
+            "{text}"
+        );
         assert_eq!(metric(&text, "cairn_events_created_total"), 200.0, "{text}");
         rid
     };
     // Restarted: nothing compiled until the receiver is needed, then once.
     let server = Server::start(dir.path());
     let text = scrape(&client, &server).await;
-    assert_eq!(metric(&text, "cairn_schema_compilations_total"), 0.0, "{text}");
+    assert_eq!(
+        metric(&text, "cairn_schema_compilations_total"),
+        0.0,
+        "{text}"
+    );
     for i in 0..50 {
         let (status, body) = post_json(&client, &server.url("/api/v1/events"), &event(&rid, i))
             .await
@@ -431,7 +439,11 @@ async fn schemas_compile_once_per_receiver_not_per_event() {
         assert_eq!(status, 200, "{body}");
     }
     let text = scrape(&client, &server).await;
-    assert_eq!(metric(&text, "cairn_schema_compilations_total"), 1.0, "{text}");
+    assert_eq!(
+        metric(&text, "cairn_schema_compilations_total"),
+        1.0,
+        "{text}"
+    );
 }
 
 /// SIGTERM: the process stops on its own, exits 0 and logs the store closing.
@@ -450,11 +462,22 @@ async fn sigterm_stops_cleanly() {
         if let Some(exit) = server.child.try_wait().unwrap() {
             break exit;
         }
-        assert!(Instant::now() < deadline, "still running 20 s after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "still running 20 s after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(exit.success(), "exit status {exit:?}; log:\n{}", server.log());
+    assert!(
+        exit.success(),
+        "exit status {exit:?}; log:\n{}",
+        server.log()
+    );
     // The reader thread may still be draining the last lines.
     std::thread::sleep(Duration::from_millis(200));
-    assert!(server.log().contains("store closed"), "log:\n{}", server.log());
+    assert!(
+        server.log().contains("store closed"),
+        "log:\n{}",
+        server.log()
+    );
 }

@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(metrics::track))
+        .layer(middleware::from_fn(metrics::request_id))
         .with_state(state)
 }
 

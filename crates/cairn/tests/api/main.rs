@@ -12,3 +12,4 @@ mod helpers;
 mod lists;
 mod persistence;
 mod receivers;
+mod request_ids;
