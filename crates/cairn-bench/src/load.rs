@@ -153,6 +153,7 @@ async fn worker(shared: Arc<Shared>, index: u64) -> WorkerResult {
     {
         n += 1;
         let check = n.is_multiple_of(CHECK_EVERY);
+        let mut pick = 0;
         let (request, what) = match &shared.work {
             Work::Create { url, bodies } => {
                 let body = bodies[rng.below(bodies.len())].clone();
@@ -166,7 +167,8 @@ async fn worker(shared: Arc<Shared>, index: u64) -> WorkerResult {
                 )
             }
             Work::Get { prefix, ids } => {
-                let id = &ids[rng.below(ids.len())];
+                pick = rng.below(ids.len());
+                let id = &ids[pick];
                 let req = shared.client.get(format!("{prefix}{id}"));
                 let expect = if check {
                     Expect::OneEvent(id.clone())
@@ -176,7 +178,8 @@ async fn worker(shared: Arc<Shared>, index: u64) -> WorkerResult {
                 (req, expect)
             }
             Work::List { urls } => {
-                let url = &urls[rng.below(urls.len())];
+                pick = rng.below(urls.len());
+                let url = &urls[pick];
                 let expect = if check {
                     Expect::EventList
                 } else {
@@ -223,8 +226,8 @@ async fn worker(shared: Arc<Shared>, index: u64) -> WorkerResult {
                 if result.first_error.is_none() {
                     let label = match &shared.work {
                         Work::Create { url, .. } => format!("POST {url}"),
-                        Work::Get { prefix, .. } => format!("GET {prefix}<id>"),
-                        Work::List { .. } => "GET list".to_owned(),
+                        Work::Get { prefix, ids } => format!("GET {prefix}{}", ids[pick]),
+                        Work::List { urls } => format!("GET {}", urls[pick]),
                     };
                     result.first_error = Some((sent_at, format!("{label}: {msg}")));
                 }

@@ -42,6 +42,10 @@ struct Args {
     #[arg(long, conflicts_with = "url")]
     data_parent: Option<PathBuf>,
 
+    /// Write everything the spawned server logs to this file.
+    #[arg(long, conflicts_with = "url")]
+    server_log: Option<PathBuf>,
+
     /// Attach to a server already running at this URL (must be
     /// http://127.0.0.1:PORT) instead of starting one.
     #[arg(long)]
@@ -141,8 +145,12 @@ fn run(args: Args) -> Result<(), BoxError> {
                 "server: starting {} serve --listen 127.0.0.1:0",
                 bin.display()
             );
-            let server =
-                SpawnedServer::start(&bin, args.data_parent.as_deref(), Duration::from_secs(60))?;
+            let server = SpawnedServer::start(
+                &bin,
+                args.data_parent.as_deref(),
+                args.server_log.as_deref(),
+                Duration::from_secs(60),
+            )?;
             println!(
                 "server: pid {} listening on http://{} data dir {}",
                 server.pid,
@@ -199,11 +207,24 @@ fn run(args: Args) -> Result<(), BoxError> {
     print_table(&results.scenarios);
     println!();
     match &memory {
-        Some(Ok((m, note))) => println!(
-            "server memory: peak RSS (VmHWM) {:.1} MiB, current RSS (VmRSS) {:.1} MiB{note}",
-            mib(m.peak_rss_kib),
-            mib(m.rss_kib)
-        ),
+        Some(Ok((m, note))) => {
+            println!(
+                "server memory: peak RSS (VmHWM) {:.1} MiB, current RSS (VmRSS) {:.1} MiB{note}",
+                mib(m.peak_rss_kib),
+                mib(m.rss_kib)
+            );
+            if let (Some(anon), Some(file), Some(shmem)) =
+                (m.rss_anon_kib, m.rss_file_kib, m.rss_shmem_kib)
+            {
+                println!(
+                    "  current RSS = {:.1} MiB anonymous (heap, stacks) + {:.1} MiB file-backed \
+                     (mapped files, e.g. mmap'd database) + {:.1} MiB shared memory",
+                    mib(anon),
+                    mib(file),
+                    mib(shmem)
+                );
+            }
+        }
         Some(Err(e)) => println!("server memory: unavailable ({e})"),
         None => println!("server memory: unavailable (server pid unknown; pass --pid)"),
     }
@@ -214,12 +235,28 @@ fn run(args: Args) -> Result<(), BoxError> {
             results.total_created
         );
     }
+    let log_summary = target.spawned.as_ref().map(SpawnedServer::log_summary);
+    if let Some(log) = &log_summary {
+        println!(
+            "server log: {} ERROR and {} WARN lines{}",
+            log.errors,
+            log.warnings,
+            log.first_problem
+                .as_ref()
+                .map(|l| format!("; first: {l}"))
+                .unwrap_or_default()
+        );
+    }
     if let Some(how) = &stop {
         println!("server: {how}");
     }
     println!("total bench time: {:.1} s", started.elapsed().as_secs_f64());
 
     if let Some(path) = &args.json {
+        let mem = memory
+            .as_ref()
+            .and_then(|m| m.as_ref().ok())
+            .map(|(m, _)| *m);
         let doc = json!({
             "machine": {
                 "nproc": machine.nproc,
@@ -237,11 +274,17 @@ fn run(args: Args) -> Result<(), BoxError> {
             "scenarios": results.scenarios.iter().map(Scenario::to_json).collect::<Vec<_>>(),
             "server": {
                 "pid": target.pid,
-                "peak_rss_mib": memory.as_ref().and_then(|m| m.as_ref().ok()).map(|(m, _)| mib(m.peak_rss_kib)),
-                "rss_mib": memory.as_ref().and_then(|m| m.as_ref().ok()).map(|(m, _)| mib(m.rss_kib)),
+                "peak_rss_mib": mem.map(|m| mib(m.peak_rss_kib)),
+                "rss_mib": mem.map(|m| mib(m.rss_kib)),
+                "rss_anon_mib": mem.and_then(|m| m.rss_anon_kib.map(mib)),
+                "rss_file_mib": mem.and_then(|m| m.rss_file_kib.map(mib)),
+                "rss_shmem_mib": mem.and_then(|m| m.rss_shmem_kib.map(mib)),
                 "data_dir_bytes": data_size,
                 "created_events": results.total_created,
                 "stop": stop,
+                "log_errors": log_summary.as_ref().map(|l| l.errors),
+                "log_warnings": log_summary.as_ref().map(|l| l.warnings),
+                "log_first_problem": log_summary.as_ref().and_then(|l| l.first_problem.clone()),
             },
         });
         let text = serde_json::to_string_pretty(&doc)

@@ -3,7 +3,7 @@
 
 use crate::BoxError;
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -23,7 +23,7 @@ pub struct SpawnedServer {
     child: Option<Child>,
     pub addr: SocketAddr,
     pub pid: u32,
-    log_tail: Arc<Mutex<VecDeque<String>>>,
+    log: Arc<Mutex<LogState>>,
     // Declared last so it is removed after the process has been stopped.
     data_dir: tempfile::TempDir,
 }
@@ -34,6 +34,7 @@ impl SpawnedServer {
     pub fn start(
         bin: &Path,
         data_parent: Option<&Path>,
+        log_file: Option<&Path>,
         startup_timeout: Duration,
     ) -> Result<Self, BoxError> {
         if !bin.is_file() {
@@ -78,13 +79,30 @@ impl SpawnedServer {
             .map_err(|e| format!("starting {}: {e}", bin.display()))?;
         let pid = child.id();
 
-        let log_tail = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL_LINES)));
+        let file = match log_file {
+            Some(path) => match std::fs::File::create(path) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("creating server log {}: {e}", path.display()).into());
+                }
+            },
+            None => None,
+        };
+        let log = Arc::new(Mutex::new(LogState {
+            tail: VecDeque::with_capacity(LOG_TAIL_LINES),
+            file,
+            warnings: 0,
+            errors: 0,
+            first_problem: None,
+        }));
         let (tx, rx) = mpsc::channel::<String>();
         if let Some(out) = child.stdout.take() {
-            drain_log(out, tx.clone(), Arc::clone(&log_tail));
+            drain_log(out, tx.clone(), Arc::clone(&log));
         }
         if let Some(err) = child.stderr.take() {
-            drain_log(err, tx, Arc::clone(&log_tail));
+            drain_log(err, tx, Arc::clone(&log));
         }
 
         // From here on the guard owns the child, so every error path below
@@ -93,7 +111,7 @@ impl SpawnedServer {
             child: Some(child),
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             pid,
-            log_tail,
+            log,
             data_dir,
         };
 
@@ -164,10 +182,7 @@ impl SpawnedServer {
 
     /// The last lines the server logged, for error reports.
     pub fn log_tail_text(&self) -> String {
-        let lines = match self.log_tail.lock() {
-            Ok(lines) => lines.iter().cloned().collect::<Vec<_>>(),
-            Err(poisoned) => poisoned.into_inner().iter().cloned().collect(),
-        };
+        let lines: Vec<String> = lock(&self.log).tail.iter().cloned().collect();
         if lines.is_empty() {
             "(server logged nothing)".to_owned()
         } else {
@@ -231,12 +246,59 @@ fn describe_status(status: ExitStatus) -> String {
     }
 }
 
-/// Read one output stream of the server line by line: keep a tail of it, and
-/// send the listen address (once) when the startup line shows up.
+/// What the bench keeps of the server's output.
+struct LogState {
+    tail: VecDeque<String>,
+    file: Option<std::fs::File>,
+    warnings: u64,
+    errors: u64,
+    first_problem: Option<String>,
+}
+
+/// Counts of WARN and ERROR lines the server logged, and the first of them.
+pub struct LogSummary {
+    pub warnings: u64,
+    pub errors: u64,
+    pub first_problem: Option<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl SpawnedServer {
+    pub fn log_summary(&self) -> LogSummary {
+        let log = lock(&self.log);
+        LogSummary {
+            warnings: log.warnings,
+            errors: log.errors,
+            first_problem: log.first_problem.clone(),
+        }
+    }
+}
+
+/// The level of a log line in tracing's text or JSON format, if it is
+/// WARN or ERROR.
+fn problem_level(line: &str) -> Option<&'static str> {
+    if line.contains(" ERROR ") || line.contains(r#""level":"ERROR""#) {
+        Some("ERROR")
+    } else if line.contains(" WARN ") || line.contains(r#""level":"WARN""#) {
+        Some("WARN")
+    } else {
+        None
+    }
+}
+
+/// Read one output stream of the server line by line: keep a tail of it
+/// (and optionally all of it in a file), count warnings and errors, and send
+/// the listen address (once) when the startup line shows up.
 fn drain_log(
     stream: impl Read + Send + 'static,
     tx: mpsc::Sender<String>,
-    tail: Arc<Mutex<VecDeque<String>>>,
+    log: Arc<Mutex<LogState>>,
 ) {
     thread::spawn(move || {
         let mut reader = BufReader::new(stream);
@@ -253,14 +315,26 @@ fn drain_log(
             if !sent && let Some(addr) = parse_listen_addr(&line) {
                 sent = tx.send(addr).is_ok();
             }
-            let mut tail = match tail.lock() {
-                Ok(t) => t,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            if tail.len() == LOG_TAIL_LINES {
-                tail.pop_front();
+            let mut log = lock(&log);
+            if let Some(file) = log.file.as_mut() {
+                // Losing the log copy must not stop the drain (the server
+                // would block on a full pipe); drop the file instead.
+                if writeln!(file, "{line}").is_err() {
+                    log.file = None;
+                }
             }
-            tail.push_back(line);
+            match problem_level(&line) {
+                Some("ERROR") => log.errors += 1,
+                Some(_) => log.warnings += 1,
+                None => {}
+            }
+            if problem_level(&line).is_some() && log.first_problem.is_none() {
+                log.first_problem = Some(line.clone());
+            }
+            if log.tail.len() == LOG_TAIL_LINES {
+                log.tail.pop_front();
+            }
+            log.tail.push_back(line);
         }
     });
 }
@@ -301,6 +375,11 @@ fn strip_ansi(s: &str) -> String {
 pub struct Memory {
     pub peak_rss_kib: u64,
     pub rss_kib: u64,
+    /// Parts of the current RSS: anonymous (heap, stacks), file-backed
+    /// (e.g. memory-mapped database files) and shared memory.
+    pub rss_anon_kib: Option<u64>,
+    pub rss_file_kib: Option<u64>,
+    pub rss_shmem_kib: Option<u64>,
 }
 
 pub fn read_memory(pid: u32) -> Result<Memory, BoxError> {
@@ -315,6 +394,9 @@ pub fn read_memory(pid: u32) -> Result<Memory, BoxError> {
     Ok(Memory {
         peak_rss_kib: field("VmHWM:")?,
         rss_kib: field("VmRSS:")?,
+        rss_anon_kib: field("RssAnon:").ok(),
+        rss_file_kib: field("RssFile:").ok(),
+        rss_shmem_kib: field("RssShmem:").ok(),
     })
 }
 
@@ -378,6 +460,18 @@ mod tests {
         let coloured = strip_ansi("\u{1b}[32m INFO\u{1b}[0m listening on http://127.0.0.1:9/");
         assert_eq!(parse_listen_addr(&coloured).as_deref(), Some("127.0.0.1:9"));
         assert_eq!(parse_listen_addr("starting up"), None);
+        assert_eq!(
+            problem_level("2026-01-01T00:00:00Z  WARN cairn: slow"),
+            Some("WARN")
+        );
+        assert_eq!(
+            problem_level(r#"{"level":"ERROR","msg":"x"}"#),
+            Some("ERROR")
+        );
+        assert_eq!(
+            problem_level("2026-01-01T00:00:00Z  INFO cairn: WARNING"),
+            None
+        );
     }
 
     #[test]
