@@ -80,6 +80,13 @@ fn serve(settings: Settings) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let shutdown = match shutdown_signal() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cairn: installing signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let app = match Application::build(settings).await {
             Ok(app) => app,
             Err(e) => {
@@ -88,7 +95,7 @@ fn serve(settings: Settings) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match app.run_until_stopped(shutdown_signal()).await {
+        match app.run_until_stopped(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("server error: {e}");
@@ -98,30 +105,27 @@ fn serve(settings: Settings) -> ExitCode {
     })
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!("listening for SIGINT: {e}");
-            std::future::pending::<()>().await;
+/// Registers SIGINT and SIGTERM handlers now (so a signal that arrives
+/// during start-up is not lost to the default action) and returns a future
+/// that resolves on the first of them.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received; shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!("listening for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("interrupt received; shutting down");
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received; shutting down"),
-        () = terminate => tracing::info!("SIGTERM received; shutting down"),
-    }
+    })
 }

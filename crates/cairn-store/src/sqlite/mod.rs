@@ -4,6 +4,7 @@
 //! together (group commit) with `synchronous = FULL` in WAL mode, so a
 //! returned write is on disk. Reads use a pool of read-only connections.
 
+mod checkpoint;
 mod ops;
 mod pool;
 mod rows;
@@ -20,6 +21,7 @@ use cairn_domain::group::GroupPatch;
 use cairn_domain::{
     CheckedEvent, Event, EventId, Group, GroupId, NewGroup, NewReceiver, Receiver, ReceiverId, Unit,
 };
+use checkpoint::Checkpointer;
 use pool::ReaderPool;
 use rows::db;
 use rusqlite::Connection;
@@ -57,6 +59,7 @@ pub struct SqliteStore {
     readers: ReaderPool,
     cache: Arc<ReceiverCache>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<Checkpointer>>,
     lock: Mutex<Option<File>>,
 }
 
@@ -128,12 +131,16 @@ impl SqliteStore {
         let mut conn = Connection::open(&path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
-        // WAL with synchronous=FULL: every commit is fsynced before it returns.
+        // WAL with synchronous=FULL: every commit is fsynced before it
+        // returns. Checkpoints are the checkpointer thread's job, not the
+        // writer's. A modest page cache keeps commits cheap: SQLite walks the
+        // cache's hash table at the end of every write transaction.
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
-             PRAGMA cache_size = -65536;
+             PRAGMA wal_autocheckpoint = 0;
+             PRAGMA cache_size = -8192;
              PRAGMA temp_store = MEMORY;",
         )
         .map_err(open_err)?;
@@ -150,6 +157,7 @@ impl SqliteStore {
             cache: cache.clone(),
             max_batch: options.max_batch.max(1),
         };
+        let checkpointer = Checkpointer::start(&path).map_err(OpenError::Thread)?;
         let handle = std::thread::Builder::new()
             .name("cairn-sqlite-writer".into())
             .spawn(move || writer.run(rx))
@@ -160,6 +168,7 @@ impl SqliteStore {
             jobs: tx,
             cache,
             writer_thread: Mutex::new(Some(handle)),
+            checkpointer: Mutex::new(Some(checkpointer)),
             lock: Mutex::new(Some(lock)),
         })
     }
@@ -479,6 +488,16 @@ impl Store for SqliteStore {
         if self.jobs.is_closed() {
             return Err(StoreError::Unavailable("the writer has stopped".into()));
         }
+        let checkpointing = self
+            .checkpointer
+            .lock()
+            .map(|c| c.as_ref().is_some_and(Checkpointer::is_alive))
+            .unwrap_or(false);
+        if !checkpointing {
+            return Err(StoreError::Unavailable(
+                "the WAL checkpointer has stopped".into(),
+            ));
+        }
         self.read(|conn, _| {
             conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
                 .map(|_| ())
@@ -488,6 +507,12 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        // Stop background checkpoints first; the writer does a final
+        // TRUNCATE checkpoint once it has drained its queue.
+        let checkpointer = self.checkpointer.lock().ok().and_then(|mut c| c.take());
+        if let Some(mut c) = checkpointer {
+            let _ = tokio::task::spawn_blocking(move || c.stop()).await;
+        }
         let (done_tx, done_rx) = oneshot::channel();
         if self.jobs.send(Command::Shutdown(done_tx)).await.is_ok() {
             let _ = done_rx.await;

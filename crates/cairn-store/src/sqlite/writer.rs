@@ -1,8 +1,14 @@
 //! The single writer. Every change runs here, on one connection, in the order
 //! it was queued. Jobs that arrive while a commit is in progress are gathered
 //! into the next transaction (group commit), so one fsync acknowledges many
-//! writes. Each job runs inside its own savepoint: a job that fails is rolled
-//! back alone and the rest of its batch still commits.
+//! writes.
+//!
+//! A job may refuse (not found, invalid input) only before it changes any
+//! row; the writer checks this with SQLite's change counter. A refused job
+//! is answered at once and the rest of its batch commits. Any other failure
+//! (a database error after some rows changed, a panic) rolls back the whole
+//! batch and answers every job in it with the error, so nothing partial is
+//! ever committed and nothing unacknowledged is reported as stored.
 
 use crate::{ReceiverCache, StoreError, StoreResult};
 use cairn_domain::Timestamp;
@@ -66,6 +72,13 @@ impl Clock {
         self.last_id = id;
         (Timestamp::from_micros(micros), id)
     }
+}
+
+fn exec_cached(conn: &Connection, sql: &str, context: &str) -> StoreResult<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut st| st.execute([]))
+        .map(|_| ())
+        .map_err(|e| StoreError::Internal(format!("{context}: {e}")))
 }
 
 pub struct WriteCtx<'a> {
@@ -153,41 +166,37 @@ impl Writer {
         let size = batch.len();
         let mut replies: Vec<Reply> = Vec::with_capacity(size);
         let result = (|| -> StoreResult<()> {
-            self.conn
-                .execute_batch("BEGIN IMMEDIATE")
-                .map_err(|e| StoreError::Internal(format!("beginning a write transaction: {e}")))?;
+            exec_cached(
+                &self.conn,
+                "BEGIN IMMEDIATE",
+                "beginning a write transaction",
+            )?;
             for job in batch.drain(..) {
-                self.conn
-                    .execute_batch("SAVEPOINT job")
-                    .map_err(|e| StoreError::Internal(format!("opening a savepoint: {e}")))?;
+                let changes_before = self.conn.total_changes();
                 let mut ctx = WriteCtx {
                     conn: &self.conn,
                     clock: &mut self.clock,
                     cache: &self.cache,
                 };
-                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut ctx)));
-                let keep = match outcome {
-                    Ok(Outcome { keep, reply }) => {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut ctx))) {
+                    Ok(Outcome { keep: true, reply }) => replies.push(reply),
+                    Ok(Outcome { keep: false, reply }) => {
                         replies.push(reply);
-                        keep
+                        if self.conn.total_changes() != changes_before {
+                            return Err(StoreError::Internal(
+                                "a write failed after changing rows; its batch was rolled back"
+                                    .into(),
+                            ));
+                        }
                     }
                     Err(_) => {
-                        tracing::error!("a write job panicked; its changes were rolled back");
-                        false
+                        return Err(StoreError::Internal(
+                            "a write job panicked; its batch was rolled back".into(),
+                        ));
                     }
-                };
-                let sql = if keep {
-                    "RELEASE job"
-                } else {
-                    "ROLLBACK TO job; RELEASE job"
-                };
-                self.conn
-                    .execute_batch(sql)
-                    .map_err(|e| StoreError::Internal(format!("closing a savepoint: {e}")))?;
+                }
             }
-            self.conn
-                .execute_batch("COMMIT")
-                .map_err(|e| StoreError::Internal(format!("committing: {e}")))
+            exec_cached(&self.conn, "COMMIT", "committing")
         })();
         if result.is_err()
             && !self.conn.is_autocommit()
