@@ -84,6 +84,18 @@ pub struct GroupStatus {
     pub receivers: Vec<ReceiverStatus>,
 }
 
+/// One outbox message, rendered (CONTRACT section 5).
+#[derive(Debug, Clone)]
+pub struct OutboxMessage {
+    /// Position in the outbox: commit order.
+    pub seq: u64,
+    pub id: cairn_domain::MessageId,
+    pub type_: String,
+    /// Messages with equal keys must be delivered in `seq` order.
+    pub ordering_key: String,
+    pub json: String,
+}
+
 /// A recorded completion of a group for a unit.
 #[derive(Debug, Clone)]
 pub struct Completion {
@@ -127,6 +139,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Messages written to the outbox and not yet delivered.
     async fn outbox_backlog(&self) -> StoreResult<u64>;
+    /// Outbox messages after position `after_seq`, oldest first, rendered.
+    async fn outbox_after(&self, after_seq: u64, limit: u32) -> StoreResult<Vec<OutboxMessage>>;
     /// A cheap round trip proving the store can serve reads and writes.
     async fn check(&self) -> StoreResult<()>;
     /// Finish queued writes, flush and release the store.

@@ -12,8 +12,8 @@ mod schema;
 mod writer;
 
 use crate::{
-    Completion, EventFilter, GroupFilter, GroupStatus, PageRequest, ReceiverCache, ReceiverFilter,
-    ReceiverStatus, Store, StoreError, StoreResult,
+    Completion, EventFilter, GroupFilter, GroupStatus, OutboxMessage, PageRequest, ReceiverCache,
+    ReceiverFilter, ReceiverStatus, Store, StoreError, StoreResult,
 };
 use async_trait::async_trait;
 use cairn_domain::completion;
@@ -155,6 +155,7 @@ impl SqliteStore {
             conn,
             clock: Clock::new(floor),
             cache: cache.clone(),
+            memberships: writer::Memberships::default(),
             max_batch: options.max_batch.max(1),
         };
         let checkpointer = Checkpointer::start(&path).map_err(OpenError::Thread)?;
@@ -482,6 +483,11 @@ impl Store for SqliteStore {
             .map_err(db("counting the outbox backlog"))
         })
         .await
+    }
+
+    async fn outbox_after(&self, after_seq: u64, limit: u32) -> StoreResult<Vec<OutboxMessage>> {
+        self.read(move |conn, cache| rows::outbox_after(conn, cache, after_seq, limit))
+            .await
     }
 
     async fn check(&self) -> StoreResult<()> {

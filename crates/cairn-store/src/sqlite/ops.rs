@@ -14,6 +14,32 @@ use rusqlite::params;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Record an event's message by reference: same id, time and content as
+/// [`message::event_created`] renders when the outbox is read.
+fn write_event_message(
+    ctx: &mut WriteCtx<'_>,
+    event: &Event,
+    receiver: &Receiver,
+) -> StoreResult<()> {
+    let id = next_message_id(ctx);
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO outbox (id, type, ordering_key, event_id, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                id.to_string(),
+                receiver.type_.as_str(),
+                message::unit_key(&event.unit),
+                event.id.to_string(),
+                event.created_at.micros()
+            ])
+        })
+        .map_err(db("writing an outbox message"))?;
+    Ok(())
+}
+
 fn write_message(ctx: &mut WriteCtx<'_>, msg: &Message) -> StoreResult<()> {
     ctx.conn
         .prepare_cached(
@@ -115,10 +141,12 @@ pub fn insert_events(
                 ])
             })
             .map_err(db("inserting an event"))?;
-        let msg_id = next_message_id(ctx);
-        write_message(ctx, &message::event_created(msg_id, now, &event, receiver))?;
+        write_event_message(ctx, &event, receiver)?;
         if completion::may_complete(event.success) {
-            for group_id in enabled_groups_of(ctx, event.receiver_id)? {
+            for group_id in ctx
+                .memberships
+                .enabled_groups_of(ctx.conn, event.receiver_id)?
+            {
                 let group = rows::require_group(ctx.conn, group_id)?;
                 if evaluate(ctx, &group, &event.unit, Some((&event, receiver)))? {
                     completions += 1;
@@ -129,19 +157,6 @@ pub fn insert_events(
     }
     metrics::counter!("cairn_completions_recorded_total").increment(completions);
     Ok(ids)
-}
-
-fn enabled_groups_of(ctx: &WriteCtx<'_>, receiver: ReceiverId) -> StoreResult<Vec<GroupId>> {
-    let mut st = ctx
-        .conn
-        .prepare_cached(
-            "SELECT g.id FROM group_receivers gr JOIN groups g ON g.id = gr.group_id
-             WHERE gr.receiver_id = ?1 AND g.enabled = 1",
-        )
-        .map_err(db("finding the groups of a receiver"))?;
-    st.query_map([receiver.to_string()], |r| rows::group_id(r, 0))
-        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-        .map_err(db("finding the groups of a receiver"))
 }
 
 /// Apply the completion rule for one group and unit, recording the
@@ -301,6 +316,7 @@ fn insert_memberships(
 
 pub fn insert_group(ctx: &mut WriteCtx<'_>, new: NewGroup) -> StoreResult<Group> {
     check_receivers_exist(ctx, &new.receiver_ids)?;
+    ctx.memberships.invalidate();
     let (now, ulid) = ctx.clock.next();
     let group = Group {
         id: GroupId::new(ulid),
@@ -340,6 +356,7 @@ pub fn insert_group(ctx: &mut WriteCtx<'_>, new: NewGroup) -> StoreResult<Group>
 /// Persist a changed group's fields, bump `updated_at`, write the
 /// `.modified` message and re-evaluate completions.
 fn save_changed(ctx: &mut WriteCtx<'_>, mut group: Group) -> StoreResult<Group> {
+    ctx.memberships.invalidate();
     let (now, _) = ctx.clock.next();
     group.updated_at = now;
     ctx.conn

@@ -209,3 +209,76 @@ pub fn completion_row(row: &Row<'_>) -> rusqlite::Result<Completion> {
         event_id: event_id(row, 7)?,
     })
 }
+
+/// Read and render outbox messages after `after_seq`.
+pub fn outbox_after(
+    conn: &Connection,
+    cache: &ReceiverCache,
+    after_seq: u64,
+    limit: u32,
+) -> StoreResult<Vec<crate::OutboxMessage>> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT seq, id, type, ordering_key, event_id, message, created_at FROM outbox
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )
+        .map_err(db("reading the outbox"))?;
+    let raw = st
+        .query_map(
+            params![i64::try_from(after_seq).unwrap_or(i64::MAX), limit],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
+            },
+        )
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(db("reading the outbox"))?;
+    raw.into_iter()
+        .map(|(seq, id, type_, ordering_key, event_id, message, time)| {
+            let id = cairn_domain::MessageId::parse(&id).ok_or_else(|| {
+                StoreError::Internal(format!("outbox message id {id:?} is not a ULID"))
+            })?;
+            let json = match (message, event_id) {
+                (Some(json), _) => json,
+                (None, Some(eid)) => {
+                    let eid = EventId::parse(&eid).ok_or_else(|| {
+                        StoreError::Internal(format!("outbox event id {eid:?} is not a ULID"))
+                    })?;
+                    let event = load_event(conn, eid)?.ok_or_else(|| {
+                        StoreError::Internal(format!("outbox names missing event {eid}"))
+                    })?;
+                    let receiver =
+                        load_receiver(conn, cache, event.receiver_id)?.ok_or_else(|| {
+                            StoreError::Internal(format!("event {eid} names a missing receiver"))
+                        })?;
+                    cairn_domain::message::event_created(
+                        id,
+                        Timestamp::from_micros(time),
+                        &event,
+                        &receiver,
+                    )
+                    .json
+                }
+                (None, None) => {
+                    return Err(StoreError::Internal(format!(
+                        "outbox row {seq} has no content"
+                    )));
+                }
+            };
+            Ok(crate::OutboxMessage {
+                seq: u64::try_from(seq).unwrap_or(0),
+                id,
+                type_,
+                ordering_key,
+                json,
+            })
+        })
+        .collect()
+}

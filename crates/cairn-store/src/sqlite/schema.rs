@@ -74,14 +74,20 @@ CREATE TABLE completions (
     UNIQUE (group_id, name, version, release, platform_id, package)
 );
 
+-- One row per message, written in the transaction of the change. An
+-- event's message is fully determined by the event and its receiver, which
+-- are immutable, so it is stored as a reference (event_id) and rendered when
+-- read; every other message is stored rendered (message).
 CREATE TABLE outbox (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
     id           TEXT NOT NULL,
     type         TEXT NOT NULL,
     ordering_key TEXT NOT NULL,
-    message      TEXT NOT NULL,
+    event_id     TEXT REFERENCES events (id),
+    message      TEXT,
     created_at   INTEGER NOT NULL,
-    delivered_at INTEGER
+    delivered_at INTEGER,
+    CHECK ((event_id IS NULL) <> (message IS NULL))
 );
 CREATE INDEX outbox_undelivered ON outbox (seq) WHERE delivered_at IS NULL;
 "#];

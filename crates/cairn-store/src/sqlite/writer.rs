@@ -10,9 +10,11 @@
 //! batch and answers every job in it with the error, so nothing partial is
 //! ever committed and nothing unacknowledged is reported as stored.
 
+use super::rows;
 use crate::{ReceiverCache, StoreError, StoreResult};
-use cairn_domain::Timestamp;
+use cairn_domain::{GroupId, ReceiverId, Timestamp};
 use rusqlite::Connection;
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -81,10 +83,62 @@ fn exec_cached(conn: &Connection, sql: &str, context: &str) -> StoreResult<()> {
         .map_err(|e| StoreError::Internal(format!("{context}: {e}")))
 }
 
+/// Which enabled groups each receiver belongs to. Only the writer changes
+/// groups, so it keeps this in memory: loaded on first use, dropped by any
+/// group change and by any rolled-back batch, then loaded again.
+#[derive(Default)]
+pub struct Memberships {
+    loaded: Option<HashMap<ReceiverId, Vec<GroupId>>>,
+}
+
+impl Memberships {
+    pub fn invalidate(&mut self) {
+        self.loaded = None;
+    }
+
+    /// The enabled groups `receiver` belongs to.
+    pub fn enabled_groups_of(
+        &mut self,
+        conn: &Connection,
+        receiver: ReceiverId,
+    ) -> StoreResult<Vec<GroupId>> {
+        if self.loaded.is_none() {
+            self.loaded = Some(load_memberships(conn)?);
+        }
+        Ok(self
+            .loaded
+            .as_ref()
+            .and_then(|m| m.get(&receiver))
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+fn load_memberships(conn: &Connection) -> StoreResult<HashMap<ReceiverId, Vec<GroupId>>> {
+    let mut st = conn
+        .prepare(
+            "SELECT gr.receiver_id, g.id FROM group_receivers gr
+             JOIN groups g ON g.id = gr.group_id WHERE g.enabled = 1 ORDER BY g.seq",
+        )
+        .map_err(|e| StoreError::Internal(format!("loading group memberships: {e}")))?;
+    let pairs = st
+        .query_map([], |r| {
+            Ok((rows::receiver_id(r, 0)?, rows::group_id(r, 1)?))
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(|e| StoreError::Internal(format!("loading group memberships: {e}")))?;
+    let mut map: HashMap<ReceiverId, Vec<GroupId>> = HashMap::new();
+    for (r, g) in pairs {
+        map.entry(r).or_default().push(g);
+    }
+    Ok(map)
+}
+
 pub struct WriteCtx<'a> {
     pub conn: &'a Connection,
     pub clock: &'a mut Clock,
     pub cache: &'a ReceiverCache,
+    pub memberships: &'a mut Memberships,
 }
 
 /// Queue `op` for the writer; resolves once it is committed and durable.
@@ -120,6 +174,7 @@ pub struct Writer {
     pub conn: Connection,
     pub clock: Clock,
     pub cache: Arc<ReceiverCache>,
+    pub memberships: Memberships,
     pub max_batch: usize,
 }
 
@@ -177,6 +232,7 @@ impl Writer {
                     conn: &self.conn,
                     clock: &mut self.clock,
                     cache: &self.cache,
+                    memberships: &mut self.memberships,
                 };
                 match std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut ctx))) {
                     Ok(Outcome { keep: true, reply }) => replies.push(reply),
@@ -205,6 +261,9 @@ impl Writer {
             tracing::error!(error = %e, "rolling back a failed batch");
         }
         batch.clear();
+        if result.is_err() {
+            self.memberships.invalidate();
+        }
         if let Err(e) = &result {
             tracing::error!(error = %e, jobs = size, "write batch failed; nothing of it was stored");
         }

@@ -1,0 +1,231 @@
+//! Every change writes its CONTRACT section 5 message to the outbox in the
+//! same transaction, against the real embedded store.
+
+use cairn_domain::group::GroupPatch;
+use cairn_domain::{CheckedEvent, EventInput, GroupInput, NewGroup, NewReceiver, ReceiverInput};
+use cairn_store::sqlite::{SqliteOptions, SqliteStore};
+use cairn_store::{Store, StoreError};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+fn receiver_input() -> ReceiverInput {
+    serde_json::from_str(
+        r#"{"name":"build","type":"ci.build","version":"1","description":"d",
+            "schema":{"type":"object","properties":{"n":{"type":"integer"}}}}"#,
+    )
+    .unwrap()
+}
+
+fn event_input(rid: &str, success: bool) -> EventInput {
+    serde_json::from_value(json!({
+        "name": "app", "version": "1.0", "release": "r1", "platform_id": "linux",
+        "package": "oci", "description": "built", "payload": {"n": 7},
+        "success": success, "event_receiver_id": rid
+    }))
+    .unwrap()
+}
+
+async fn messages(store: &SqliteStore) -> Vec<(String, Value)> {
+    store
+        .outbox_after(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.id.to_string(), serde_json::from_str(&m.json).unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_change_writes_its_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+
+    let receiver = store
+        .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
+        .await
+        .unwrap();
+    let rid = receiver.id.to_string();
+    let group = store
+        .create_group(
+            NewGroup::parse(
+                serde_json::from_value::<GroupInput>(json!({
+                    "name": "gate", "type": "release.ready", "version": "1",
+                    "description": "d", "enabled": true, "event_receiver_ids": [rid]
+                }))
+                .unwrap(),
+                |_| true,
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let checked = CheckedEvent::parse(event_input(&rid, true), Some(receiver.clone())).unwrap();
+    let ids = store.create_events(vec![checked]).await.unwrap();
+    store
+        .update_group(
+            group.id,
+            GroupPatch {
+                description: Some(cairn_domain::Text::parse("changed").unwrap()),
+                ..GroupPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    let all = messages(&store).await;
+    let types: Vec<&str> = all
+        .iter()
+        .map(|(_, m)| m["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            "cairn.event.receiver.created",
+            "cairn.event.receiver.group.created",
+            "ci.build",      // the event
+            "release.ready", // the group completed for the event's unit
+            "cairn.event.receiver.group.modified",
+        ]
+    );
+    for (id, m) in &all {
+        assert_eq!(m["specversion"], "1.0");
+        assert_eq!(&m["id"], id);
+        assert_eq!(m["datacontenttype"], "application/json");
+        assert_eq!(m["api_version"], "v1");
+        assert!(m["time"].as_str().unwrap().ends_with('Z'));
+    }
+    let mut unique: Vec<&String> = all.iter().map(|(id, _)| id).collect();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), all.len(), "message ids are unique");
+
+    let receiver_msg = &all[0].1;
+    assert_eq!(receiver_msg["source"], "cairn");
+    assert_eq!(
+        receiver_msg["data"]["event_receivers"][0]["id"],
+        rid.as_str()
+    );
+    assert_eq!(receiver_msg["data"]["events"], Value::Null);
+
+    let event_msg = &all[2].1;
+    assert_eq!(event_msg["source"], format!("cairn/receivers/{rid}"));
+    assert_eq!(event_msg["success"], true);
+    for (field, value) in [
+        ("name", "app"),
+        ("version", "1.0"),
+        ("release", "r1"),
+        ("platform_id", "linux"),
+        ("package", "oci"),
+    ] {
+        assert_eq!(event_msg[field], value, "{field}");
+    }
+    let event = &event_msg["data"]["events"][0];
+    assert_eq!(event["id"], ids[0].to_string());
+    assert_eq!(event["payload"], json!({"n": 7}));
+    assert_eq!(event["event_receiver"]["id"], rid.as_str());
+
+    let completed = &all[3].1;
+    assert_eq!(completed["source"], format!("cairn/groups/{}", group.id));
+    assert_eq!(completed["success"], true);
+    assert_eq!(completed["name"], "app");
+    assert_eq!(completed["data"]["events"][0]["id"], ids[0].to_string());
+    assert_eq!(
+        completed["data"]["event_receiver_groups"][0]["id"],
+        group.id.to_string()
+    );
+
+    let modified = &all[4].1;
+    assert_eq!(
+        modified["data"]["event_receiver_groups"][0]["description"],
+        "changed"
+    );
+
+    // Paging by position.
+    let tail = store.outbox_after(2, 10).await.unwrap();
+    assert_eq!(tail.len(), 3);
+    assert_eq!(tail[0].seq, 3);
+    assert_eq!(
+        tail[0].ordering_key, tail[1].ordering_key,
+        "event and completion share the unit key"
+    );
+    assert_eq!(store.outbox_backlog().await.unwrap(), 5);
+
+    // Rendering is stable across a restart (events are stored by reference).
+    let before: Vec<String> = store
+        .outbox_after(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.json)
+        .collect();
+    store.close().await;
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    let after: Vec<String> = store
+        .outbox_after(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.json)
+        .collect();
+    assert_eq!(before, after);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn refused_writes_leave_no_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    let receiver: Arc<_> = store
+        .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
+        .await
+        .unwrap();
+    // A group naming a receiver that does not exist (the store re-checks).
+    let ghost = cairn_domain::ReceiverId::new(ulid::Ulid::new());
+    let refused = store
+        .create_group(
+            NewGroup::parse(
+                serde_json::from_value::<GroupInput>(json!({
+                    "name": "g", "type": "t", "version": "1", "description": "d",
+                    "event_receiver_ids": [receiver.id.to_string(), ghost.to_string()]
+                }))
+                .unwrap(),
+                |_| true,
+            )
+            .unwrap(),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    let missing = store
+        .update_group(
+            cairn_domain::GroupId::new(ulid::Ulid::new()),
+            GroupPatch::default(),
+        )
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+    assert_eq!(
+        messages(&store).await.len(),
+        1,
+        "only the receiver's message"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_open_the_same_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    let second = SqliteStore::open(dir.path(), SqliteOptions::default());
+    assert!(matches!(
+        second,
+        Err(cairn_store::sqlite::OpenError::Locked { .. })
+    ));
+    store.close().await;
+    let again = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    again.close().await;
+}
