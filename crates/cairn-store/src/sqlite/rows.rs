@@ -147,8 +147,8 @@ pub fn require_group(conn: &Connection, id: GroupId) -> StoreResult<Group> {
 pub fn latest(conn: &Connection, receiver: ReceiverId, unit: &Unit) -> StoreResult<Option<Latest>> {
     conn.prepare_cached(
         "SELECT id, success FROM events
-         WHERE receiver_id = ?1 AND name = ?2 AND version = ?3 AND release = ?4
-           AND platform_id = ?5 AND package = ?6
+         WHERE name = ?2 AND version = ?3 AND release = ?4 AND platform_id = ?5
+           AND package = ?6 AND receiver_id = ?1
          ORDER BY seq DESC LIMIT 1",
     )
     .and_then(|mut st| {
