@@ -229,3 +229,67 @@ async fn a_second_process_cannot_open_the_same_data_dir() {
     let again = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
     again.close().await;
 }
+
+/// Under a steady stream of commits the WAL still starts over: its file
+/// stays near the restart threshold instead of growing with the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_stays_bounded_under_steady_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions {
+        checkpoint_interval: std::time::Duration::from_millis(10),
+        wal_restart_pages: 64,
+        ..SqliteOptions::default()
+    };
+    let store = Arc::new(SqliteStore::open(dir.path(), options).unwrap());
+    let receiver = store
+        .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
+        .await
+        .unwrap();
+    let rid = receiver.id.to_string();
+    let wal = dir.path().join("cairn.db-wal");
+    let mut largest = 0u64;
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (store, receiver, rid) = (store.clone(), receiver.clone(), rid.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..400 {
+                let mut input = event_input(&rid, i % 2 == 0);
+                input.name = Some(json!(format!("unit-{w}-{}", i % 50)));
+                let checked = CheckedEvent::parse(input, Some(receiver.clone())).unwrap();
+                store.create_events(vec![checked]).await.unwrap();
+            }
+        }));
+    }
+    while writers.iter().any(|w| !w.is_finished()) {
+        largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let db = std::fs::metadata(dir.path().join("cairn.db"))
+        .unwrap()
+        .len();
+    // 1,600 commits of a few pages each would make a WAL of several MiB if
+    // it never started over; with restarts it stays within a few hundred pages.
+    assert!(largest > 0, "the WAL was never observed");
+    assert!(
+        largest < 2 * 1024 * 1024,
+        "WAL grew to {largest} bytes (database {db} bytes)"
+    );
+    assert_eq!(
+        store
+            .list_events(
+                Default::default(),
+                cairn_store::PageRequest {
+                    limit: 2000,
+                    after: None
+                }
+            )
+            .await
+            .unwrap()
+            .len(),
+        1600
+    );
+    store.close().await;
+}

@@ -40,6 +40,7 @@ impl Application {
             max_batch: settings.write_batch_max,
             queue_depth: settings.write_queue_depth,
             readers: settings.read_connections,
+            ..SqliteOptions::default()
         };
         let dir = settings.data_dir.clone();
         let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir, options))

@@ -41,6 +41,11 @@ pub struct SqliteOptions {
     pub queue_depth: usize,
     /// Read connections.
     pub readers: usize,
+    /// How often the background checkpointer runs.
+    pub checkpoint_interval: std::time::Duration,
+    /// WAL size, in pages, beyond which the checkpointer makes the WAL
+    /// start over (briefly holding the writer back).
+    pub wal_restart_pages: i64,
 }
 
 impl Default for SqliteOptions {
@@ -49,6 +54,8 @@ impl Default for SqliteOptions {
             max_batch: 512,
             queue_depth: 8192,
             readers: 8,
+            checkpoint_interval: std::time::Duration::from_millis(200),
+            wal_restart_pages: 16_384,
         }
     }
 }
@@ -140,6 +147,7 @@ impl SqliteStore {
              PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
              PRAGMA wal_autocheckpoint = 0;
+             PRAGMA journal_size_limit = 67108864;
              PRAGMA cache_size = -8192;
              PRAGMA temp_store = MEMORY;",
         )
@@ -151,14 +159,22 @@ impl SqliteStore {
         let floor = max_id(&conn).map_err(open_err)?;
         let cache = Arc::new(ReceiverCache::new());
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
+        let checkpointer = Checkpointer::start(
+            &path,
+            checkpoint::CheckpointPolicy {
+                interval: options.checkpoint_interval,
+                restart_frames: options.wal_restart_pages.max(1),
+            },
+        )
+        .map_err(OpenError::Thread)?;
         let writer = Writer {
             conn,
             clock: Clock::new(floor),
             cache: cache.clone(),
             memberships: writer::Memberships::default(),
             max_batch: options.max_batch.max(1),
+            restart_wanted: checkpointer.restart_wanted.clone(),
         };
-        let checkpointer = Checkpointer::start(&path).map_err(OpenError::Thread)?;
         let handle = std::thread::Builder::new()
             .name("cairn-sqlite-writer".into())
             .spawn(move || writer.run(rx))

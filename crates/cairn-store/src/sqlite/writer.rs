@@ -176,6 +176,8 @@ pub struct Writer {
     pub cache: Arc<ReceiverCache>,
     pub memberships: Memberships,
     pub max_batch: usize,
+    /// Set by the checkpointer when the WAL should start over.
+    pub restart_wanted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Writer {
@@ -198,6 +200,12 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            if self
+                .restart_wanted
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+            {
+                self.restart_wal();
+            }
             if !batch.is_empty() {
                 self.commit_batch(&mut batch);
             }
@@ -213,6 +221,21 @@ impl Writer {
         }
         if let Some(done) = shutdown {
             let _ = done.send(());
+        }
+    }
+
+    /// Copy the last WAL frames back and let the next commit start the WAL
+    /// over (see `checkpoint.rs`).
+    fn restart_wal(&mut self) {
+        let started = Instant::now();
+        match super::checkpoint::checkpoint(&self.conn, "RESTART") {
+            Ok((busy, log, done)) => {
+                metrics::counter!("cairn_store_wal_restarts_total").increment(1);
+                metrics::histogram!("cairn_store_wal_restart_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                tracing::debug!(busy, log, done, "WAL restart checkpoint");
+            }
+            Err(e) => tracing::warn!(error = %e, "WAL restart checkpoint failed; will retry"),
         }
     }
 
