@@ -172,3 +172,26 @@ mod tests {
         assert!(!is_json(""));
     }
 }
+
+/// Path parameters whose rejection (e.g. invalid percent-encoding) is the
+/// envelope's 404: no resource can have such an id.
+pub struct PathArgs<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for PathArgs<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(e) => Err(ApiError::NotFound(format!(
+                "no resource at {}: {}",
+                parts.uri.path(),
+                e.body_text()
+            ))),
+        }
+    }
+}

@@ -1,8 +1,8 @@
 use crate::AppState;
 use crate::error::{ApiError, envelope, ok};
-use crate::extract::{Json, QueryMap};
+use crate::extract::{Json, PathArgs, QueryMap};
 use crate::page::Page;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use cairn_domain::group::{GroupPatch, GroupPatchInput, ReceiverIdsInput};
@@ -38,7 +38,7 @@ pub async fn create(
 
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
 ) -> Result<Response, ApiError> {
     let gid = group_id(&id)?;
     let group = state
@@ -69,7 +69,7 @@ pub async fn list(State(state): State<AppState>, q: QueryMap) -> Result<Response
 
 pub async fn patch(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
     Json(input): Json<GroupPatchInput>,
 ) -> Result<Response, ApiError> {
     let gid = group_id(&id)?;
@@ -80,7 +80,7 @@ pub async fn patch(
 
 pub async fn add_receivers(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
     Json(input): Json<ReceiverIdsInput>,
 ) -> Result<Response, ApiError> {
     let gid = group_id(&id)?;
@@ -92,7 +92,7 @@ pub async fn add_receivers(
 
 pub async fn remove_receiver(
     State(state): State<AppState>,
-    Path((id, receiver_id)): Path<(String, String)>,
+    PathArgs((id, receiver_id)): PathArgs<(String, String)>,
 ) -> Result<Response, ApiError> {
     let gid = group_id(&id)?;
     let rid = ReceiverId::parse(&receiver_id).ok_or_else(|| {
@@ -120,7 +120,7 @@ struct ReceiverStatusView {
 
 pub async fn status(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
     q: QueryMap,
 ) -> Result<Response, ApiError> {
     let gid = group_id(&id)?;
@@ -172,7 +172,7 @@ impl<'a> From<&'a Completion> for CompletionView<'a> {
 
 pub async fn completions(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
     q: QueryMap,
 ) -> Result<Response, ApiError> {
     let gid = group_id(&id)?;

@@ -1,8 +1,8 @@
 use crate::AppState;
 use crate::error::{ApiError, envelope, ok};
-use crate::extract::{Json, QueryMap};
+use crate::extract::{Json, PathArgs, QueryMap};
 use crate::page::Page;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use cairn_domain::{NewReceiver, ReceiverId, ReceiverInput};
@@ -19,7 +19,7 @@ pub async fn create(
 
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::NotFound(format!("no event receiver with id {id:?}"));
     let rid = ReceiverId::parse(&id).ok_or_else(not_found)?;

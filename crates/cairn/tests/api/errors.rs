@@ -493,3 +493,27 @@ async fn success_and_failure_responses_are_json_envelopes() {
         assert!(obj["errors"].is_array());
     }
 }
+
+#[tokio::test]
+async fn an_undecodable_path_id_is_a_404_envelope() {
+    let app = crate::helpers::spawn_app().await;
+    for path in [
+        "/api/v1/events/%FF%FE",
+        "/api/v1/receivers/%C3%28",
+        "/api/v1/groups/%FF/status",
+    ] {
+        let res = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404, "{path}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["data"], serde_json::Value::Null, "{path}");
+        assert!(
+            body["errors"][0].as_str().unwrap().contains("no resource"),
+            "{path}: {body}"
+        );
+    }
+}
