@@ -244,17 +244,9 @@ fn reevaluate(ctx: &mut WriteCtx<'_>, group: &Group) -> StoreResult<u64> {
                  FROM events WHERE receiver_id = ?1",
             )
             .map_err(db("listing units of a receiver"))?;
-        st.query_map([first.to_string()], |r| {
-            Ok(Unit {
-                name: cairn_domain::Text::from_stored(r.get(0)?),
-                version: cairn_domain::Text::from_stored(r.get(1)?),
-                release: cairn_domain::Text::from_stored(r.get(2)?),
-                platform_id: cairn_domain::Text::from_stored(r.get(3)?),
-                package: cairn_domain::Text::from_stored(r.get(4)?),
-            })
-        })
-        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-        .map_err(db("listing units of a receiver"))?
+        st.query_map([first.to_string()], |r| rows::unit_at(r, 0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(db("listing units of a receiver"))?
     };
     let mut recorded = 0;
     for unit in &units {

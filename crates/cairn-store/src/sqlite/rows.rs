@@ -69,18 +69,23 @@ pub fn load_receiver(
         .transpose()
 }
 
+/// The five unit columns starting at column `first`.
+pub fn unit_at(row: &Row<'_>, first: usize) -> rusqlite::Result<Unit> {
+    Ok(Unit {
+        name: Text::from_stored(row.get(first)?),
+        version: Text::from_stored(row.get(first + 1)?),
+        release: Text::from_stored(row.get(first + 2)?),
+        platform_id: Text::from_stored(row.get(first + 3)?),
+        package: Text::from_stored(row.get(first + 4)?),
+    })
+}
+
 pub const EVENT_COLUMNS: &str = "id, name, version, release, platform_id, package, description, payload, success, receiver_id, created_at";
 
 pub fn event_row(row: &Row<'_>) -> rusqlite::Result<Event> {
     Ok(Event {
         id: event_id(row, 0)?,
-        unit: Unit {
-            name: Text::from_stored(row.get(1)?),
-            version: Text::from_stored(row.get(2)?),
-            release: Text::from_stored(row.get(3)?),
-            platform_id: Text::from_stored(row.get(4)?),
-            package: Text::from_stored(row.get(5)?),
-        },
+        unit: unit_at(row, 1)?,
         description: Text::from_stored(row.get(6)?),
         payload: JsonText::from_stored(row.get(7)?),
         success: row.get(8)?,
@@ -198,13 +203,7 @@ pub const COMPLETION_COLUMNS: &str =
 pub fn completion_row(row: &Row<'_>) -> rusqlite::Result<Completion> {
     Ok(Completion {
         id: completion_id(row, 0)?,
-        unit: Unit {
-            name: Text::from_stored(row.get(1)?),
-            version: Text::from_stored(row.get(2)?),
-            release: Text::from_stored(row.get(3)?),
-            platform_id: Text::from_stored(row.get(4)?),
-            package: Text::from_stored(row.get(5)?),
-        },
+        unit: unit_at(row, 1)?,
         completed_at: Timestamp::from_micros(row.get(6)?),
         event_id: event_id(row, 7)?,
     })
