@@ -159,20 +159,6 @@ impl QueryMap {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_content_types() {
-        assert!(is_json("application/json"));
-        assert!(is_json("Application/JSON; charset=utf-8"));
-        assert!(is_json("application/cloudevents+json"));
-        assert!(!is_json("text/plain"));
-        assert!(!is_json(""));
-    }
-}
-
 /// Path parameters whose rejection (e.g. invalid percent-encoding) is the
 /// envelope's 404: no resource can have such an id.
 pub struct PathArgs<T>(pub T);
@@ -193,5 +179,19 @@ where
                 e.body_text()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("Application/JSON; charset=utf-8"));
+        assert!(is_json("application/cloudevents+json"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json(""));
     }
 }
