@@ -95,6 +95,16 @@ impl PostgresStore {
     pub async fn open(url: &str, options: PostgresOptions) -> Result<Self, OpenError> {
         let connect = parse_url(url)?;
         let target = describe(&connect);
+        // One direct connection first: an unreachable server or a refused
+        // login fails at once, instead of after the pool's retries.
+        let probe: PgConnection = connect
+            .connect()
+            .await
+            .map_err(|source| OpenError::Connect {
+                target: target.clone(),
+                source,
+            })?;
+        let _ = sqlx_core::connection::Connection::close(probe).await;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
