@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 const UNITS: usize = 40;
+/// Groups created while events arrive.
+const CREATED: usize = 8;
 
 async fn node(url: &str) -> Arc<PostgresStore> {
     Arc::new(
@@ -196,4 +198,109 @@ async fn a_failed_final_event_on_another_node_is_seen() {
     assert!(!status.complete);
     a.close().await;
     b.close().await;
+}
+
+/// Enabled groups created on one node while their receivers' final events
+/// arrive on the other: the event's transaction cannot see a group that is
+/// not committed yet, and the group's evaluation cannot see an event that
+/// is not; locking the receivers (`FOR NO KEY UPDATE` by the group,
+/// `FOR SHARE` by the event) orders the two, so no unit whose receivers
+/// all succeeded is left without its completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn groups_created_while_final_events_arrive_lose_no_completion() {
+    let Some(db) =
+        common::pg_test_db("groups_created_while_final_events_arrive_lose_no_completion").await
+    else {
+        return;
+    };
+    let (a, b) = (node(&db.url).await, node(&db.url).await);
+    let r1 = a
+        .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
+        .await
+        .unwrap();
+    let r2 = a
+        .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
+        .await
+        .unwrap();
+    let ids = [r1.id.to_string(), r2.id.to_string()];
+    let mut tasks = Vec::new();
+    let mut creations = Vec::new();
+    for i in 0..UNITS {
+        // Each group creation is a window for the race.
+        if i % (UNITS / CREATED) == 0 {
+            let (a2, ids) = (a.clone(), ids.clone());
+            creations.push(tokio::spawn(async move {
+                a2.create_group(new_group(&format!("gate-{i}"), true, &ids))
+                    .await
+                    .unwrap()
+                    .id
+            }));
+        }
+        for (store, r) in [(a.clone(), &r1), (b.clone(), &r2)] {
+            let checked = event(r, i, true);
+            tasks.push(tokio::spawn(async move {
+                store.create_events(vec![checked]).await.unwrap();
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut groups: Vec<GroupId> = Vec::new();
+    for c in creations {
+        groups.push(c.await.unwrap());
+    }
+    assert_eq!(groups.len(), CREATED);
+    for g in &groups {
+        let counts = completions_per_unit(b.as_ref(), *g).await;
+        assert_eq!(
+            counts.len(),
+            UNITS,
+            "every unit of {g} completed: {counts:?}"
+        );
+        assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+        for i in 0..UNITS {
+            assert!(b.group_status(*g, unit(i)).await.unwrap().complete);
+        }
+    }
+    a.close().await;
+    b.close().await;
+}
+
+/// Nodes starting together on an empty database apply the migrations once
+/// (under the advisory lock) and can all write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_starting_together_migrate_once() {
+    let Some(db) = common::pg_test_db("nodes_starting_together_migrate_once").await else {
+        return;
+    };
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { PostgresStore::open(&url, PostgresOptions::default()).await })
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for o in opens {
+        nodes.push(o.await.unwrap().expect("every node starts"));
+    }
+    for n in &nodes {
+        n.create_receiver(NewReceiver::parse(receiver_input()).unwrap())
+            .await
+            .unwrap();
+    }
+    let listed = nodes[0]
+        .list_receivers(
+            Default::default(),
+            PageRequest {
+                limit: 10,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 4);
+    for n in nodes {
+        n.close().await;
+    }
 }
