@@ -64,6 +64,11 @@ pub enum OpenError {
         target: String,
         source: sqlx_core::Error,
     },
+    #[error("administering PostgreSQL at {target}: {source}")]
+    Admin {
+        target: String,
+        source: sqlx_core::Error,
+    },
 }
 
 pub struct PostgresStore {
@@ -195,7 +200,7 @@ async fn admin(server_url: &str, sql: &str) -> Result<(), OpenError> {
         .execute(&mut conn)
         .await
         .map(|_| ())
-        .map_err(|source| OpenError::Migrate { target, source });
+        .map_err(|source| OpenError::Admin { target, source });
     let _ = sqlx_core::connection::Connection::close(conn).await;
     result
 }
