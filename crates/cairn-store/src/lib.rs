@@ -7,6 +7,8 @@
 //! - completions are evaluated in the transaction that could cause them.
 
 pub mod cache;
+pub(crate) mod clock;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;

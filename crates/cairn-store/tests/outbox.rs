@@ -1,31 +1,19 @@
 //! Every change writes its CONTRACT section 5 message to the outbox in the
-//! same transaction, against the real embedded store.
+//! same transaction, against the real embedded store and, when
+//! `CAIRN_TEST_DATABASE_URL` names a server, the PostgreSQL store.
+
+mod common;
 
 use cairn_domain::group::GroupPatch;
-use cairn_domain::{CheckedEvent, EventInput, GroupInput, NewGroup, NewReceiver, ReceiverInput};
+use cairn_domain::{CheckedEvent, GroupInput, NewGroup, NewReceiver};
+use cairn_store::postgres::{PostgresOptions, PostgresStore};
 use cairn_store::sqlite::{SqliteOptions, SqliteStore};
 use cairn_store::{Store, StoreError};
+use common::{event_input, receiver_input};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-fn receiver_input() -> ReceiverInput {
-    serde_json::from_str(
-        r#"{"name":"build","type":"ci.build","version":"1","description":"d",
-            "schema":{"type":"object","properties":{"n":{"type":"integer"}}}}"#,
-    )
-    .unwrap()
-}
-
-fn event_input(rid: &str, success: bool) -> EventInput {
-    serde_json::from_value(json!({
-        "name": "app", "version": "1.0", "release": "r1", "platform_id": "linux",
-        "package": "oci", "description": "built", "payload": {"n": 7},
-        "success": success, "event_receiver_id": rid
-    }))
-    .unwrap()
-}
-
-async fn messages(store: &SqliteStore) -> Vec<(String, Value)> {
+async fn messages(store: &dyn Store) -> Vec<(String, Value)> {
     store
         .outbox_after(0, 1000)
         .await
@@ -39,7 +27,44 @@ async fn messages(store: &SqliteStore) -> Vec<(String, Value)> {
 async fn every_change_writes_its_message() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    let before = assert_every_change_writes_its_message(&store).await;
+    store.close().await;
+    // Rendering is stable across a restart (events are stored by reference).
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    assert_eq!(before, rendered(&store).await);
+    store.close().await;
+}
 
+#[tokio::test]
+async fn every_change_writes_its_message_postgres() {
+    let Some(db) = common::pg_test_db("every_change_writes_its_message_postgres").await else {
+        return;
+    };
+    let store = PostgresStore::open(&db.url, PostgresOptions::default())
+        .await
+        .unwrap();
+    let before = assert_every_change_writes_its_message(&store).await;
+    store.close().await;
+    let store = PostgresStore::open(&db.url, PostgresOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(before, rendered(&store).await);
+    store.close().await;
+}
+
+async fn rendered(store: &dyn Store) -> Vec<String> {
+    store
+        .outbox_after(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.json)
+        .collect()
+}
+
+/// Makes one change of every kind on an empty store, checks the messages
+/// and returns them rendered.
+async fn assert_every_change_writes_its_message(store: &dyn Store) -> Vec<String> {
     let receiver = store
         .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
         .await
@@ -72,7 +97,7 @@ async fn every_change_writes_its_message() {
         .await
         .unwrap();
 
-    let all = messages(&store).await;
+    let all = messages(store).await;
     let types: Vec<&str> = all
         .iter()
         .map(|(_, m)| m["type"].as_str().unwrap())
@@ -150,31 +175,30 @@ async fn every_change_writes_its_message() {
     );
     assert_eq!(store.outbox_backlog().await.unwrap(), 5);
 
-    // Rendering is stable across a restart (events are stored by reference).
-    let before: Vec<String> = store
-        .outbox_after(0, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.json)
-        .collect();
-    store.close().await;
-    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
-    let after: Vec<String> = store
-        .outbox_after(0, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.json)
-        .collect();
-    assert_eq!(before, after);
-    store.close().await;
+    rendered(store).await
 }
 
 #[tokio::test]
 async fn refused_writes_leave_no_message() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    assert_refused_writes_leave_no_message(&store).await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn refused_writes_leave_no_message_postgres() {
+    let Some(db) = common::pg_test_db("refused_writes_leave_no_message_postgres").await else {
+        return;
+    };
+    let store = PostgresStore::open(&db.url, PostgresOptions::default())
+        .await
+        .unwrap();
+    assert_refused_writes_leave_no_message(&store).await;
+    store.close().await;
+}
+
+async fn assert_refused_writes_leave_no_message(store: &dyn Store) {
     let receiver: Arc<_> = store
         .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
         .await
@@ -209,11 +233,10 @@ async fn refused_writes_leave_no_message() {
         "{missing:?}"
     );
     assert_eq!(
-        messages(&store).await.len(),
+        messages(store).await.len(),
         1,
         "only the receiver's message"
     );
-    store.close().await;
 }
 
 #[tokio::test]

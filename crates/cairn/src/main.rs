@@ -14,7 +14,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (embedded store under ./cairn-data by default).
+    /// Run the server (embedded store under ./cairn-data unless --database-url is set).
     Serve {
         /// TOML config file; its keys are the setting names (listen, data_dir, ...).
         #[arg(long, env = "CAIRN_CONFIG")]
@@ -34,6 +34,10 @@ enum Command {
         /// Log filter, e.g. info or cairn=debug [default: info].
         #[arg(long)]
         log_level: Option<String>,
+        /// PostgreSQL URL (postgres://user@host:5432/db); when set, the
+        /// PostgreSQL store is used instead of the embedded one.
+        #[arg(long)]
+        database_url: Option<String>,
     },
 }
 
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
             max_body_bytes,
             log_format,
             log_level,
+            database_url,
         } => {
             let overrides = Overrides {
                 listen,
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
                 max_body_bytes,
                 log_format,
                 log_level,
+                database_url,
             };
             let settings = match Settings::load(config.as_deref(), overrides) {
                 Ok(s) => s,

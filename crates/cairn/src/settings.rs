@@ -36,6 +36,10 @@ pub struct Settings {
     pub write_queue_depth: usize,
     /// Read connections to the embedded store (`CAIRN_READ_CONNECTIONS`).
     pub read_connections: usize,
+    /// A `postgres://` URL (`CAIRN_DATABASE_URL`, `--database-url`): when
+    /// set, the PostgreSQL store is used instead of the embedded one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -49,6 +53,7 @@ impl Default for Settings {
             write_batch_max: 512,
             write_queue_depth: 8192,
             read_connections: 8,
+            database_url: None,
         }
     }
 }
@@ -62,6 +67,7 @@ const KEYS: &[&str] = &[
     "write_batch_max",
     "write_queue_depth",
     "read_connections",
+    "database_url",
 ];
 
 /// Values given on the command line; `None` leaves the lower layers alone.
@@ -77,6 +83,8 @@ pub struct Overrides {
     pub log_format: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +154,11 @@ impl Settings {
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty");
         }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return bad("database_url", "must be a postgres:// or postgresql:// URL");
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return bad(
                 "log_level",
@@ -183,6 +196,20 @@ mod tests {
             )
             .map_err(|e| e.to_string())?;
             assert_eq!(s.listen.port(), 9001);
+            assert_eq!(s.database_url, None);
+            jail.set_env("CAIRN_DATABASE_URL", "postgres://env/cairn");
+            let s = Settings::load(Some(Path::new("cairn.toml")), Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(s.database_url.as_deref(), Some("postgres://env/cairn"));
+            let s = Settings::load(
+                Some(Path::new("cairn.toml")),
+                Overrides {
+                    database_url: Some("postgres://flag/cairn".into()),
+                    ..Overrides::default()
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            assert_eq!(s.database_url.as_deref(), Some("postgres://flag/cairn"));
             Ok(())
         });
     }
@@ -207,6 +234,12 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("max_body_bytes"), "{err}");
+            jail.set_env("CAIRN_MAX_BODY_BYTES", "10");
+            jail.set_env("CAIRN_DATABASE_URL", "mysql://db/cairn");
+            let err = Settings::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("database_url"), "{err}");
             Ok(())
         });
     }

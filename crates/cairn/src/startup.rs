@@ -5,6 +5,7 @@ use crate::settings::Settings;
 use axum::serve::ListenerExt;
 use cairn_api::{ApiConfig, AppState};
 use cairn_store::Store;
+use cairn_store::postgres::{PostgresOptions, PostgresStore};
 use cairn_store::sqlite::{OpenError, SqliteOptions, SqliteStore};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +17,8 @@ use tokio::net::TcpListener;
 pub enum StartupError {
     #[error("opening the store: {0}")]
     Store(#[from] OpenError),
+    #[error("opening the PostgreSQL store named by database_url: {0}")]
+    Postgres(#[from] cairn_store::postgres::OpenError),
     #[error("listening on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -28,7 +31,7 @@ pub enum StartupError {
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     state: AppState,
     data_dir: PathBuf,
 }
@@ -36,17 +39,36 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         cairn_api::metrics::install();
-        let options = SqliteOptions {
-            max_batch: settings.write_batch_max,
-            queue_depth: settings.write_queue_depth,
-            readers: settings.read_connections,
-            ..SqliteOptions::default()
+        let (store, where_): (Arc<dyn Store>, String) = match &settings.database_url {
+            Some(url) => {
+                let options = PostgresOptions {
+                    max_connections: u32::try_from(settings.read_connections.max(2) * 2)
+                        .unwrap_or(u32::MAX),
+                    ..PostgresOptions::default()
+                };
+                let store = PostgresStore::open(url, options).await?;
+                let where_ = format!("the PostgreSQL store at {}", store.target());
+                (Arc::new(store), where_)
+            }
+            None => {
+                let options = SqliteOptions {
+                    max_batch: settings.write_batch_max,
+                    queue_depth: settings.write_queue_depth,
+                    readers: settings.read_connections,
+                    ..SqliteOptions::default()
+                };
+                let dir = settings.data_dir.clone();
+                let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir, options))
+                    .await
+                    .map_err(|e| StartupError::Join(e.to_string()))??;
+                let dir = std::fs::canonicalize(&settings.data_dir)
+                    .unwrap_or_else(|_| settings.data_dir.clone());
+                (
+                    Arc::new(store),
+                    format!("the embedded store in {}", dir.display()),
+                )
+            }
         };
-        let dir = settings.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir, options))
-            .await
-            .map_err(|e| StartupError::Join(e.to_string()))??;
-        let store = Arc::new(store);
         let listener = match TcpListener::bind(settings.listen).await {
             Ok(l) => l,
             Err(source) => {
@@ -68,10 +90,7 @@ impl Application {
                 max_body_bytes: settings.max_body_bytes,
             },
         );
-        tracing::info!(
-            "listening on http://{addr} with the embedded store in {}",
-            data_dir.display()
-        );
+        tracing::info!("listening on http://{addr} with {where_}");
         Ok(Self {
             listener,
             addr,

@@ -481,3 +481,24 @@ async fn sigterm_stops_cleanly() {
         server.log()
     );
 }
+
+/// A PostgreSQL server that cannot be reached stops start-up with an error
+/// naming the setting, instead of falling back to the embedded store.
+#[test]
+fn an_unreachable_database_url_stops_start_up_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        // Port 1 on loopback: nothing listens there.
+        .args(["--database-url", "postgres://cairn@127.0.0.1:1/cairn"])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("failed to run the cairn binary");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it must not start: {stderr}");
+    assert!(stderr.contains("database_url"), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:1/cairn"), "{stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+}

@@ -11,6 +11,7 @@ mod rows;
 mod schema;
 mod writer;
 
+use crate::clock::Clock;
 use crate::{
     Completion, EventFilter, GroupFilter, GroupStatus, OutboxMessage, PageRequest, ReceiverCache,
     ReceiverFilter, ReceiverStatus, Store, StoreError, StoreResult,
@@ -30,7 +31,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
-use writer::{Clock, Command, Writer};
+use writer::{Command, Writer};
 
 /// Tuning for the embedded store.
 #[derive(Debug, Clone)]

@@ -11,15 +11,15 @@
 //! ever committed and nothing unacknowledged is reported as stored.
 
 use super::rows;
+use crate::clock::Clock;
 use crate::{ReceiverCache, StoreError, StoreResult};
-use cairn_domain::{GroupId, ReceiverId, Timestamp};
+use cairn_domain::{GroupId, ReceiverId};
 use rusqlite::Connection;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
-use ulid::Ulid;
 
 /// Called once the batch's transaction has committed (or failed to).
 pub type Reply = Box<dyn FnOnce(StoreResult<()>) + Send>;
@@ -35,45 +35,6 @@ pub type Job = Box<dyn FnOnce(&mut WriteCtx<'_>) -> Outcome + Send>;
 pub enum Command {
     Job(Job),
     Shutdown(oneshot::Sender<()>),
-}
-
-/// Hands out strictly increasing timestamps and ULIDs, so that id order,
-/// `created_at` order and commit order agree for everything this store
-/// writes.
-pub struct Clock {
-    last_micros: i64,
-    last_id: Ulid,
-}
-
-impl Clock {
-    pub fn new(floor: Option<Ulid>) -> Self {
-        let last_id = floor.unwrap_or(Ulid(0));
-        Self {
-            last_micros: i64::try_from(last_id.timestamp_ms()).unwrap_or(0) * 1000,
-            last_id,
-        }
-    }
-
-    pub fn next(&mut self) -> (Timestamp, Ulid) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        let micros = now.max(self.last_micros + 1);
-        let ms = u64::try_from(micros / 1000).unwrap_or(0);
-        let id = if ms == self.last_id.timestamp_ms() {
-            // Same millisecond: keep increasing within it.
-            match self.last_id.increment() {
-                Some(id) => id,
-                None => Ulid::from_parts(ms + 1, 0),
-            }
-        } else {
-            Ulid::from_parts(ms, Ulid::new().random())
-        };
-        self.last_micros = micros;
-        self.last_id = id;
-        (Timestamp::from_micros(micros), id)
-    }
 }
 
 fn exec_cached(conn: &Connection, sql: &str, context: &str) -> StoreResult<()> {

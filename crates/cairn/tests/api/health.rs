@@ -25,6 +25,11 @@ async fn status_describes_the_service() {
     let (status, body) = app.get("/healthz/status").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["service"]["name"], json!("cairn"), "{body}");
+    assert_eq!(
+        body["service"]["store"],
+        json!(app.expected_store()),
+        "{body}"
+    );
     let version = body["service"]["version"].as_str().expect("version string");
     assert!(!version.is_empty());
     assert!(body["service"].get("release").is_some(), "{body}");

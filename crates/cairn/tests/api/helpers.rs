@@ -1,5 +1,11 @@
-//! Shared harness: start an [`Application`] on a fresh data directory and
-//! talk to it over HTTP like any client would.
+//! Shared harness: start an [`Application`] on a fresh store and talk to it
+//! over HTTP like any client would.
+//!
+//! The store comes from the environment, so one suite runs against both:
+//! by default each app gets a fresh data directory for the embedded store;
+//! with `CAIRN_TEST_STORE=postgres` each app also gets a fresh database
+//! (`cairn_test_*`, dropped with the app) on the server named by
+//! `CAIRN_TEST_DATABASE_URL`.
 
 use cairn::settings::Settings;
 use cairn::startup::Application;
@@ -25,6 +31,8 @@ pub struct TestApp {
     /// Kept alive for as long as the app; removed on drop.
     pub data_dir: TempDir,
     pub settings: Settings,
+    /// The app's PostgreSQL database, when the suite runs against one.
+    pub database: Option<TestDatabase>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), String>>>,
 }
@@ -37,6 +45,14 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let data_dir = tempfile::tempdir().expect("failed to create a temporary data dir");
     let mut settings = Settings::default();
     point_at(&mut settings, &data_dir);
+    let database = match test_store() {
+        TestStore::Sqlite => None,
+        TestStore::Postgres(server) => {
+            let db = TestDatabase::create(server).await;
+            settings.database_url = Some(db.url.clone());
+            Some(db)
+        }
+    };
     configure(&mut settings);
     let (addr, shutdown, handle) = start(settings.clone()).await;
     TestApp {
@@ -45,8 +61,83 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         client: new_client(),
         data_dir,
         settings,
+        database,
         shutdown: Some(shutdown),
         handle: Some(handle),
+    }
+}
+
+enum TestStore {
+    Sqlite,
+    /// The server URL to create test databases on.
+    Postgres(String),
+}
+
+/// Which store the suite runs against: `CAIRN_TEST_STORE` = `sqlite`
+/// (default) or `postgres` (which requires `CAIRN_TEST_DATABASE_URL`).
+fn test_store() -> TestStore {
+    match std::env::var("CAIRN_TEST_STORE").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => TestStore::Sqlite,
+        Ok("postgres") => match std::env::var("CAIRN_TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => TestStore::Postgres(url),
+            _ => panic!(
+                "CAIRN_TEST_STORE=postgres needs CAIRN_TEST_DATABASE_URL \
+                 (e.g. postgres://postgres@127.0.0.1:5432/postgres)"
+            ),
+        },
+        Ok(other) => panic!("CAIRN_TEST_STORE must be sqlite or postgres, not {other:?}"),
+    }
+}
+
+/// A database created for one test app and dropped with it.
+pub struct TestDatabase {
+    server: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    async fn create(server: String) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_nanos();
+        let name = format!(
+            "cairn_test_{}_{nanos}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        cairn_store::postgres::create_database(&server, &name)
+            .await
+            .expect("failed to create a test database");
+        let url = cairn_store::postgres::database_url(&server, &name)
+            .expect("failed to build the test database URL");
+        Self { server, name, url }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop is synchronous and may run inside the test's runtime: use a
+        // thread with a runtime of its own. FORCE closes the app's
+        // connections if it is still stopping.
+        let server = self.server.clone();
+        let name = self.name.clone();
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(cairn_store::postgres::drop_database(&server, &name))
+                .map_err(|e| e.to_string())
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("could not drop test database {}: {e}", self.name),
+            Err(_) => eprintln!("dropping test database {} panicked", self.name),
+        }
     }
 }
 
@@ -88,6 +179,16 @@ async fn start(
 }
 
 impl TestApp {
+    /// The store kind the app should report: `postgres` when it runs on a
+    /// test database, `sqlite` otherwise.
+    pub fn expected_store(&self) -> &'static str {
+        if self.database.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

@@ -1,0 +1,507 @@
+//! The PostgreSQL store: several cairn nodes may share one database.
+//!
+//! Each write runs in one READ COMMITTED transaction on a pooled
+//! connection; correctness across nodes comes from row locks, advisory
+//! locks and constraints (see `ops.rs` and docs/postgres.md), never from
+//! in-process coordination. Queries are runtime queries with bound
+//! parameters. Connections are plain TCP: TLS is not built in yet.
+
+mod ops;
+mod rows;
+mod schema;
+
+use crate::clock::Clock;
+use crate::{
+    Completion, EventFilter, GroupFilter, GroupStatus, OutboxMessage, PageRequest, ReceiverCache,
+    ReceiverFilter, ReceiverStatus, Store, StoreError, StoreResult,
+};
+use async_trait::async_trait;
+use cairn_domain::completion;
+use cairn_domain::group::GroupPatch;
+use cairn_domain::{
+    CheckedEvent, Event, EventId, Group, GroupId, NewGroup, NewReceiver, Receiver, ReceiverId, Unit,
+};
+use ops::WriteCtx;
+use rows::{Lock, db};
+use sqlx_core::connection::ConnectOptions;
+use sqlx_core::query::query;
+use sqlx_core::row::Row;
+use sqlx_core::sql_str::AssertSqlSafe;
+use sqlx_postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Tuning for the PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Connections in this node's pool.
+    pub max_connections: u32,
+    /// How long a request may wait for a pooled connection.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("invalid PostgreSQL URL: {0}")]
+    Url(sqlx_core::Error),
+    #[error("connecting to PostgreSQL at {target}: {source}")]
+    Connect {
+        target: String,
+        source: sqlx_core::Error,
+    },
+    #[error("migrating the PostgreSQL database at {target}: {source}")]
+    Migrate {
+        target: String,
+        source: sqlx_core::Error,
+    },
+    #[error("administering PostgreSQL at {target}: {source}")]
+    Admin {
+        target: String,
+        source: sqlx_core::Error,
+    },
+}
+
+pub struct PostgresStore {
+    pool: PgPool,
+    target: String,
+    clock: Mutex<Clock>,
+    cache: Arc<ReceiverCache>,
+}
+
+/// `host:port/database` of a URL, without user or password, for messages.
+fn describe(options: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("(default database)")
+    )
+}
+
+fn parse_url(url: &str) -> Result<PgConnectOptions, OpenError> {
+    PgConnectOptions::from_str(url)
+        .map(|o| o.disable_statement_logging())
+        .map_err(OpenError::Url)
+}
+
+impl PostgresStore {
+    /// Connect, apply pending migrations and start handing out ids above
+    /// every id already stored.
+    pub async fn open(url: &str, options: PostgresOptions) -> Result<Self, OpenError> {
+        let connect = parse_url(url)?;
+        let target = describe(&connect);
+        // One direct connection first: an unreachable server or a refused
+        // login fails at once, instead of after the pool's retries.
+        let probe: PgConnection = connect
+            .connect()
+            .await
+            .map_err(|source| OpenError::Connect {
+                target: target.clone(),
+                source,
+            })?;
+        let _ = sqlx_core::connection::Connection::close(probe).await;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|source| OpenError::Connect {
+                target: target.clone(),
+                source,
+            })?;
+        let applied = schema::migrate(&pool)
+            .await
+            .map_err(|source| OpenError::Migrate {
+                target: target.clone(),
+                source,
+            })?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "applied PostgreSQL migrations to {target}");
+        }
+        let floor = max_id(&pool).await.map_err(|source| OpenError::Migrate {
+            target: target.clone(),
+            source,
+        })?;
+        Ok(Self {
+            pool,
+            target,
+            clock: Mutex::new(Clock::new(floor)),
+            cache: Arc::new(ReceiverCache::new()),
+        })
+    }
+
+    /// `host:port/database` this store is connected to.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    async fn conn(&self) -> StoreResult<sqlx_core::pool::PoolConnection<sqlx_postgres::Postgres>> {
+        self.pool
+            .acquire()
+            .await
+            .map_err(db("taking a connection from the pool"))
+    }
+}
+
+/// Create database `name` on the server of `server_url` (for tests and
+/// tooling; `name` must be a plain identifier).
+pub async fn create_database(server_url: &str, name: &str) -> Result<(), OpenError> {
+    admin(server_url, &format!("CREATE DATABASE \"{name}\"")).await
+}
+
+/// Drop database `name` on the server of `server_url`, closing any
+/// connection still open to it.
+pub async fn drop_database(server_url: &str, name: &str) -> Result<(), OpenError> {
+    admin(
+        server_url,
+        &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+    )
+    .await
+}
+
+/// The URL of database `name` on the server of `server_url`.
+pub fn database_url(server_url: &str, name: &str) -> Result<String, OpenError> {
+    let mut url = sqlx_core::Url::parse(server_url)
+        .map_err(|e| OpenError::Url(sqlx_core::Error::Configuration(Box::new(e))))?;
+    url.set_path(&format!("/{name}"));
+    Ok(url.to_string())
+}
+
+async fn admin(server_url: &str, sql: &str) -> Result<(), OpenError> {
+    if !sql
+        .split('"')
+        .nth(1)
+        .is_some_and(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    {
+        return Err(OpenError::Url(sqlx_core::Error::Configuration(
+            format!("not a plain database name in {sql:?}").into(),
+        )));
+    }
+    let options = parse_url(server_url)?;
+    let target = describe(&options);
+    let mut conn: PgConnection = options
+        .connect()
+        .await
+        .map_err(|source| OpenError::Connect {
+            target: target.clone(),
+            source,
+        })?;
+    let result = query(AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .map(|_| ())
+        .map_err(|source| OpenError::Admin { target, source });
+    let _ = sqlx_core::connection::Connection::close(conn).await;
+    result
+}
+
+/// The largest id ever handed out, so this node's ids start above it even
+/// if its wall clock is behind.
+async fn max_id(pool: &PgPool) -> Result<Option<ulid::Ulid>, sqlx_core::Error> {
+    let row = query(
+        "SELECT MAX(m) FROM (
+            SELECT MAX(id) AS m FROM receivers UNION ALL SELECT MAX(id) FROM events
+            UNION ALL SELECT MAX(id) FROM groups UNION ALL SELECT MAX(id) FROM completions
+            UNION ALL SELECT MAX(id) FROM outbox) AS ids",
+    )
+    .fetch_one(pool)
+    .await?;
+    let max: Option<String> = row.try_get(0)?;
+    Ok(max.and_then(|s| ulid::Ulid::from_string(&s).ok()))
+}
+
+/// One bound parameter of a list query.
+enum Param {
+    Text(String),
+    Int(i64),
+    Bool(bool),
+}
+
+/// Builds `WHERE ... AND id > $n ORDER BY id LIMIT $m` for a list with
+/// exact filters and an id cursor.
+struct ListQuery {
+    table: &'static str,
+    columns: &'static str,
+    clauses: Vec<String>,
+    params: Vec<Param>,
+}
+
+impl ListQuery {
+    fn new(table: &'static str, columns: &'static str) -> Self {
+        Self {
+            table,
+            columns,
+            clauses: Vec::new(),
+            params: Vec::new(),
+        }
+    }
+
+    fn cmp(&mut self, column: &str, op: &str, value: Option<Param>) -> &mut Self {
+        if let Some(v) = value {
+            self.params.push(v);
+            self.clauses
+                .push(format!("{column} {op} ${}", self.params.len()));
+        }
+        self
+    }
+
+    fn eq(&mut self, column: &str, value: Option<Param>) -> &mut Self {
+        self.cmp(column, "=", value)
+    }
+
+    fn sql(&mut self, page: &PageRequest) -> String {
+        self.cmp("id", ">", page.after.clone().map(Param::Text));
+        let filter = if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        };
+        self.params.push(Param::Int(i64::from(page.limit)));
+        format!(
+            "SELECT {} FROM {}{} ORDER BY id LIMIT ${}",
+            self.columns,
+            self.table,
+            filter,
+            self.params.len()
+        )
+    }
+
+    async fn run<T>(
+        mut self,
+        conn: &mut PgConnection,
+        page: &PageRequest,
+        map: impl Fn(&PgRow) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let sql = self.sql(page);
+        let mut q = query(AssertSqlSafe(sql));
+        for p in self.params {
+            q = match p {
+                Param::Text(s) => q.bind(s),
+                Param::Int(i) => q.bind(i),
+                Param::Bool(b) => q.bind(b),
+            };
+        }
+        q.fetch_all(&mut *conn)
+            .await
+            .map_err(db("running a list"))?
+            .iter()
+            .map(map)
+            .collect()
+    }
+}
+
+fn text(v: Option<String>) -> Option<Param> {
+    v.map(Param::Text)
+}
+
+/// Run one write operation in its own transaction and commit it.
+macro_rules! write {
+    ($self:ident, |$ctx:ident| $body:expr) => {{
+        let mut tx = $self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
+        let out = {
+            let $ctx = &mut WriteCtx {
+                conn: &mut *tx,
+                clock: &$self.clock,
+                cache: &$self.cache,
+            };
+            $body.await?
+        };
+        tx.commit().await.map_err(db("committing"))?;
+        out
+    }};
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn create_receiver(&self, receiver: NewReceiver) -> StoreResult<Arc<Receiver>> {
+        let created = write!(self, |ctx| ops::insert_receiver(ctx, receiver));
+        metrics::counter!("cairn_schema_compilations_total").increment(1);
+        self.cache.insert(created.clone());
+        Ok(created)
+    }
+
+    async fn receiver(&self, id: ReceiverId) -> StoreResult<Option<Arc<Receiver>>> {
+        if let Some(r) = self.cache.get(id) {
+            return Ok(Some(r));
+        }
+        let mut conn = self.conn().await?;
+        rows::load_receiver(&mut conn, &self.cache, id).await
+    }
+
+    async fn list_receivers(
+        &self,
+        filter: ReceiverFilter,
+        page: PageRequest,
+    ) -> StoreResult<Vec<Arc<Receiver>>> {
+        let mut q = ListQuery::new("receivers", rows::RECEIVER_COLUMNS);
+        q.eq("name", text(filter.name))
+            .eq("type", text(filter.type_))
+            .eq("version", text(filter.version));
+        let mut conn = self.conn().await?;
+        let found = q.run(&mut conn, &page, rows::receiver_row).await?;
+        found
+            .into_iter()
+            .map(|row| self.cache.materialise(row).map_err(StoreError::Internal))
+            .collect()
+    }
+
+    async fn create_events(&self, events: Vec<CheckedEvent>) -> StoreResult<Vec<EventId>> {
+        let n = events.len() as u64;
+        let ids = write!(self, |ctx| ops::insert_events(ctx, events));
+        metrics::counter!("cairn_events_created_total").increment(n);
+        Ok(ids)
+    }
+
+    async fn event(&self, id: EventId) -> StoreResult<Option<Event>> {
+        let mut conn = self.conn().await?;
+        rows::load_event(&mut conn, id).await
+    }
+
+    async fn list_events(&self, filter: EventFilter, page: PageRequest) -> StoreResult<Vec<Event>> {
+        let mut q = ListQuery::new("events", rows::EVENT_COLUMNS);
+        q.eq(
+            "receiver_id",
+            filter.receiver_id.map(|r| Param::Text(r.to_string())),
+        )
+        .eq("name", text(filter.name))
+        .eq("version", text(filter.version))
+        .eq("release", text(filter.release))
+        .eq("platform_id", text(filter.platform_id))
+        .eq("package", text(filter.package))
+        .eq("success", filter.success.map(Param::Bool))
+        .cmp(
+            "created_at",
+            ">=",
+            filter.since.map(|t| Param::Int(t.micros())),
+        )
+        .cmp(
+            "created_at",
+            "<",
+            filter.until.map(|t| Param::Int(t.micros())),
+        );
+        let mut conn = self.conn().await?;
+        q.run(&mut conn, &page, rows::event_row).await
+    }
+
+    async fn create_group(&self, group: NewGroup) -> StoreResult<Group> {
+        Ok(write!(self, |ctx| ops::insert_group(ctx, group)))
+    }
+
+    async fn group(&self, id: GroupId) -> StoreResult<Option<Group>> {
+        let mut conn = self.conn().await?;
+        rows::load_group(&mut conn, id, Lock::None).await
+    }
+
+    async fn list_groups(&self, filter: GroupFilter, page: PageRequest) -> StoreResult<Vec<Group>> {
+        let mut q = ListQuery::new("groups", rows::GROUP_COLUMNS);
+        q.eq("name", text(filter.name))
+            .eq("type", text(filter.type_))
+            .eq("version", text(filter.version))
+            .eq("enabled", filter.enabled.map(Param::Bool));
+        let mut conn = self.conn().await?;
+        let groups = q.run(&mut conn, &page, rows::group_row).await?;
+        let mut filled = Vec::with_capacity(groups.len());
+        for g in groups {
+            filled.push(rows::fill_receivers(&mut conn, g).await?);
+        }
+        Ok(filled)
+    }
+
+    async fn update_group(&self, id: GroupId, patch: GroupPatch) -> StoreResult<Group> {
+        Ok(write!(self, |ctx| ops::update_group(ctx, id, patch)))
+    }
+
+    async fn add_group_receivers(&self, id: GroupId, ids: Vec<ReceiverId>) -> StoreResult<Group> {
+        Ok(write!(self, |ctx| ops::add_receivers(ctx, id, ids)))
+    }
+
+    async fn remove_group_receiver(&self, id: GroupId, receiver: ReceiverId) -> StoreResult<Group> {
+        Ok(write!(self, |ctx| ops::remove_receiver(ctx, id, receiver)))
+    }
+
+    async fn group_status(&self, id: GroupId, unit: Unit) -> StoreResult<GroupStatus> {
+        // One snapshot for the group and its receivers' latest events.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(db("starting a read"))?;
+        let group = rows::require_group(&mut tx, id, Lock::None).await?;
+        let mut receivers = Vec::with_capacity(group.receiver_ids.len());
+        for r in &group.receiver_ids {
+            receivers.push(ReceiverStatus {
+                receiver_id: *r,
+                latest: rows::latest(&mut tx, *r, &unit).await?,
+            });
+        }
+        tx.commit().await.map_err(db("finishing a read"))?;
+        let complete = completion::evaluate(group.enabled, &group.receiver_ids, |r| {
+            receivers
+                .iter()
+                .find(|s| s.receiver_id == r)
+                .and_then(|s| s.latest)
+        })
+        .is_some();
+        Ok(GroupStatus {
+            enabled: group.enabled,
+            complete,
+            receivers,
+        })
+    }
+
+    async fn list_completions(
+        &self,
+        id: GroupId,
+        page: PageRequest,
+    ) -> StoreResult<Vec<Completion>> {
+        let mut conn = self.conn().await?;
+        rows::require_group(&mut conn, id, Lock::None).await?;
+        let mut q = ListQuery::new("completions", rows::COMPLETION_COLUMNS);
+        q.eq("group_id", Some(Param::Text(id.to_string())));
+        q.run(&mut conn, &page, rows::completion_row).await
+    }
+
+    async fn outbox_backlog(&self) -> StoreResult<u64> {
+        let row = query("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("counting the outbox backlog"))?;
+        let n: i64 = row.try_get(0).map_err(db("counting the outbox backlog"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn outbox_after(&self, after_seq: u64, limit: u32) -> StoreResult<Vec<OutboxMessage>> {
+        let mut conn = self.conn().await?;
+        rows::outbox_after(&mut conn, &self.cache, after_seq, limit).await
+    }
+
+    async fn check(&self) -> StoreResult<()> {
+        query("SELECT 1")
+            .fetch_one(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(format!("PostgreSQL at {}: {e}", self.target)))
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,328 @@
+//! Row mapping and the lookups both the write operations and the readers
+//! need. Every function takes a connection, which may be a transaction's.
+
+use crate::cache::ReceiverRow;
+use crate::{Completion, ReceiverCache, StoreError, StoreResult};
+use cairn_domain::completion::Latest;
+use cairn_domain::{
+    CompletionId, Event, EventId, Group, GroupId, JsonText, Receiver, ReceiverId, Text, Timestamp,
+    Unit,
+};
+use sqlx_core::query::query;
+use sqlx_core::row::Row;
+use sqlx_postgres::{PgConnection, PgRow};
+use std::sync::Arc;
+
+/// Map a database error to a store error carrying what was being done.
+/// Losing the server is `Unavailable`; anything else is `Internal`.
+pub fn db(context: &'static str) -> impl Fn(sqlx_core::Error) -> StoreError {
+    move |e| match e {
+        sqlx_core::Error::Io(_)
+        | sqlx_core::Error::PoolTimedOut
+        | sqlx_core::Error::PoolClosed
+        | sqlx_core::Error::WorkerCrashed => StoreError::Unavailable(format!("{context}: {e}")),
+        other => StoreError::Internal(format!("{context}: {other}")),
+    }
+}
+
+fn col<'r, T>(row: &'r PgRow, idx: usize) -> StoreResult<T>
+where
+    T: sqlx_core::decode::Decode<'r, sqlx_postgres::Postgres>
+        + sqlx_core::types::Type<sqlx_postgres::Postgres>,
+{
+    row.try_get(idx)
+        .map_err(|e| StoreError::Internal(format!("reading column {idx}: {e}")))
+}
+
+macro_rules! id_getter {
+    ($fn:ident, $ty:ty, $what:literal) => {
+        pub fn $fn(row: &PgRow, idx: usize) -> StoreResult<$ty> {
+            let s: String = col(row, idx)?;
+            <$ty>::parse(&s).ok_or_else(|| {
+                StoreError::Internal(format!("stored {} id {s:?} is not a ULID", $what))
+            })
+        }
+    };
+}
+id_getter!(receiver_id, ReceiverId, "receiver");
+id_getter!(event_id, EventId, "event");
+id_getter!(group_id, GroupId, "group");
+id_getter!(completion_id, CompletionId, "completion");
+
+fn text(row: &PgRow, idx: usize) -> StoreResult<Text> {
+    Ok(Text::from_stored(col::<String>(row, idx)?))
+}
+
+fn time(row: &PgRow, idx: usize) -> StoreResult<Timestamp> {
+    Ok(Timestamp::from_micros(col::<i64>(row, idx)?))
+}
+
+pub const RECEIVER_COLUMNS: &str =
+    "id, name, type, version, description, schema, fingerprint, created_at";
+
+pub fn receiver_row(row: &PgRow) -> StoreResult<ReceiverRow> {
+    Ok(ReceiverRow {
+        id: receiver_id(row, 0)?,
+        name: col(row, 1)?,
+        type_: col(row, 2)?,
+        version: col(row, 3)?,
+        description: col(row, 4)?,
+        schema: col(row, 5)?,
+        fingerprint: col(row, 6)?,
+        created_at: time(row, 7)?,
+    })
+}
+
+pub async fn load_receiver(
+    conn: &mut PgConnection,
+    cache: &ReceiverCache,
+    id: ReceiverId,
+) -> StoreResult<Option<Arc<Receiver>>> {
+    if let Some(r) = cache.get(id) {
+        return Ok(Some(r));
+    }
+    let row = query(
+        "SELECT id, name, type, version, description, schema, fingerprint, created_at
+         FROM receivers WHERE id = $1",
+    )
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db("reading a receiver"))?;
+    row.map(|r| receiver_row(&r).and_then(|r| cache.materialise(r).map_err(StoreError::Internal)))
+        .transpose()
+}
+
+/// The five unit columns starting at column `first`.
+pub fn unit_at(row: &PgRow, first: usize) -> StoreResult<Unit> {
+    Ok(Unit {
+        name: text(row, first)?,
+        version: text(row, first + 1)?,
+        release: text(row, first + 2)?,
+        platform_id: text(row, first + 3)?,
+        package: text(row, first + 4)?,
+    })
+}
+
+pub const EVENT_COLUMNS: &str = "id, name, version, release, platform_id, package, description, payload, success, receiver_id, created_at";
+
+pub fn event_row(row: &PgRow) -> StoreResult<Event> {
+    Ok(Event {
+        id: event_id(row, 0)?,
+        unit: unit_at(row, 1)?,
+        description: text(row, 6)?,
+        payload: JsonText::from_stored(col(row, 7)?),
+        success: col(row, 8)?,
+        receiver_id: receiver_id(row, 9)?,
+        created_at: time(row, 10)?,
+    })
+}
+
+pub async fn load_event(conn: &mut PgConnection, id: EventId) -> StoreResult<Option<Event>> {
+    query(
+        "SELECT id, name, version, release, platform_id, package, description, payload, success,
+                receiver_id, created_at
+         FROM events WHERE id = $1",
+    )
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db("reading an event"))?
+    .map(|r| event_row(&r))
+    .transpose()
+}
+
+pub const GROUP_COLUMNS: &str =
+    "id, name, type, version, description, enabled, created_at, updated_at";
+
+/// A group row without its receivers (filled by [`fill_receivers`]).
+pub fn group_row(row: &PgRow) -> StoreResult<Group> {
+    Ok(Group {
+        id: group_id(row, 0)?,
+        name: text(row, 1)?,
+        type_: text(row, 2)?,
+        version: text(row, 3)?,
+        description: text(row, 4)?,
+        enabled: col(row, 5)?,
+        receiver_ids: Vec::new(),
+        created_at: time(row, 6)?,
+        updated_at: time(row, 7)?,
+    })
+}
+
+pub async fn group_receivers(conn: &mut PgConnection, id: GroupId) -> StoreResult<Vec<ReceiverId>> {
+    query("SELECT receiver_id FROM group_receivers WHERE group_id = $1 ORDER BY position")
+        .bind(id.to_string())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db("reading group receivers"))?
+        .iter()
+        .map(|r| receiver_id(r, 0))
+        .collect()
+}
+
+pub async fn fill_receivers(conn: &mut PgConnection, mut group: Group) -> StoreResult<Group> {
+    group.receiver_ids = group_receivers(conn, group.id).await?;
+    Ok(group)
+}
+
+/// Read a group; with `Lock::Update`, also lock its row for a change.
+pub async fn load_group(
+    conn: &mut PgConnection,
+    id: GroupId,
+    lock: Lock,
+) -> StoreResult<Option<Group>> {
+    let sql = match lock {
+        Lock::None => {
+            "SELECT id, name, type, version, description, enabled, created_at, updated_at
+             FROM groups WHERE id = $1"
+        }
+        Lock::Update => {
+            "SELECT id, name, type, version, description, enabled, created_at, updated_at
+             FROM groups WHERE id = $1 FOR UPDATE"
+        }
+    };
+    let row = query(sql)
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db("reading a group"))?;
+    match row {
+        Some(r) => Ok(Some(fill_receivers(conn, group_row(&r)?).await?)),
+        None => Ok(None),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Lock {
+    None,
+    Update,
+}
+
+pub async fn require_group(conn: &mut PgConnection, id: GroupId, lock: Lock) -> StoreResult<Group> {
+    load_group(conn, id, lock)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no group with id {id}")))
+}
+
+/// The latest event (by id order) of a receiver for a unit.
+pub async fn latest(
+    conn: &mut PgConnection,
+    receiver: ReceiverId,
+    unit: &Unit,
+) -> StoreResult<Option<Latest>> {
+    let row = query(
+        "SELECT id, success FROM events
+         WHERE name = $2 AND version = $3 AND release = $4 AND platform_id = $5
+           AND package = $6 AND receiver_id = $1
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(receiver.to_string())
+    .bind(unit.name.as_str())
+    .bind(unit.version.as_str())
+    .bind(unit.release.as_str())
+    .bind(unit.platform_id.as_str())
+    .bind(unit.package.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db("finding the latest event for a unit"))?;
+    row.map(|r| {
+        Ok(Latest {
+            event_id: event_id(&r, 0)?,
+            success: col(&r, 1)?,
+        })
+    })
+    .transpose()
+}
+
+pub async fn completion_exists(
+    conn: &mut PgConnection,
+    group: GroupId,
+    unit: &Unit,
+) -> StoreResult<bool> {
+    let row = query(
+        "SELECT 1 FROM completions
+         WHERE group_id = $1 AND name = $2 AND version = $3 AND release = $4
+           AND platform_id = $5 AND package = $6",
+    )
+    .bind(group.to_string())
+    .bind(unit.name.as_str())
+    .bind(unit.version.as_str())
+    .bind(unit.release.as_str())
+    .bind(unit.platform_id.as_str())
+    .bind(unit.package.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db("checking for a recorded completion"))?;
+    Ok(row.is_some())
+}
+
+pub const COMPLETION_COLUMNS: &str =
+    "id, name, version, release, platform_id, package, completed_at, event_id";
+
+pub fn completion_row(row: &PgRow) -> StoreResult<Completion> {
+    Ok(Completion {
+        id: completion_id(row, 0)?,
+        unit: unit_at(row, 1)?,
+        completed_at: time(row, 6)?,
+        event_id: event_id(row, 7)?,
+    })
+}
+
+/// Read and render outbox messages after `after_seq`.
+pub async fn outbox_after(
+    conn: &mut PgConnection,
+    cache: &ReceiverCache,
+    after_seq: u64,
+    limit: u32,
+) -> StoreResult<Vec<crate::OutboxMessage>> {
+    let raw = query(
+        "SELECT seq, id, type, ordering_key, event_id, message, created_at FROM outbox
+         WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db("reading the outbox"))?;
+    let mut out = Vec::with_capacity(raw.len());
+    for r in &raw {
+        let seq: i64 = col(r, 0)?;
+        let id: String = col(r, 1)?;
+        let id = cairn_domain::MessageId::parse(&id).ok_or_else(|| {
+            StoreError::Internal(format!("outbox message id {id:?} is not a ULID"))
+        })?;
+        let message: Option<String> = col(r, 5)?;
+        let event: Option<String> = col(r, 4)?;
+        let json = match (message, event) {
+            (Some(json), _) => json,
+            (None, Some(eid)) => {
+                let eid = EventId::parse(&eid).ok_or_else(|| {
+                    StoreError::Internal(format!("outbox event id {eid:?} is not a ULID"))
+                })?;
+                let event = load_event(conn, eid).await?.ok_or_else(|| {
+                    StoreError::Internal(format!("outbox names missing event {eid}"))
+                })?;
+                let receiver = load_receiver(conn, cache, event.receiver_id)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Internal(format!("event {eid} names a missing receiver"))
+                    })?;
+                cairn_domain::message::event_created(id, time(r, 6)?, &event, &receiver).json
+            }
+            (None, None) => {
+                return Err(StoreError::Internal(format!(
+                    "outbox row {seq} has no content"
+                )));
+            }
+        };
+        out.push(crate::OutboxMessage {
+            seq: u64::try_from(seq).unwrap_or(0),
+            id,
+            type_: col(r, 2)?,
+            ordering_key: col(r, 3)?,
+            json,
+        });
+    }
+    Ok(out)
+}
