@@ -1,5 +1,10 @@
 //! Black-box tests of the HTTP API: every test starts its own application on
-//! a fresh data directory and talks to it over loopback.
+//! a fresh data directory and talks to it over loopback. This target runs
+//! the suite on the embedded store; `tests/api_postgres` runs the same
+//! modules on PostgreSQL.
+
+/// The store this target runs the suite against.
+pub const SUITE_STORE: &str = "sqlite";
 
 mod batch;
 mod completion;

@@ -1,0 +1,32 @@
+//! The black-box API suite of `tests/api`, run against the PostgreSQL store:
+//! the same modules, compiled with `SUITE_STORE = "postgres"`. Each test app
+//! gets its own database on the server named by `CAIRN_TEST_DATABASE_URL`;
+//! when that is unset the target prints why and skips.
+
+/// The store this target runs the suite against.
+pub const SUITE_STORE: &str = "postgres";
+
+#[path = "../api/batch.rs"]
+mod batch;
+#[path = "../api/completion.rs"]
+mod completion;
+#[path = "../api/errors.rs"]
+mod errors;
+#[path = "../api/events.rs"]
+mod events;
+#[path = "../api/group_membership.rs"]
+mod group_membership;
+#[path = "../api/groups.rs"]
+mod groups;
+#[path = "../api/health.rs"]
+mod health;
+#[path = "../api/helpers.rs"]
+mod helpers;
+#[path = "../api/lists.rs"]
+mod lists;
+#[path = "../api/persistence.rs"]
+mod persistence;
+#[path = "../api/receivers.rs"]
+mod receivers;
+#[path = "../api/request_ids.rs"]
+mod request_ids;
