@@ -214,7 +214,54 @@ pub struct Group {
     pub updated_at: Timestamp,
 }
 
+/// Why a change of a group's receivers is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipError {
+    /// The receiver is not in the group (a missing resource: 404).
+    NotMember(String),
+    /// The change would break a rule of the group (bad input: 400).
+    Invalid(FieldErrors),
+}
+
 impl Group {
+    /// The receivers of `ids` that are not yet members, in the order given:
+    /// what adding them changes (nothing, when empty). Refused if the group
+    /// would hold more than [`MAX_GROUP_RECEIVERS`].
+    pub fn additions(&self, ids: Vec<ReceiverId>) -> Result<Vec<ReceiverId>, MembershipError> {
+        let fresh: Vec<ReceiverId> = ids
+            .into_iter()
+            .filter(|r| !self.receiver_ids.contains(r))
+            .collect();
+        if fresh.len() + self.receiver_ids.len() > MAX_GROUP_RECEIVERS {
+            let mut e = FieldErrors::default();
+            e.push(
+                "event_receiver_ids",
+                format!("a group may hold at most {MAX_GROUP_RECEIVERS} event receivers"),
+            );
+            return Err(MembershipError::Invalid(e));
+        }
+        Ok(fresh)
+    }
+
+    /// A receiver may be removed if it is a member and not the last one.
+    pub fn check_removal(&self, receiver: ReceiverId) -> Result<(), MembershipError> {
+        if !self.receiver_ids.contains(&receiver) {
+            return Err(MembershipError::NotMember(format!(
+                "event receiver {receiver} is not in group {}",
+                self.id
+            )));
+        }
+        if self.receiver_ids.len() == 1 {
+            let mut e = FieldErrors::default();
+            e.push(
+                "event_receiver_ids",
+                "a group must keep at least one event receiver",
+            );
+            return Err(MembershipError::Invalid(e));
+        }
+        Ok(())
+    }
+
     /// Apply a patch; true when anything changed.
     pub fn apply(&mut self, patch: &GroupPatch) -> bool {
         let before = (

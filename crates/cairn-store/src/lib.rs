@@ -35,6 +35,15 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+impl From<cairn_domain::group::MembershipError> for StoreError {
+    fn from(e: cairn_domain::group::MembershipError) -> Self {
+        match e {
+            cairn_domain::group::MembershipError::NotMember(m) => Self::NotFound(m),
+            cairn_domain::group::MembershipError::Invalid(f) => Self::Invalid(f),
+        }
+    }
+}
+
 /// A page of a list: at most `limit` rows with ids after `after`.
 #[derive(Debug, Clone, Default)]
 pub struct PageRequest {

@@ -561,24 +561,10 @@ pub async fn add_receivers(
     let existing = lock_receivers(ctx, &ids).await?;
     let mut group = rows::require_group(ctx.conn, id, Lock::Update).await?;
     check_receivers_exist(&ids, &existing)?;
-    let fresh: Vec<ReceiverId> = ids
-        .into_iter()
-        .filter(|r| !group.receiver_ids.contains(r))
-        .collect();
+    let fresh = group.additions(ids)?;
     if fresh.is_empty() {
         // Nothing to add: not a change, so no new `updated_at` or message.
         return Ok(group);
-    }
-    if fresh.len() + group.receiver_ids.len() > cairn_domain::group::MAX_GROUP_RECEIVERS {
-        let mut e = FieldErrors::default();
-        e.push(
-            "event_receiver_ids",
-            format!(
-                "a group may hold at most {} event receivers",
-                cairn_domain::group::MAX_GROUP_RECEIVERS
-            ),
-        );
-        return Err(StoreError::Invalid(e));
     }
     let row = query(
         "SELECT COALESCE(MAX(position) + 1, 0)::BIGINT FROM group_receivers WHERE group_id = $1",
@@ -599,19 +585,7 @@ pub async fn remove_receiver(
     receiver: ReceiverId,
 ) -> StoreResult<Group> {
     let mut group = rows::require_group(ctx.conn, id, Lock::Update).await?;
-    if !group.receiver_ids.contains(&receiver) {
-        return Err(StoreError::NotFound(format!(
-            "event receiver {receiver} is not in group {id}"
-        )));
-    }
-    if group.receiver_ids.len() == 1 {
-        let mut e = FieldErrors::default();
-        e.push(
-            "event_receiver_ids",
-            "a group must keep at least one event receiver",
-        );
-        return Err(StoreError::Invalid(e));
-    }
+    group.check_removal(receiver)?;
     query("DELETE FROM group_receivers WHERE group_id = $1 AND receiver_id = $2")
         .bind(id.to_string())
         .bind(receiver.to_string())

@@ -388,24 +388,10 @@ pub fn add_receivers(
 ) -> StoreResult<Group> {
     let mut group = rows::require_group(ctx.conn, id)?;
     check_receivers_exist(ctx, &ids)?;
-    let fresh: Vec<ReceiverId> = ids
-        .into_iter()
-        .filter(|r| !group.receiver_ids.contains(r))
-        .collect();
+    let fresh = group.additions(ids)?;
     if fresh.is_empty() {
         // Nothing to add: not a change, so no new `updated_at` or message.
         return Ok(group);
-    }
-    if fresh.len() + group.receiver_ids.len() > cairn_domain::group::MAX_GROUP_RECEIVERS {
-        let mut e = FieldErrors::default();
-        e.push(
-            "event_receiver_ids",
-            format!(
-                "a group may hold at most {} event receivers",
-                cairn_domain::group::MAX_GROUP_RECEIVERS
-            ),
-        );
-        return Err(StoreError::Invalid(e));
     }
     let next_position: i64 = ctx
         .conn
@@ -426,19 +412,7 @@ pub fn remove_receiver(
     receiver: ReceiverId,
 ) -> StoreResult<Group> {
     let mut group = rows::require_group(ctx.conn, id)?;
-    if !group.receiver_ids.contains(&receiver) {
-        return Err(StoreError::NotFound(format!(
-            "event receiver {receiver} is not in group {id}"
-        )));
-    }
-    if group.receiver_ids.len() == 1 {
-        let mut e = FieldErrors::default();
-        e.push(
-            "event_receiver_ids",
-            "a group must keep at least one event receiver",
-        );
-        return Err(StoreError::Invalid(e));
-    }
+    group.check_removal(receiver)?;
     ctx.conn
         .execute(
             "DELETE FROM group_receivers WHERE group_id = ?1 AND receiver_id = ?2",
