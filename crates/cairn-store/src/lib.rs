@@ -167,6 +167,8 @@ pub trait Store: Send + Sync + 'static {
         after_seq: u64,
         limit: u32,
     ) -> StoreResult<Vec<OutboxMessage>>;
+    /// How many outbox messages lie after position `after_seq`.
+    async fn outbox_count_after(&self, after_seq: u64) -> StoreResult<u64>;
     /// The position up to which `sink` has delivered (0: nothing yet).
     async fn sink_cursor(&self, sink: &str) -> StoreResult<u64>;
     /// Record that `sink` delivered everything up to `seq`. Never moves a

@@ -58,6 +58,7 @@ async fn check_delivery_state(store: &dyn Store) {
 
     // Cursors: per sink, never back.
     assert_eq!(store.sink_cursor("a").await.unwrap(), 0);
+    assert_eq!(store.outbox_count_after(all[1].seq).await.unwrap(), 2);
     store.advance_sink_cursor("a", all[1].seq).await.unwrap();
     store.advance_sink_cursor("a", all[0].seq).await.unwrap();
     assert_eq!(store.sink_cursor("a").await.unwrap(), all[1].seq);

@@ -502,6 +502,16 @@ impl Store for PostgresStore {
         rows::outbox_deliverable(&mut conn, &self.cache, after_seq, limit).await
     }
 
+    async fn outbox_count_after(&self, after_seq: u64) -> StoreResult<u64> {
+        let row = query("SELECT COUNT(*) FROM outbox WHERE seq > $1")
+            .bind(seq_param(after_seq))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("counting outbox messages"))?;
+        let n: i64 = row.try_get(0).map_err(db("counting outbox messages"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn sink_cursor(&self, sink: &str) -> StoreResult<u64> {
         let row = query("SELECT last_seq FROM outbox_cursors WHERE sink = $1")
             .bind(sink)

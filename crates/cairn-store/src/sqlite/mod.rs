@@ -531,6 +531,19 @@ impl Store for SqliteStore {
         self.outbox_after(after_seq, limit).await
     }
 
+    async fn outbox_count_after(&self, after_seq: u64) -> StoreResult<u64> {
+        self.read(move |conn, _| {
+            conn.query_row(
+                "SELECT COUNT(*) FROM outbox WHERE seq > ?1",
+                [seq_param(after_seq)],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(db("counting outbox messages"))
+        })
+        .await
+    }
+
     async fn sink_cursor(&self, sink: &str) -> StoreResult<u64> {
         let sink = sink.to_owned();
         self.read(move |conn, _| {

@@ -1,0 +1,430 @@
+//! The relay against a real HTTP receiver started in the test (it checks
+//! every signature), over the real embedded store and, when
+//! `CAIRN_TEST_DATABASE_URL` names a server, the PostgreSQL store.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use cairn_delivery::breaker::BreakerState;
+use cairn_delivery::config::{BreakerConfig, RetryConfig, SinkConfig, SinkKind};
+use cairn_delivery::relay::{Relay, RelaySink};
+use cairn_delivery::webhook::{self, WebhookConfig};
+use cairn_domain::group::GroupPatch;
+use cairn_domain::{CheckedEvent, EventInput, GroupInput, NewGroup, NewReceiver, ReceiverInput};
+use cairn_store::sqlite::{SqliteOptions, SqliteStore};
+use cairn_store::{OutboxMessage, Store};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+const SECRET: &str = "s3cret";
+
+/// What the receiver saw and how it answers.
+#[derive(Default)]
+struct Receiver {
+    /// Accepted messages, in arrival order: (id header, body).
+    accepted: Mutex<Vec<(String, Value)>>,
+    /// Requests of any outcome.
+    requests: AtomicU32,
+    bad_signatures: AtomicU32,
+    /// Answer 500 to this many requests first.
+    fail_first: AtomicU32,
+    /// Answer 500 to everything.
+    fail_all: AtomicBool,
+    /// Answer 500 to this message id.
+    reject_id: Mutex<Option<String>>,
+}
+
+async fn receive(
+    State(r): State<Arc<Receiver>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    r.requests.fetch_add(1, Ordering::SeqCst);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let ts = header(webhook::TIMESTAMP_HEADER);
+    let expected = webhook::signature(SECRET.as_bytes(), &ts, &body);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let fresh = ts.parse::<u64>().is_ok_and(|t| now.abs_diff(t) < 300);
+    if header(webhook::SIGNATURE_HEADER) != expected || !fresh {
+        r.bad_signatures.fetch_add(1, Ordering::SeqCst);
+        return StatusCode::UNAUTHORIZED;
+    }
+    assert_eq!(
+        header("content-type"),
+        webhook::CONTENT_TYPE,
+        "structured CloudEvents"
+    );
+    let id = header(webhook::MESSAGE_ID_HEADER);
+    if r.fail_all.load(Ordering::SeqCst)
+        || r.reject_id.lock().unwrap().as_deref() == Some(id.as_str())
+    {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    if r.fail_first
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    r.accepted.lock().unwrap().push((id, body));
+    StatusCode::NO_CONTENT
+}
+
+/// Start the receiver on a free port; returns its URL.
+async fn start_receiver(r: Arc<Receiver>) -> String {
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(r);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/hook")
+}
+
+fn sink(url: &str, retry: RetryConfig, breaker: BreakerConfig, required: bool) -> RelaySink {
+    let config: SinkConfig = SinkConfig {
+        name: "hook".into(),
+        required,
+        kind: SinkKind::Webhook(WebhookConfig {
+            url: url.into(),
+            secret: SECRET.into(),
+            timeout_ms: 2_000,
+        }),
+        retry,
+        breaker,
+    };
+    RelaySink {
+        sink: config.build().unwrap(),
+        required,
+        retry,
+        breaker,
+    }
+}
+
+fn fast_retry(max_attempts: u32) -> RetryConfig {
+    RetryConfig {
+        base_ms: 1,
+        max_ms: 5,
+        max_attempts,
+        batch_size: 4,
+        poll_ms: 10,
+    }
+}
+
+fn closed_breaker() -> BreakerConfig {
+    BreakerConfig {
+        failures: 1_000,
+        open_ms: 10,
+    }
+}
+
+/// Changes of every kind, for two units, interleaved.
+async fn make_changes(store: &dyn Store) {
+    let receiver_input: ReceiverInput = serde_json::from_value(json!({
+        "name": "build", "type": "ci.build", "version": "1", "description": "d",
+        "schema": {"type": "object"}
+    }))
+    .unwrap();
+    let receiver = store
+        .create_receiver(NewReceiver::parse(receiver_input).unwrap())
+        .await
+        .unwrap();
+    let rid = receiver.id.to_string();
+    let group = store
+        .create_group(
+            NewGroup::parse(
+                serde_json::from_value::<GroupInput>(json!({
+                    "name": "gate", "type": "release.ready", "version": "1",
+                    "description": "d", "enabled": true, "event_receiver_ids": [rid]
+                }))
+                .unwrap(),
+                |_| true,
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    for i in 0..6 {
+        let release = format!("r{}", i % 2);
+        let input: EventInput = serde_json::from_value(json!({
+            "name": "app", "version": "1.0", "release": release, "platform_id": "linux",
+            "package": "oci", "description": format!("step {i}"), "payload": {"i": i},
+            "success": i >= 2, "event_receiver_id": rid
+        }))
+        .unwrap();
+        let checked = CheckedEvent::parse(input, Some(receiver.clone())).unwrap();
+        store.create_events(vec![checked]).await.unwrap();
+    }
+    store
+        .update_group(
+            group.id,
+            GroupPatch {
+                description: Some(cairn_domain::Text::parse("changed").unwrap()),
+                ..GroupPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+}
+
+async fn outbox(store: &dyn Store) -> Vec<OutboxMessage> {
+    store.outbox_after(0, 1000).await.unwrap()
+}
+
+async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn accepted_ids(r: &Receiver) -> Vec<String> {
+    r.accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    (dir, Arc::new(store))
+}
+
+#[tokio::test]
+async fn every_message_arrives_signed_once_in_order() {
+    let (_dir, store) = sqlite().await;
+    every_message_arrives_signed_once_in_order_on(store).await;
+}
+
+#[tokio::test]
+async fn every_message_arrives_signed_once_in_order_postgres() {
+    let Ok(server) = std::env::var("CAIRN_TEST_DATABASE_URL") else {
+        eprintln!("skipping: CAIRN_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let name = format!(
+        "cairn_test_relay_{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
+    cairn_store::postgres::create_database(&server, &name)
+        .await
+        .unwrap();
+    let url = cairn_store::postgres::database_url(&server, &name).unwrap();
+    let store = cairn_store::postgres::PostgresStore::open(&url, Default::default())
+        .await
+        .unwrap();
+    every_message_arrives_signed_once_in_order_on(Arc::new(store)).await;
+    cairn_store::postgres::drop_database(&server, &name)
+        .await
+        .unwrap();
+}
+
+async fn every_message_arrives_signed_once_in_order_on(store: Arc<dyn Store>) {
+    let r = Arc::new(Receiver::default());
+    let url = start_receiver(r.clone()).await;
+    let wake = Arc::new(Notify::new());
+    let relay = Relay::start(
+        store.clone(),
+        vec![sink(&url, fast_retry(10), closed_breaker(), false)],
+        wake.clone(),
+    );
+    make_changes(&*store).await;
+    wake.notify_waiters();
+    let expected = outbox(&*store).await;
+    assert_eq!(expected.len(), 1 + 1 + 6 + 2 + 1, "the changes' messages");
+    eventually("every message", Duration::from_secs(10), || {
+        r.accepted.lock().unwrap().len() >= expected.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let got = r.accepted.lock().unwrap().clone();
+    assert_eq!(got.len(), expected.len(), "each message once");
+    for ((id, body), m) in got.iter().zip(&expected) {
+        assert_eq!(id, &m.id.to_string(), "outbox order");
+        assert_eq!(body, &serde_json::from_str::<Value>(&m.json).unwrap());
+        assert_eq!(body["id"], id.as_str());
+        assert_eq!(body["specversion"], "1.0");
+        assert_eq!(body["datacontenttype"], "application/json");
+    }
+    let types: HashSet<&str> = got
+        .iter()
+        .map(|(_, b)| b["type"].as_str().unwrap())
+        .collect();
+    for t in [
+        "cairn.event.receiver.created",
+        "cairn.event.receiver.group.created",
+        "ci.build",
+        "release.ready",
+        "cairn.event.receiver.group.modified",
+    ] {
+        assert!(types.contains(t), "a {t} message arrived");
+    }
+    assert_eq!(r.bad_signatures.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        store.sink_cursor("hook").await.unwrap(),
+        expected.last().unwrap().seq
+    );
+    relay.stop().await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_webhook_failing_then_recovering_gets_each_message_once_in_order() {
+    let (_dir, store) = sqlite().await;
+    let r = Arc::new(Receiver::default());
+    r.fail_first.store(5, Ordering::SeqCst);
+    let url = start_receiver(r.clone()).await;
+    make_changes(&*store).await;
+    let relay = Relay::start(
+        store.clone(),
+        vec![sink(&url, fast_retry(10), closed_breaker(), false)],
+        Arc::new(Notify::new()),
+    );
+    let expected: Vec<String> = outbox(&*store)
+        .await
+        .iter()
+        .map(|m| m.id.to_string())
+        .collect();
+    eventually("every message", Duration::from_secs(10), || {
+        accepted_ids(&r).len() >= expected.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(accepted_ids(&r), expected, "once each, in order");
+    assert_eq!(
+        r.requests.load(Ordering::SeqCst) as usize,
+        expected.len() + 5,
+        "five failed attempts, retried"
+    );
+    assert!(store.dead_letters(None, 10).await.unwrap().is_empty());
+    relay.stop().await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_message_that_keeps_failing_becomes_a_dead_letter_and_replays() {
+    let (_dir, store) = sqlite().await;
+    let r = Arc::new(Receiver::default());
+    let url = start_receiver(r.clone()).await;
+    make_changes(&*store).await;
+    let all = outbox(&*store).await;
+    let poison = all[3].clone();
+    *r.reject_id.lock().unwrap() = Some(poison.id.to_string());
+    let relay = Relay::start(
+        store.clone(),
+        vec![sink(&url, fast_retry(3), closed_breaker(), false)],
+        Arc::new(Notify::new()),
+    );
+    eventually("the rest of the messages", Duration::from_secs(10), || {
+        accepted_ids(&r).len() >= all.len() - 1
+    })
+    .await;
+    let others: Vec<String> = all
+        .iter()
+        .filter(|m| m.seq != poison.seq)
+        .map(|m| m.id.to_string())
+        .collect();
+    assert_eq!(accepted_ids(&r), others, "the cursor moved past it");
+    let letters = store.dead_letters(Some("hook".into()), 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].seq, poison.seq);
+    assert_eq!(letters[0].message_id, poison.id);
+    assert_eq!(letters[0].attempts, 3);
+    assert!(
+        letters[0].last_error.contains("500"),
+        "{}",
+        letters[0].last_error
+    );
+    assert_eq!(
+        store.sink_cursor("hook").await.unwrap(),
+        all.last().unwrap().seq
+    );
+
+    // The receiver is fixed; the replay delivers it.
+    *r.reject_id.lock().unwrap() = None;
+    store.replay_dead_letter("hook", poison.seq).await.unwrap();
+    relay.wake();
+    eventually("the replay", Duration::from_secs(10), || {
+        accepted_ids(&r).len() >= all.len()
+    })
+    .await;
+    assert_eq!(accepted_ids(&r).last().unwrap(), &poison.id.to_string());
+    assert!(store.dead_letters(None, 10).await.unwrap().is_empty());
+    eventually("the replay queue to drain", Duration::from_secs(5), || true).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(store.sink_replays("hook", 10).await.unwrap().is_empty());
+    relay.stop().await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn the_breaker_opens_half_opens_and_closes() {
+    let (_dir, store) = sqlite().await;
+    let r = Arc::new(Receiver::default());
+    r.fail_all.store(true, Ordering::SeqCst);
+    let url = start_receiver(r.clone()).await;
+    make_changes(&*store).await;
+    let breaker = BreakerConfig {
+        failures: 3,
+        open_ms: 400,
+    };
+    let relay = Relay::start(
+        store.clone(),
+        vec![sink(&url, fast_retry(1_000), breaker, true)],
+        Arc::new(Notify::new()),
+    );
+    let status = relay.status_handle();
+    eventually("the breaker to open", Duration::from_secs(5), || {
+        status.statuses()["hook"].breaker == BreakerState::Open
+    })
+    .await;
+    assert!(status.statuses()["hook"].is_down());
+    assert!(status.statuses()["hook"].required);
+    let calls = r.requests.load(Ordering::SeqCst);
+    assert_eq!(calls, 3, "no calls beyond the threshold");
+    // While open: no calls at all.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(r.requests.load(Ordering::SeqCst), calls);
+    // Then one trial, which fails and reopens.
+    eventually("a half-open trial", Duration::from_secs(5), || {
+        r.requests.load(Ordering::SeqCst) > calls
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(r.requests.load(Ordering::SeqCst), calls + 1, "one trial");
+    assert_eq!(status.statuses()["hook"].breaker, BreakerState::Open);
+    // The sink recovers: the next trial closes the breaker and the backlog
+    // drains, in order.
+    r.fail_all.store(false, Ordering::SeqCst);
+    let expected: Vec<String> = outbox(&*store)
+        .await
+        .iter()
+        .map(|m| m.id.to_string())
+        .collect();
+    eventually("the backlog to drain", Duration::from_secs(5), || {
+        accepted_ids(&r).len() >= expected.len()
+    })
+    .await;
+    assert_eq!(accepted_ids(&r), expected);
+    assert_eq!(status.statuses()["hook"].breaker, BreakerState::Closed);
+    assert!(status.statuses()["hook"].last_error.is_none());
+    relay.stop().await;
+    store.close().await;
+}
