@@ -37,6 +37,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     pub started: Instant,
     pub start_time: cairn_domain::Timestamp,
+    /// The outbox relay's sinks, for readiness (empty without sinks).
+    pub sinks: cairn_delivery::relay::StatusHandle,
 }
 
 impl AppState {
@@ -50,7 +52,14 @@ impl AppState {
             config: Arc::new(config),
             started: Instant::now(),
             start_time: cairn_domain::Timestamp::from_micros(now),
+            sinks: cairn_delivery::relay::StatusHandle::default(),
         }
+    }
+
+    /// Report these sinks in readiness.
+    pub fn with_sinks(mut self, sinks: cairn_delivery::relay::StatusHandle) -> Self {
+        self.sinks = sinks;
+        self
     }
 }
 

@@ -26,6 +26,8 @@ pub enum StartupError {
     },
     #[error("the store task failed: {0}")]
     Join(String),
+    #[error("configuring sinks: {0}")]
+    Sinks(#[from] cairn_delivery::config::ConfigError),
 }
 
 pub struct Application {
@@ -34,6 +36,7 @@ pub struct Application {
     store: Arc<dyn Store>,
     state: AppState,
     data_dir: PathBuf,
+    relay: Option<cairn_delivery::relay::Relay>,
 }
 
 impl Application {
@@ -83,13 +86,23 @@ impl Application {
             addr: settings.listen,
             source,
         })?;
+        let relay = match start_relay(&store, &settings.sinks).await {
+            Ok(relay) => relay,
+            Err(e) => {
+                store.close().await;
+                return Err(e);
+            }
+        };
         let data_dir = std::fs::canonicalize(&settings.data_dir).unwrap_or(settings.data_dir);
-        let state = AppState::new(
+        let mut state = AppState::new(
             store.clone(),
             ApiConfig {
                 max_body_bytes: settings.max_body_bytes,
             },
         );
+        if let Some(relay) = &relay {
+            state = state.with_sinks(relay.status_handle());
+        }
         tracing::info!("listening on http://{addr} with {where_}");
         Ok(Self {
             listener,
@@ -97,6 +110,7 @@ impl Application {
             store,
             state,
             data_dir,
+            relay,
         })
     }
 
@@ -122,9 +136,44 @@ impl Application {
         let served = axum::serve(listener, cairn_api::app(self.state))
             .with_graceful_shutdown(shutdown)
             .await;
+        if let Some(relay) = self.relay {
+            relay.stop().await;
+        }
         tracing::info!("no longer accepting requests; closing the store");
         self.store.close().await;
         tracing::info!("store closed");
         served
     }
+}
+
+/// Build every configured sink, check it once (a failing check is logged:
+/// the relay retries), and start one relay task per sink. `None` without
+/// sinks: nothing changes then.
+async fn start_relay(
+    store: &Arc<dyn Store>,
+    sinks: &[cairn_delivery::config::SinkConfig],
+) -> Result<Option<cairn_delivery::relay::Relay>, StartupError> {
+    if sinks.is_empty() {
+        return Ok(None);
+    }
+    cairn_delivery::config::check_unique(sinks)?;
+    let mut relay_sinks = Vec::with_capacity(sinks.len());
+    for config in sinks {
+        let sink = config.build()?;
+        if let Err(e) = sink.health().await {
+            tracing::warn!(sink = %config.name, error = %e, "sink is not reachable yet");
+        }
+        relay_sinks.push(cairn_delivery::relay::RelaySink {
+            sink,
+            required: config.required,
+            retry: config.retry,
+            breaker: config.breaker,
+        });
+    }
+    tracing::info!(sinks = sinks.len(), "outbox relay started");
+    Ok(Some(cairn_delivery::relay::Relay::start(
+        store.clone(),
+        relay_sinks,
+        Arc::new(tokio::sync::Notify::new()),
+    )))
 }

@@ -3,6 +3,7 @@
 
 mod batch;
 mod completion;
+mod delivery;
 mod errors;
 mod events;
 mod group_membership;
