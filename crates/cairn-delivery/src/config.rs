@@ -29,6 +29,7 @@ pub struct SinkConfig {
 pub enum SinkKind {
     Webhook(crate::webhook::WebhookConfig),
     Memory(crate::memory::MemoryConfig),
+    Nats(crate::nats::NatsConfig),
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -115,6 +116,9 @@ impl SinkConfig {
                 crate::webhook::WebhookSink::new(&self.name, c).map_err(invalid)?,
             )),
             SinkKind::Memory(c) => Ok(Arc::new(crate::memory::MemorySink::new(&self.name, c))),
+            SinkKind::Nats(c) => Ok(Arc::new(
+                crate::nats::NatsSink::new(&self.name, c).map_err(invalid)?,
+            )),
         }
     }
 }

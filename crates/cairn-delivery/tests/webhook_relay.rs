@@ -8,16 +8,17 @@ use cairn_delivery::breaker::BreakerState;
 use cairn_delivery::config::{BreakerConfig, RetryConfig, SinkConfig, SinkKind};
 use cairn_delivery::relay::{Relay, RelaySink};
 use cairn_delivery::webhook::{self, WebhookConfig};
-use cairn_domain::group::GroupPatch;
-use cairn_domain::{CheckedEvent, EventInput, GroupInput, NewGroup, NewReceiver, ReceiverInput};
-use cairn_store::sqlite::{SqliteOptions, SqliteStore};
-use cairn_store::{OutboxMessage, Store};
-use serde_json::{Value, json};
+use cairn_store::Store;
+use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Notify;
+
+mod common;
+
+use common::{eventually, make_changes, outbox, sqlite};
 
 const SECRET: &str = "s3cret";
 
@@ -131,67 +132,6 @@ fn closed_breaker() -> BreakerConfig {
     }
 }
 
-/// Changes of every kind, for two units, interleaved.
-async fn make_changes(store: &dyn Store) {
-    let receiver_input: ReceiverInput = serde_json::from_value(json!({
-        "name": "build", "type": "ci.build", "version": "1", "description": "d",
-        "schema": {"type": "object"}
-    }))
-    .unwrap();
-    let receiver = store
-        .create_receiver(NewReceiver::parse(receiver_input).unwrap())
-        .await
-        .unwrap();
-    let rid = receiver.id.to_string();
-    let group = store
-        .create_group(
-            NewGroup::parse(
-                serde_json::from_value::<GroupInput>(json!({
-                    "name": "gate", "type": "release.ready", "version": "1",
-                    "description": "d", "enabled": true, "event_receiver_ids": [rid]
-                }))
-                .unwrap(),
-                |_| true,
-            )
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    for i in 0..6 {
-        let release = format!("r{}", i % 2);
-        let input: EventInput = serde_json::from_value(json!({
-            "name": "app", "version": "1.0", "release": release, "platform_id": "linux",
-            "package": "oci", "description": format!("step {i}"), "payload": {"i": i},
-            "success": i >= 2, "event_receiver_id": rid
-        }))
-        .unwrap();
-        let checked = CheckedEvent::parse(input, Some(receiver.clone())).unwrap();
-        store.create_events(vec![checked]).await.unwrap();
-    }
-    store
-        .update_group(
-            group.id,
-            GroupPatch {
-                description: Some(cairn_domain::Text::parse("changed").unwrap()),
-                ..GroupPatch::default()
-            },
-        )
-        .await
-        .unwrap();
-}
-
-async fn outbox(store: &dyn Store) -> Vec<OutboxMessage> {
-    store.outbox_after(0, 1000).await.unwrap()
-}
-
-async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 fn accepted_ids(r: &Receiver) -> Vec<String> {
     r.accepted
         .lock()
@@ -199,12 +139,6 @@ fn accepted_ids(r: &Receiver) -> Vec<String> {
         .iter()
         .map(|(id, _)| id.clone())
         .collect()
-}
-
-async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
-    (dir, Arc::new(store))
 }
 
 #[tokio::test]
@@ -367,9 +301,15 @@ async fn a_message_that_keeps_failing_becomes_a_dead_letter_and_replays() {
     .await;
     assert_eq!(accepted_ids(&r).last().unwrap(), &poison.id.to_string());
     assert!(store.dead_letters(None, 10).await.unwrap().is_empty());
-    eventually("the replay queue to drain", Duration::from_secs(5), || true).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(store.sink_replays("hook", 10).await.unwrap().is_empty());
+    let mut drained = false;
+    for _ in 0..500 {
+        if store.sink_replays("hook", 10).await.unwrap().is_empty() {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(drained, "the replay queue drains");
     relay.stop().await;
     store.close().await;
 }

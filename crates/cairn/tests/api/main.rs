@@ -11,6 +11,7 @@ mod groups;
 mod health;
 mod helpers;
 mod lists;
+mod nats_outage;
 mod persistence;
 mod receivers;
 mod request_ids;
