@@ -30,6 +30,7 @@ pub enum SinkKind {
     Webhook(crate::webhook::WebhookConfig),
     Memory(crate::memory::MemoryConfig),
     Nats(crate::nats::NatsConfig),
+    Redis(crate::redis::RedisConfig),
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -118,6 +119,9 @@ impl SinkConfig {
             SinkKind::Memory(c) => Ok(Arc::new(crate::memory::MemorySink::new(&self.name, c))),
             SinkKind::Nats(c) => Ok(Arc::new(
                 crate::nats::NatsSink::new(&self.name, c).map_err(invalid)?,
+            )),
+            SinkKind::Redis(c) => Ok(Arc::new(
+                crate::redis::RedisSink::new(&self.name, c).map_err(invalid)?,
             )),
         }
     }

@@ -14,6 +14,7 @@ pub mod breaker;
 pub mod config;
 pub mod memory;
 pub mod nats;
+pub mod redis;
 pub mod relay;
 pub mod webhook;
 

@@ -7,11 +7,12 @@ mod common;
 use cairn_delivery::config::{BreakerConfig, RetryConfig, SinkConfig, SinkKind};
 use cairn_delivery::nats::NatsConfig;
 use cairn_delivery::relay::{Relay, RelaySink};
-use common::{make_changes, outbox, sqlite};
+use common::{make_changes, outbox, sqlite, wait_for_cursor};
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::Notify;
+
+const SINK: &str = "nats";
 
 fn nats_url(test: &str) -> Option<String> {
     match std::env::var("CAIRN_TEST_NATS_URL") {
@@ -90,16 +91,7 @@ async fn every_message_reaches_jetstream_once_with_its_id() {
     let client = async_nats::connect(url.as_str()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let last = expected.last().unwrap().seq;
-    let cursor_store = store.clone();
-    let mut done = false;
-    for _ in 0..1000 {
-        if cursor_store.sink_cursor("nats").await.unwrap() == last {
-            done = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(done, "the relay delivered everything");
+    wait_for_cursor(&*store, SINK, last).await;
     relay.stop().await;
 
     let got = stream_messages(&js, &stream).await;

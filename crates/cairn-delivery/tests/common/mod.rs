@@ -77,3 +77,17 @@ pub async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
     let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
     (dir, Arc::new(store))
 }
+
+/// Wait until `sink`'s cursor in the store reaches `seq` (the relay moves
+/// it just after the sink acknowledged).
+pub async fn wait_for_cursor(store: &dyn Store, sink: &str, seq: u64) {
+    let start = Instant::now();
+    while store.sink_cursor(sink).await.unwrap() < seq {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for the cursor of {sink} to reach {seq}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(store.sink_cursor(sink).await.unwrap(), seq);
+}

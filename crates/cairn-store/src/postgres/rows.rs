@@ -294,8 +294,11 @@ pub async fn outbox_after(
 /// holding a position up to that one took its id (at its first write,
 /// always before its outbox row) below `xmax`. Once the oldest transaction
 /// still running is at or above `xmax`, all of them have ended, and the
-/// rows up to that position are final. Returns nothing (try again later)
-/// while one of them is still running.
+/// rows up to that position are final. Waits (polling, up to
+/// [`HORIZON_WAIT`]) for that on the same `xmax`: a fresh one per try would
+/// never be passed under steady writes. Returns nothing (try again later)
+/// if a transaction older than `xmax` is still running after that; xids
+/// are cluster-wide, so a long transaction in any database delays delivery.
 pub async fn outbox_deliverable(
     conn: &mut PgConnection,
     cache: &ReceiverCache,
@@ -316,6 +319,21 @@ pub async fn outbox_deliverable(
         .await
         .and_then(|r| r.try_get(0))
         .map_err(db("reading the transaction horizon"))?;
+    let deadline = std::time::Instant::now() + HORIZON_WAIT;
+    loop {
+        let xmin: i64 = query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            .fetch_one(&mut *conn)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(db("reading the transaction horizon"))?;
+        if xmin >= horizon {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(Vec::new());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
     let raw = query(
         "SELECT seq, id, type, ordering_key, event_id, message, created_at FROM outbox
          WHERE seq > $1 AND seq <= $3
@@ -331,6 +349,10 @@ pub async fn outbox_deliverable(
     .map_err(db("reading the outbox"))?;
     render_outbox(conn, cache, raw).await
 }
+
+/// How long [`outbox_deliverable`] waits for the transactions in flight
+/// when it was called to end.
+pub const HORIZON_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Read and render the messages queued for replay to `sink`.
 pub async fn outbox_replays(
