@@ -4,7 +4,7 @@ use crate::breaker::{Breaker, BreakerState};
 use crate::config::{BreakerConfig, RetryConfig};
 use crate::{OutboxMessage, Sink, SinkError};
 use cairn_domain::Timestamp;
-use cairn_store::{DeadLetter, Store, StoreError};
+use cairn_store::{DeadLetter, SinkLease, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +17,9 @@ pub struct SinkStatus {
     pub required: bool,
     pub breaker: BreakerState,
     pub last_error: Option<String>,
+    /// Another node's relay delivers for this sink; this one waits to
+    /// take over.
+    pub standby: bool,
 }
 
 impl SinkStatus {
@@ -56,6 +59,7 @@ impl Relay {
                 required: s.required,
                 breaker: BreakerState::Closed,
                 last_error: None,
+                standby: false,
             };
             if let Ok(mut map) = statuses.lock() {
                 map.insert(s.sink.name().to_owned(), status);
@@ -72,6 +76,8 @@ impl Relay {
                 stop: stop_rx.clone(),
                 cursor: None,
                 attempts: 0,
+                lease: None,
+                lease_checked: Instant::now(),
             };
             tasks.push(tokio::spawn(worker.run()));
         }
@@ -130,7 +136,15 @@ struct Worker {
     cursor: Option<u64>,
     /// Failed attempts at the message at the head of the queue.
     attempts: u32,
+    /// The right to deliver for this sink (one relay per sink across
+    /// nodes), and when it was last confirmed.
+    lease: Option<Box<dyn SinkLease>>,
+    lease_checked: Instant,
 }
+
+/// How often a standby relay tries to take over, and a leader confirms
+/// its lease.
+const LEASE_INTERVAL: Duration = Duration::from_secs(1);
 
 enum Step {
     /// Nothing to deliver: wait for a wake-up or the poll interval.
@@ -177,6 +191,9 @@ impl Worker {
 
     /// One round: replays first, then new messages after the cursor.
     async fn step(&mut self) -> Result<Step, StoreError> {
+        if !self.lead().await? {
+            return Ok(Step::Wait(LEASE_INTERVAL));
+        }
         let now = Instant::now();
         let state = self.breaker.state(now);
         self.publish_breaker(state);
@@ -253,6 +270,46 @@ impl Worker {
                 }
                 Ok(Step::Wait(self.retry.backoff().delay(self.attempts)))
             }
+        }
+    }
+
+    /// Whether this relay may deliver: take the sink's lease if free,
+    /// confirm a held one now and then. A new leader re-reads the cursor
+    /// (another node may have moved it).
+    async fn lead(&mut self) -> Result<bool, StoreError> {
+        if let Some(lease) = self.lease.as_mut() {
+            if self.lease_checked.elapsed() < LEASE_INTERVAL {
+                return Ok(true);
+            }
+            if lease.held().await {
+                self.lease_checked = Instant::now();
+                return Ok(true);
+            }
+            tracing::warn!(sink = self.name(), "lost the sink's lease");
+            self.lease = None;
+        }
+        match self.store.lease_sink(self.name()).await? {
+            Some(lease) => {
+                tracing::info!(sink = self.name(), "delivering for this sink");
+                self.lease = Some(lease);
+                self.lease_checked = Instant::now();
+                self.cursor = None;
+                self.attempts = 0;
+                self.set_standby(false);
+                Ok(true)
+            }
+            None => {
+                self.set_standby(true);
+                Ok(false)
+            }
+        }
+    }
+
+    fn set_standby(&self, standby: bool) {
+        if let Ok(mut map) = self.statuses.lock()
+            && let Some(s) = map.get_mut(self.name())
+        {
+            s.standby = standby;
         }
     }
 

@@ -362,3 +362,83 @@ async fn the_breaker_opens_half_opens_and_closes() {
     relay.stop().await;
     store.close().await;
 }
+
+/// Two nodes on one PostgreSQL database, each running a relay for the same
+/// sink: one delivers, the other stands by, so each message arrives once;
+/// when the delivering node goes away the other takes over from its cursor.
+#[tokio::test]
+async fn one_node_delivers_per_sink_and_another_takes_over_postgres() {
+    let Ok(server) = std::env::var("CAIRN_TEST_DATABASE_URL") else {
+        eprintln!(
+            "skipping one_node_delivers_per_sink_and_another_takes_over_postgres: \
+             CAIRN_TEST_DATABASE_URL is not set"
+        );
+        return;
+    };
+    let name = format!(
+        "cairn_test_relay_{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
+    cairn_store::postgres::create_database(&server, &name)
+        .await
+        .unwrap();
+    let url = cairn_store::postgres::database_url(&server, &name).unwrap();
+    let mut nodes: Vec<Arc<dyn Store>> = Vec::new();
+    for _ in 0..2 {
+        let store = cairn_store::postgres::PostgresStore::open(&url, Default::default())
+            .await
+            .unwrap();
+        nodes.push(Arc::new(store));
+    }
+    let (a, b) = (nodes[0].clone(), nodes[1].clone());
+    let r = Arc::new(Receiver::default());
+    let hook = start_receiver(r.clone()).await;
+    let relay_a = Relay::start(
+        a.clone(),
+        vec![sink(&hook, fast_retry(10), closed_breaker(), false)],
+        Arc::new(Notify::new()),
+    );
+    let relay_b = Relay::start(
+        b.clone(),
+        vec![sink(&hook, fast_retry(10), closed_breaker(), false)],
+        Arc::new(Notify::new()),
+    );
+    make_changes(&*a).await;
+    let expected: Vec<String> = outbox(&*a).await.iter().map(|m| m.id.to_string()).collect();
+    eventually("every message", Duration::from_secs(10), || {
+        accepted_ids(&r).len() >= expected.len()
+    })
+    .await;
+    let standby_a = relay_a.statuses()["hook"].standby;
+    let standby_b = relay_b.statuses()["hook"].standby;
+    assert!(standby_a != standby_b, "exactly one node delivers");
+    // The delivering node goes away; the other one takes over.
+    let (survivor, survivor_relay) = if standby_a {
+        relay_b.stop().await;
+        (a.clone(), relay_a)
+    } else {
+        relay_a.stop().await;
+        (b.clone(), relay_b)
+    };
+    make_changes(&*survivor).await;
+    let expected: Vec<String> = outbox(&*a).await.iter().map(|m| m.id.to_string()).collect();
+    eventually(
+        "the messages after the takeover",
+        Duration::from_secs(10),
+        || accepted_ids(&r).len() >= expected.len(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        accepted_ids(&r),
+        expected,
+        "once each, in order, across the takeover"
+    );
+    assert!(!survivor_relay.statuses()["hook"].standby);
+    survivor_relay.stop().await;
+    a.close().await;
+    b.close().await;
+    cairn_store::postgres::drop_database(&server, &name)
+        .await
+        .unwrap();
+}

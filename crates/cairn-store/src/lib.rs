@@ -121,6 +121,14 @@ pub struct Completion {
     pub event_id: EventId,
 }
 
+/// The exclusive right of one relay to deliver for one sink, held until
+/// dropped (docs/delivery.md).
+#[async_trait]
+pub trait SinkLease: Send + Sync {
+    /// Whether the lease still holds (PostgreSQL: its session is alive).
+    async fn held(&mut self) -> bool;
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Which implementation this is, for logs and health output.
@@ -169,6 +177,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<OutboxMessage>>;
     /// How many outbox messages lie after position `after_seq`.
     async fn outbox_count_after(&self, after_seq: u64) -> StoreResult<u64>;
+    /// Try to become the one relay delivering for `sink`: `None` while
+    /// another relay (on another node) holds it. The embedded store has one
+    /// process per data directory, so it always grants it.
+    async fn lease_sink(&self, sink: &str) -> StoreResult<Option<Box<dyn SinkLease>>>;
     /// The position up to which `sink` has delivered (0: nothing yet).
     async fn sink_cursor(&self, sink: &str) -> StoreResult<u64>;
     /// Record that `sink` delivered everything up to `seq`. Never moves a

@@ -179,3 +179,45 @@ async fn deliverable_waits_for_transactions_in_flight_postgres() {
     deliverable(&store, 1, 10, 1).await;
     store.close().await;
 }
+
+#[tokio::test]
+async fn one_lease_per_sink_postgres() {
+    let Some(db) = common::pg_test_db("one_lease_per_sink_postgres").await else {
+        return;
+    };
+    let a = PostgresStore::open(&db.url, PostgresOptions::default())
+        .await
+        .unwrap();
+    let b = PostgresStore::open(&db.url, PostgresOptions::default())
+        .await
+        .unwrap();
+    let mut lease = a.lease_sink("s").await.unwrap().expect("free at first");
+    assert!(lease.held().await);
+    assert!(b.lease_sink("s").await.unwrap().is_none(), "held by a");
+    assert!(
+        a.lease_sink("s").await.unwrap().is_none(),
+        "even for a's pool"
+    );
+    assert!(b.lease_sink("t").await.unwrap().is_some(), "per sink");
+    drop(lease);
+    let mut taken = None;
+    for _ in 0..100 {
+        taken = b.lease_sink("s").await.unwrap();
+        if taken.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(taken.is_some(), "released when the holder goes away");
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn the_embedded_store_always_grants_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    let mut lease = store.lease_sink("s").await.unwrap().unwrap();
+    assert!(lease.held().await);
+    store.close().await;
+}

@@ -13,7 +13,7 @@ mod schema;
 use crate::clock::Clock;
 use crate::{
     Completion, DeadLetter, EventFilter, GroupFilter, GroupStatus, OutboxMessage, PageRequest,
-    ReceiverCache, ReceiverFilter, ReceiverStatus, Store, StoreError, StoreResult,
+    ReceiverCache, ReceiverFilter, ReceiverStatus, SinkLease, Store, StoreError, StoreResult,
 };
 use async_trait::async_trait;
 use cairn_domain::completion;
@@ -512,6 +512,28 @@ impl Store for PostgresStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    async fn lease_sink(&self, sink: &str) -> StoreResult<Option<Box<dyn SinkLease>>> {
+        // A session advisory lock on a connection of its own, taken out of
+        // the pool: held while that session lives, released by the server
+        // when the connection closes or the node dies. The two-key form
+        // keeps it apart from the unit locks (one `bigint` key).
+        let context = "taking a sink lease";
+        let mut conn = self.conn().await?.detach();
+        let got: bool = query("SELECT pg_try_advisory_lock($1, hashtext($2))")
+            .bind(SINK_LOCK_CLASS)
+            .bind(sink)
+            .fetch_one(&mut conn)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(db(context))?;
+        if got {
+            Ok(Some(Box::new(PgSinkLease { conn })))
+        } else {
+            let _ = sqlx_core::connection::Connection::close(conn).await;
+            Ok(None)
+        }
+    }
+
     async fn sink_cursor(&self, sink: &str) -> StoreResult<u64> {
         let row = query("SELECT last_seq FROM outbox_cursors WHERE sink = $1")
             .bind(sink)
@@ -641,6 +663,22 @@ impl Store for PostgresStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// First key of the two-key advisory locks that elect a sink's relay
+/// ("cair"); the second is `hashtext(sink name)`.
+const SINK_LOCK_CLASS: i32 = 0x6361_6972;
+
+/// A sink lease on PostgreSQL: the session holding the advisory lock.
+struct PgSinkLease {
+    conn: PgConnection,
+}
+
+#[async_trait]
+impl SinkLease for PgSinkLease {
+    async fn held(&mut self) -> bool {
+        query("SELECT 1").execute(&mut self.conn).await.is_ok()
     }
 }
 

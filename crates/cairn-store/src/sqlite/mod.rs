@@ -14,7 +14,7 @@ mod writer;
 use crate::clock::Clock;
 use crate::{
     Completion, DeadLetter, EventFilter, GroupFilter, GroupStatus, OutboxMessage, PageRequest,
-    ReceiverCache, ReceiverFilter, ReceiverStatus, Store, StoreError, StoreResult,
+    ReceiverCache, ReceiverFilter, ReceiverStatus, SinkLease, Store, StoreError, StoreResult,
 };
 use async_trait::async_trait;
 use cairn_domain::completion;
@@ -210,6 +210,16 @@ impl SqliteStore {
     {
         let cache = self.cache.clone();
         self.readers.read(move |conn| f(conn, &cache)).await
+    }
+}
+
+/// A sink lease on the embedded store: the data-directory lock is the lease.
+struct ProcessLease;
+
+#[async_trait]
+impl SinkLease for ProcessLease {
+    async fn held(&mut self) -> bool {
+        true
     }
 }
 
@@ -542,6 +552,11 @@ impl Store for SqliteStore {
             .map_err(db("counting outbox messages"))
         })
         .await
+    }
+
+    async fn lease_sink(&self, _sink: &str) -> StoreResult<Option<Box<dyn SinkLease>>> {
+        // The data directory's lock already makes this process the only one.
+        Ok(Some(Box::new(ProcessLease)))
     }
 
     async fn sink_cursor(&self, sink: &str) -> StoreResult<u64> {
