@@ -39,6 +39,9 @@ pub struct AppState {
     pub start_time: cairn_domain::Timestamp,
     /// The outbox relay's sinks, for readiness (empty without sinks).
     pub sinks: cairn_delivery::relay::StatusHandle,
+    /// Poked after every successful write so the relay delivers without
+    /// waiting for its next poll (`None` without a relay).
+    pub relay_wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl AppState {
@@ -53,12 +56,18 @@ impl AppState {
             started: Instant::now(),
             start_time: cairn_domain::Timestamp::from_micros(now),
             sinks: cairn_delivery::relay::StatusHandle::default(),
+            relay_wake: None,
         }
     }
 
     /// Report these sinks in readiness.
-    pub fn with_sinks(mut self, sinks: cairn_delivery::relay::StatusHandle) -> Self {
+    pub fn with_sinks(
+        mut self,
+        sinks: cairn_delivery::relay::StatusHandle,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Self {
         self.sinks = sinks;
+        self.relay_wake = Some(wake);
         self
     }
 }

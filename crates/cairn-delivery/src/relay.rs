@@ -99,6 +99,11 @@ impl Relay {
         StatusHandle(self.statuses.clone())
     }
 
+    /// What to notify to wake every sink's task (after a local commit).
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
     /// Deliver without waiting for the next poll.
     pub fn wake(&self) {
         self.wake.notify_waiters();

@@ -101,7 +101,7 @@ impl Application {
             },
         );
         if let Some(relay) = &relay {
-            state = state.with_sinks(relay.status_handle());
+            state = state.with_sinks(relay.status_handle(), relay.wake_handle());
         }
         tracing::info!("listening on http://{addr} with {where_}");
         Ok(Self {

@@ -43,6 +43,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::wake_relay,
+        ))
         .layer(middleware::from_fn(metrics::track))
         .layer(middleware::from_fn(metrics::request_id))
         .with_state(state)

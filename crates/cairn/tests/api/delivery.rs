@@ -186,3 +186,16 @@ async fn dead_letters_are_listed_and_replayed() {
     let (status, _) = app.get("/api/v1/admin/dead-letters?limit=0").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_write_wakes_the_relay_without_waiting_for_its_poll() {
+    let hook = Arc::new(Hook::default());
+    let url = start_hook(hook.clone()).await;
+    let mut config = webhook("hook", &url, false, 5, 5);
+    config.retry.poll_ms = 600_000;
+    let app = spawn_app_with(|s| s.sinks = vec![config]).await;
+    // Let the relay go idle first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.create_receiver().await;
+    wait_for("the message", async || !hook.ids.lock().unwrap().is_empty()).await;
+}
