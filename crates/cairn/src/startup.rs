@@ -42,36 +42,7 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         cairn_api::metrics::install();
-        let (store, where_): (Arc<dyn Store>, String) = match &settings.database_url {
-            Some(url) => {
-                let options = PostgresOptions {
-                    max_connections: u32::try_from(settings.read_connections.max(2) * 2)
-                        .unwrap_or(u32::MAX),
-                    ..PostgresOptions::default()
-                };
-                let store = PostgresStore::open(url, options).await?;
-                let where_ = format!("the PostgreSQL store at {}", store.target());
-                (Arc::new(store), where_)
-            }
-            None => {
-                let options = SqliteOptions {
-                    max_batch: settings.write_batch_max,
-                    queue_depth: settings.write_queue_depth,
-                    readers: settings.read_connections,
-                    ..SqliteOptions::default()
-                };
-                let dir = settings.data_dir.clone();
-                let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir, options))
-                    .await
-                    .map_err(|e| StartupError::Join(e.to_string()))??;
-                let dir = std::fs::canonicalize(&settings.data_dir)
-                    .unwrap_or_else(|_| settings.data_dir.clone());
-                (
-                    Arc::new(store),
-                    format!("the embedded store in {}", dir.display()),
-                )
-            }
-        };
+        let (store, where_) = open_store(&settings).await?;
         let listener = match TcpListener::bind(settings.listen).await {
             Ok(l) => l,
             Err(source) => {
@@ -176,4 +147,40 @@ async fn start_relay(
         relay_sinks,
         Arc::new(tokio::sync::Notify::new()),
     )))
+}
+
+/// Open the store the settings name (PostgreSQL when `database_url` is
+/// set, the embedded store otherwise), with a description for logs.
+pub async fn open_store(settings: &Settings) -> Result<(Arc<dyn Store>, String), StartupError> {
+    let opened: (Arc<dyn Store>, String) = match &settings.database_url {
+        Some(url) => {
+            let options = PostgresOptions {
+                max_connections: u32::try_from(settings.read_connections.max(2) * 2)
+                    .unwrap_or(u32::MAX),
+                ..PostgresOptions::default()
+            };
+            let store = PostgresStore::open(url, options).await?;
+            let where_ = format!("the PostgreSQL store at {}", store.target());
+            (Arc::new(store), where_)
+        }
+        None => {
+            let options = SqliteOptions {
+                max_batch: settings.write_batch_max,
+                queue_depth: settings.write_queue_depth,
+                readers: settings.read_connections,
+                ..SqliteOptions::default()
+            };
+            let dir = settings.data_dir.clone();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir, options))
+                .await
+                .map_err(|e| StartupError::Join(e.to_string()))??;
+            let dir = std::fs::canonicalize(&settings.data_dir)
+                .unwrap_or_else(|_| settings.data_dir.clone());
+            (
+                Arc::new(store),
+                format!("the embedded store in {}", dir.display()),
+            )
+        }
+    };
+    Ok(opened)
 }
