@@ -109,8 +109,9 @@ impl Relay {
         self.wake.notify_waiters();
     }
 
-    /// Stop every task (a delivery in progress is abandoned: its messages
-    /// are delivered again by the next relay, at least once).
+    /// Stop every task: a waiting task stops at once, one delivering
+    /// finishes that delivery first (bounded by the sink's timeout). Its
+    /// lease is released, so another node's relay may take over.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         for t in self.tasks {

@@ -199,3 +199,30 @@ async fn a_write_wakes_the_relay_without_waiting_for_its_poll() {
     app.create_receiver().await;
     wait_for("the message", async || !hook.ids.lock().unwrap().is_empty()).await;
 }
+
+#[tokio::test]
+async fn the_relay_reports_its_metrics() {
+    let hook = Arc::new(Hook::default());
+    let url = start_hook(hook.clone()).await;
+    let app = spawn_app_with(|s| s.sinks = vec![webhook("metered", &url, false, 5, 5)]).await;
+    app.create_receiver().await;
+    wait_for("the message", async || !hook.ids.lock().unwrap().is_empty()).await;
+    wait_for("the metrics", async || {
+        let (_, text) = app.get_text("/metrics").await;
+        text.lines().any(|l| {
+            l.starts_with("cairn_sink_deliveries_total{")
+                && l.contains(r#"sink="metered""#)
+                && l.contains(r#"outcome="delivered""#)
+        })
+    })
+    .await;
+    let (status, text) = app.get_text("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    for metric in [
+        r#"cairn_sink_breaker_state{sink="metered"} 0"#,
+        r#"cairn_outbox_backlog{sink="metered"}"#,
+        r#"cairn_outbox_lag_seconds{sink="metered"}"#,
+    ] {
+        assert!(text.contains(metric), "{metric} in {text}");
+    }
+}
