@@ -37,6 +37,11 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     pub started: Instant,
     pub start_time: cairn_domain::Timestamp,
+    /// The outbox relay's sinks, for readiness (empty without sinks).
+    pub sinks: cairn_delivery::relay::StatusHandle,
+    /// Poked after every successful write so the relay delivers without
+    /// waiting for its next poll (`None` without a relay).
+    pub relay_wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl AppState {
@@ -50,7 +55,20 @@ impl AppState {
             config: Arc::new(config),
             started: Instant::now(),
             start_time: cairn_domain::Timestamp::from_micros(now),
+            sinks: cairn_delivery::relay::StatusHandle::default(),
+            relay_wake: None,
         }
+    }
+
+    /// Report these sinks in readiness.
+    pub fn with_sinks(
+        mut self,
+        sinks: cairn_delivery::relay::StatusHandle,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Self {
+        self.sinks = sinks;
+        self.relay_wake = Some(wake);
+        self
     }
 }
 

@@ -79,7 +79,26 @@ fn describe() {
         "cairn_store_commit_seconds",
         "Time to apply and durably commit one write batch"
     );
-    metrics::describe_gauge!("cairn_outbox_backlog", "Outbox messages not yet delivered");
+    metrics::describe_gauge!(
+        "cairn_outbox_backlog",
+        "Outbox messages not yet delivered (per sink: after its cursor)"
+    );
+    metrics::describe_gauge!(
+        "cairn_outbox_lag_seconds",
+        "Age of the oldest message a sink has not yet delivered"
+    );
+    metrics::describe_counter!(
+        "cairn_sink_deliveries_total",
+        "Messages delivered to a sink, and failed delivery attempts"
+    );
+    metrics::describe_gauge!(
+        "cairn_sink_breaker_state",
+        "A sink's circuit breaker: 0 closed, 1 half-open, 2 open"
+    );
+    metrics::describe_counter!(
+        "cairn_dead_letters_total",
+        "Messages a sink gave up on after its last attempt"
+    );
     metrics::describe_gauge!(
         "cairn_uptime_seconds",
         "Seconds since this process started serving"
@@ -135,6 +154,28 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     let mut res = next.run(req).instrument(span).await;
     if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, v);
+    }
+    res
+}
+
+/// After a successful write (any method but GET and HEAD answered 2xx),
+/// wake the outbox relay so it delivers without waiting for its next poll.
+/// Never waits for it.
+pub async fn wake_relay(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let write = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let res = next.run(req).await;
+    if write
+        && res.status().is_success()
+        && let Some(wake) = &state.relay_wake
+    {
+        wake.notify_waiters();
     }
     res
 }

@@ -104,7 +104,21 @@ pub struct OutboxMessage {
     pub type_: String,
     /// Messages with equal keys must be delivered in `seq` order.
     pub ordering_key: String,
+    /// When the change was committed (the message's `time`).
+    pub created_at: Timestamp,
     pub json: String,
+}
+
+/// A message a sink gave up on after its last attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub sink: String,
+    /// The message's outbox position.
+    pub seq: u64,
+    pub message_id: cairn_domain::MessageId,
+    pub attempts: u32,
+    pub last_error: String,
+    pub failed_at: Timestamp,
 }
 
 /// A recorded completion of a group for a unit.
@@ -114,6 +128,14 @@ pub struct Completion {
     pub unit: Unit,
     pub completed_at: Timestamp,
     pub event_id: EventId,
+}
+
+/// The exclusive right of one relay to deliver for one sink, held until
+/// dropped (docs/delivery.md).
+#[async_trait]
+pub trait SinkLease: Send + Sync {
+    /// Whether the lease still holds (PostgreSQL: its session is alive).
+    async fn held(&mut self) -> bool;
 }
 
 #[async_trait]
@@ -152,6 +174,39 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_backlog(&self) -> StoreResult<u64>;
     /// Outbox messages after position `after_seq`, oldest first, rendered.
     async fn outbox_after(&self, after_seq: u64, limit: u32) -> StoreResult<Vec<OutboxMessage>>;
+    /// Outbox messages after `after_seq` that a relay may deliver now:
+    /// no message with a lower position can still appear later. On SQLite
+    /// (one writer) that is every committed message; on PostgreSQL, where
+    /// positions are taken before commit, only positions below those of
+    /// transactions still in flight (docs/delivery.md).
+    async fn outbox_deliverable(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxMessage>>;
+    /// How many outbox messages lie after position `after_seq`.
+    async fn outbox_count_after(&self, after_seq: u64) -> StoreResult<u64>;
+    /// Try to become the one relay delivering for `sink`: `None` while
+    /// another relay (on another node) holds it. The embedded store has one
+    /// process per data directory, so it always grants it.
+    async fn lease_sink(&self, sink: &str) -> StoreResult<Option<Box<dyn SinkLease>>>;
+    /// The position up to which `sink` has delivered (0: nothing yet).
+    async fn sink_cursor(&self, sink: &str) -> StoreResult<u64>;
+    /// Record that `sink` delivered everything up to `seq`. Never moves a
+    /// cursor back.
+    async fn advance_sink_cursor(&self, sink: &str, seq: u64) -> StoreResult<()>;
+    /// Record a dead letter and, in the same transaction, move the sink's
+    /// cursor past it and drop it from the sink's replay queue.
+    async fn record_dead_letter(&self, letter: DeadLetter) -> StoreResult<()>;
+    /// Dead letters, of one sink or all, oldest position first.
+    async fn dead_letters(&self, sink: Option<String>, limit: u32) -> StoreResult<Vec<DeadLetter>>;
+    /// Move a dead letter to its sink's replay queue, which the relay
+    /// drains before new messages. `NotFound` if there is no such letter.
+    async fn replay_dead_letter(&self, sink: &str, seq: u64) -> StoreResult<()>;
+    /// Messages queued for replay to `sink`, rendered, oldest first.
+    async fn sink_replays(&self, sink: &str, limit: u32) -> StoreResult<Vec<OutboxMessage>>;
+    /// Drop a delivered message from `sink`'s replay queue.
+    async fn finish_replay(&self, sink: &str, seq: u64) -> StoreResult<()>;
     /// A cheap round trip proving the store can serve reads and writes.
     async fn check(&self) -> StoreResult<()>;
     /// Finish queued writes, flush and release the store.

@@ -1,6 +1,6 @@
 use cairn::settings::{Overrides, Settings};
 use cairn::startup::Application;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,6 +39,61 @@ enum Command {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// The outbox relay's dead letters, read and changed in the store
+    /// directly (the embedded store allows one process: stop the server
+    /// first, or use the admin routes).
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// List dead letters, oldest position first, one per line:
+    /// sink, position, message id, attempts, failed at, last error.
+    List {
+        /// Only this sink's.
+        #[arg(long)]
+        sink: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Queue one dead letter to be delivered to its sink again.
+    Replay {
+        sink: String,
+        /// Its outbox position (the second column of `list`).
+        seq: u64,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Which store to open (as for `serve`).
+#[derive(Args)]
+struct StoreArgs {
+    #[arg(long, env = "CAIRN_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+impl StoreArgs {
+    fn settings(self) -> Result<Settings, String> {
+        Settings::load(
+            self.config.as_deref(),
+            Overrides {
+                data_dir: self.data_dir,
+                database_url: self.database_url,
+                ..Overrides::default()
+            },
+        )
+        .map_err(|e| e.to_string())
+    }
 }
 
 fn main() -> ExitCode {
@@ -70,7 +125,62 @@ fn main() -> ExitCode {
             };
             serve(settings)
         }
+        Command::DeadLetters { action } => dead_letters(action),
     }
+}
+
+fn dead_letters(action: DeadLetterAction) -> ExitCode {
+    let (store_args, op) = match action {
+        DeadLetterAction::List { sink, limit, store } => (store, Op::List { sink, limit }),
+        DeadLetterAction::Replay { sink, seq, store } => (store, Op::Replay { sink, seq }),
+    };
+    let settings = match store_args.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cairn: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let store = match cairn::startup::open_store(&settings).await {
+            Ok((store, _)) => store,
+            Err(e) => {
+                eprintln!("cairn: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let result = match op {
+            Op::List { sink, limit } => store.dead_letters(sink, limit).await.map(|letters| {
+                for l in letters {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        l.sink, l.seq, l.message_id, l.attempts, l.failed_at, l.last_error
+                    );
+                }
+            }),
+            Op::Replay { sink, seq } => store.replay_dead_letter(&sink, seq).await.map(|()| {
+                println!("queued position {seq} for sink {sink:?}: the relay sends it again");
+            }),
+        };
+        store.close().await;
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cairn: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn serve(settings: Settings) -> ExitCode {
@@ -109,6 +219,11 @@ fn serve(settings: Settings) -> ExitCode {
             }
         }
     })
+}
+
+enum Op {
+    List { sink: Option<String>, limit: u32 },
+    Replay { sink: String, seq: u64 },
 }
 
 /// Registers SIGINT and SIGTERM handlers now (so a signal that arrives

@@ -40,6 +40,11 @@ pub struct Settings {
     /// set, the PostgreSQL store is used instead of the embedded one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
+    /// Outbox sinks (`[[sinks]]` tables; `CAIRN_SINKS` as an inline TOML
+    /// array). None by default: messages then stay in the outbox.
+    /// docs/delivery.md lists the keys.
+    #[serde(default, skip_serializing)]
+    pub sinks: Vec<cairn_delivery::config::SinkConfig>,
 }
 
 impl Default for Settings {
@@ -54,6 +59,7 @@ impl Default for Settings {
             write_queue_depth: 8192,
             read_connections: 8,
             database_url: None,
+            sinks: Vec::new(),
         }
     }
 }
@@ -68,6 +74,7 @@ const KEYS: &[&str] = &[
     "write_queue_depth",
     "read_connections",
     "database_url",
+    "sinks",
 ];
 
 /// Values given on the command line; `None` leaves the lower layers alone.
@@ -159,6 +166,12 @@ impl Settings {
         {
             return bad("database_url", "must be a postgres:// or postgresql:// URL");
         }
+        cairn_delivery::config::check_unique(&self.sinks)
+            .map_err(|e| SettingsError::Invalid(format!("sinks: {e}")))?;
+        for sink in &self.sinks {
+            sink.build()
+                .map_err(|e| SettingsError::Invalid(format!("sinks: {e}")))?;
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return bad(
                 "log_level",
@@ -172,6 +185,47 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[allow(clippy::result_large_err)]
+    #[test]
+    fn sinks_come_from_the_file_or_the_environment() {
+        use cairn_delivery::config::SinkKind;
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "cairn.toml",
+                "[[sinks]]\nname = \"hook\"\nkind = \"webhook\"\nrequired = true\n\
+                 url = \"http://127.0.0.1:9/x\"\nsecret = \"s\"\n\
+                 retry = { max_attempts = 3 }\n",
+            )?;
+            let s = Settings::load(Some(Path::new("cairn.toml")), Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(s.sinks.len(), 1);
+            assert!(s.sinks[0].required);
+            assert_eq!(s.sinks[0].retry.max_attempts, 3);
+            assert_eq!(s.sinks[0].retry.base_ms, 100, "defaults fill the rest");
+            assert!(matches!(s.sinks[0].kind, SinkKind::Webhook(_)));
+            jail.set_env(
+                "CAIRN_SINKS",
+                r#"[{name="live",kind="memory"},{name="h2",kind="webhook",url="http://127.0.0.1:9/",secret="t"}]"#,
+            );
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(s.sinks.len(), 2);
+            assert!(matches!(s.sinks[0].kind, SinkKind::Memory(_)));
+            jail.set_env(
+                "CAIRN_SINKS",
+                r#"[{name="a",kind="memory"},{name="a",kind="memory"}]"#,
+            );
+            let err = Settings::load(None, Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("configured twice"), "{err}");
+            jail.set_env(
+                "CAIRN_SINKS",
+                r#"[{name="a",kind="webhook",url="https://x/",secret="t"}]"#,
+            );
+            let err = Settings::load(None, Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("only http://"), "{err}");
+            Ok(())
+        });
+    }
 
     // figment::Jail's closure signature returns figment's (large) error type.
     #[allow(clippy::result_large_err)]

@@ -26,6 +26,8 @@ pub enum StartupError {
     },
     #[error("the store task failed: {0}")]
     Join(String),
+    #[error("configuring sinks: {0}")]
+    Sinks(#[from] cairn_delivery::config::ConfigError),
 }
 
 pub struct Application {
@@ -34,41 +36,13 @@ pub struct Application {
     store: Arc<dyn Store>,
     state: AppState,
     data_dir: PathBuf,
+    relay: Option<cairn_delivery::relay::Relay>,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         cairn_api::metrics::install();
-        let (store, where_): (Arc<dyn Store>, String) = match &settings.database_url {
-            Some(url) => {
-                let options = PostgresOptions {
-                    max_connections: u32::try_from(settings.read_connections.max(2) * 2)
-                        .unwrap_or(u32::MAX),
-                    ..PostgresOptions::default()
-                };
-                let store = PostgresStore::open(url, options).await?;
-                let where_ = format!("the PostgreSQL store at {}", store.target());
-                (Arc::new(store), where_)
-            }
-            None => {
-                let options = SqliteOptions {
-                    max_batch: settings.write_batch_max,
-                    queue_depth: settings.write_queue_depth,
-                    readers: settings.read_connections,
-                    ..SqliteOptions::default()
-                };
-                let dir = settings.data_dir.clone();
-                let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir, options))
-                    .await
-                    .map_err(|e| StartupError::Join(e.to_string()))??;
-                let dir = std::fs::canonicalize(&settings.data_dir)
-                    .unwrap_or_else(|_| settings.data_dir.clone());
-                (
-                    Arc::new(store),
-                    format!("the embedded store in {}", dir.display()),
-                )
-            }
-        };
+        let (store, where_) = open_store(&settings).await?;
         let listener = match TcpListener::bind(settings.listen).await {
             Ok(l) => l,
             Err(source) => {
@@ -83,13 +57,23 @@ impl Application {
             addr: settings.listen,
             source,
         })?;
+        let relay = match start_relay(&store, &settings.sinks).await {
+            Ok(relay) => relay,
+            Err(e) => {
+                store.close().await;
+                return Err(e);
+            }
+        };
         let data_dir = std::fs::canonicalize(&settings.data_dir).unwrap_or(settings.data_dir);
-        let state = AppState::new(
+        let mut state = AppState::new(
             store.clone(),
             ApiConfig {
                 max_body_bytes: settings.max_body_bytes,
             },
         );
+        if let Some(relay) = &relay {
+            state = state.with_sinks(relay.status_handle(), relay.wake_handle());
+        }
         tracing::info!("listening on http://{addr} with {where_}");
         Ok(Self {
             listener,
@@ -97,6 +81,7 @@ impl Application {
             store,
             state,
             data_dir,
+            relay,
         })
     }
 
@@ -122,9 +107,80 @@ impl Application {
         let served = axum::serve(listener, cairn_api::app(self.state))
             .with_graceful_shutdown(shutdown)
             .await;
+        if let Some(relay) = self.relay {
+            relay.stop().await;
+        }
         tracing::info!("no longer accepting requests; closing the store");
         self.store.close().await;
         tracing::info!("store closed");
         served
     }
+}
+
+/// Build every configured sink, check it once (a failing check is logged:
+/// the relay retries), and start one relay task per sink. `None` without
+/// sinks: nothing changes then.
+async fn start_relay(
+    store: &Arc<dyn Store>,
+    sinks: &[cairn_delivery::config::SinkConfig],
+) -> Result<Option<cairn_delivery::relay::Relay>, StartupError> {
+    if sinks.is_empty() {
+        return Ok(None);
+    }
+    cairn_delivery::config::check_unique(sinks)?;
+    let mut relay_sinks = Vec::with_capacity(sinks.len());
+    for config in sinks {
+        let sink = config.build()?;
+        if let Err(e) = sink.health().await {
+            tracing::warn!(sink = %config.name, error = %e, "sink is not reachable yet");
+        }
+        relay_sinks.push(cairn_delivery::relay::RelaySink {
+            sink,
+            required: config.required,
+            retry: config.retry,
+            breaker: config.breaker,
+        });
+    }
+    tracing::info!(sinks = sinks.len(), "outbox relay started");
+    Ok(Some(cairn_delivery::relay::Relay::start(
+        store.clone(),
+        relay_sinks,
+        Arc::new(tokio::sync::Notify::new()),
+    )))
+}
+
+/// Open the store the settings name (PostgreSQL when `database_url` is
+/// set, the embedded store otherwise), with a description for logs.
+pub async fn open_store(settings: &Settings) -> Result<(Arc<dyn Store>, String), StartupError> {
+    let opened: (Arc<dyn Store>, String) = match &settings.database_url {
+        Some(url) => {
+            let options = PostgresOptions {
+                max_connections: u32::try_from(settings.read_connections.max(2) * 2)
+                    .unwrap_or(u32::MAX),
+                ..PostgresOptions::default()
+            };
+            let store = PostgresStore::open(url, options).await?;
+            let where_ = format!("the PostgreSQL store at {}", store.target());
+            (Arc::new(store), where_)
+        }
+        None => {
+            let options = SqliteOptions {
+                max_batch: settings.write_batch_max,
+                queue_depth: settings.write_queue_depth,
+                readers: settings.read_connections,
+                ..SqliteOptions::default()
+            };
+            let dir = settings.data_dir.clone();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir, options))
+                .await
+                .map_err(|e| StartupError::Join(e.to_string()))??;
+            let dir = std::fs::canonicalize(&settings.data_dir)
+                .unwrap_or_else(|_| settings.data_dir.clone());
+            (
+                Arc::new(store),
+                format!("the embedded store in {}", dir.display()),
+            )
+        }
+    };
+    Ok(opened)
 }

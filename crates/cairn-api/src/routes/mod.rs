@@ -1,5 +1,6 @@
 //! One small module per resource; this file wires them into the router.
 
+mod admin;
 mod events;
 mod groups;
 mod ops;
@@ -31,12 +32,21 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/groups/{id}/status", get(groups::status))
         .route("/api/v1/groups/{id}/completions", get(groups::completions))
+        .route("/api/v1/admin/dead-letters", get(admin::dead_letters))
+        .route(
+            "/api/v1/admin/dead-letters/{sink}/{seq}/replay",
+            post(admin::replay),
+        )
         .route("/healthz/liveness", get(ops::liveness))
         .route("/healthz/readiness", get(ops::readiness))
         .route("/healthz/status", get(ops::status))
         .route("/metrics", get(ops::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::wake_relay,
+        ))
         .layer(middleware::from_fn(metrics::track))
         .layer(middleware::from_fn(metrics::request_id))
         .with_state(state)

@@ -11,11 +11,28 @@ pub async fn liveness() -> Response {
     json_response(StatusCode::OK, br#"{"alive":true}"#.to_vec())
 }
 
+/// The store's check, then one `sink:<name>` check per sink. A sink is
+/// down while its breaker is open; that makes the node not ready only if
+/// the sink is `required`.
 async fn ready(state: &AppState) -> (bool, serde_json::Value) {
-    match state.store.check().await {
+    let (mut ok, mut checks) = match state.store.check().await {
         Ok(()) => (true, json!({"database": "ok"})),
         Err(e) => (false, json!({"database": e.to_string()})),
+    };
+    for (name, s) in state.sinks.statuses() {
+        let verdict = if s.is_down() {
+            ok &= !s.required;
+            format!(
+                "breaker {}: {}",
+                s.breaker.as_str(),
+                s.last_error.as_deref().unwrap_or("failing")
+            )
+        } else {
+            "ok".to_owned()
+        };
+        checks[format!("sink:{name}")] = json!(verdict);
     }
+    (ok, checks)
 }
 
 pub async fn readiness(State(state): State<AppState>) -> Response {

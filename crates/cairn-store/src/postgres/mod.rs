@@ -12,8 +12,8 @@ mod schema;
 
 use crate::clock::Clock;
 use crate::{
-    Completion, EventFilter, GroupFilter, GroupStatus, OutboxMessage, PageRequest, ReceiverCache,
-    ReceiverFilter, ReceiverStatus, Store, StoreError, StoreResult,
+    Completion, DeadLetter, EventFilter, GroupFilter, GroupStatus, OutboxMessage, PageRequest,
+    ReceiverCache, ReceiverFilter, ReceiverStatus, SinkLease, Store, StoreError, StoreResult,
 };
 use async_trait::async_trait;
 use cairn_domain::completion;
@@ -493,6 +493,166 @@ impl Store for PostgresStore {
         rows::outbox_after(&mut conn, &self.cache, after_seq, limit).await
     }
 
+    async fn outbox_deliverable(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxMessage>> {
+        let mut conn = self.conn().await?;
+        rows::outbox_deliverable(&mut conn, &self.cache, after_seq, limit).await
+    }
+
+    async fn outbox_count_after(&self, after_seq: u64) -> StoreResult<u64> {
+        let row = query("SELECT COUNT(*) FROM outbox WHERE seq > $1")
+            .bind(seq_param(after_seq))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("counting outbox messages"))?;
+        let n: i64 = row.try_get(0).map_err(db("counting outbox messages"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn lease_sink(&self, sink: &str) -> StoreResult<Option<Box<dyn SinkLease>>> {
+        // A session advisory lock on a connection of its own, taken out of
+        // the pool: held while that session lives, released by the server
+        // when the connection closes or the node dies. The two-key form
+        // keeps it apart from the unit locks (one `bigint` key).
+        let context = "taking a sink lease";
+        let mut conn = self.conn().await?.detach();
+        let got: bool = query("SELECT pg_try_advisory_lock($1, hashtext($2))")
+            .bind(SINK_LOCK_CLASS)
+            .bind(sink)
+            .fetch_one(&mut conn)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(db(context))?;
+        if got {
+            Ok(Some(Box::new(PgSinkLease { conn })))
+        } else {
+            let _ = sqlx_core::connection::Connection::close(conn).await;
+            Ok(None)
+        }
+    }
+
+    async fn sink_cursor(&self, sink: &str) -> StoreResult<u64> {
+        let row = query("SELECT last_seq FROM outbox_cursors WHERE sink = $1")
+            .bind(sink)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading a sink cursor"))?;
+        match row {
+            None => Ok(0),
+            Some(r) => {
+                let n: i64 = r.try_get(0).map_err(db("reading a sink cursor"))?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+        }
+    }
+
+    async fn advance_sink_cursor(&self, sink: &str, seq: u64) -> StoreResult<()> {
+        advance_cursor(&self.pool, sink, seq).await
+    }
+
+    async fn record_dead_letter(&self, letter: DeadLetter) -> StoreResult<()> {
+        let context = "recording a dead letter";
+        let mut tx = self.pool.begin().await.map_err(db(context))?;
+        query(
+            "INSERT INTO outbox_dead_letters
+                 (sink, seq, message_id, attempts, last_error, failed_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (sink, seq) DO UPDATE SET attempts = excluded.attempts,
+                 last_error = excluded.last_error, failed_at = excluded.failed_at",
+        )
+        .bind(&letter.sink)
+        .bind(seq_param(letter.seq))
+        .bind(letter.message_id.to_string())
+        .bind(i32::try_from(letter.attempts).unwrap_or(i32::MAX))
+        .bind(&letter.last_error)
+        .bind(letter.failed_at.micros())
+        .execute(&mut *tx)
+        .await
+        .map_err(db(context))?;
+        query("DELETE FROM outbox_replays WHERE sink = $1 AND seq = $2")
+            .bind(&letter.sink)
+            .bind(seq_param(letter.seq))
+            .execute(&mut *tx)
+            .await
+            .map_err(db(context))?;
+        advance_cursor(&mut *tx, &letter.sink, letter.seq).await?;
+        tx.commit().await.map_err(db(context))
+    }
+
+    async fn dead_letters(&self, sink: Option<String>, limit: u32) -> StoreResult<Vec<DeadLetter>> {
+        let context = "listing dead letters";
+        let rows = query(
+            "SELECT sink, seq, message_id, attempts, last_error, failed_at
+             FROM outbox_dead_letters WHERE $1::text IS NULL OR sink = $1
+             ORDER BY seq, sink LIMIT $2",
+        )
+        .bind(sink)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(context))?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get(2).map_err(db(context))?;
+                let seq: i64 = r.try_get(1).map_err(db(context))?;
+                let attempts: i32 = r.try_get(3).map_err(db(context))?;
+                Ok(DeadLetter {
+                    sink: r.try_get(0).map_err(db(context))?,
+                    seq: u64::try_from(seq).unwrap_or(0),
+                    message_id: cairn_domain::MessageId::parse(&id).ok_or_else(|| {
+                        StoreError::Internal(format!("dead letter id {id:?} is not a ULID"))
+                    })?,
+                    attempts: u32::try_from(attempts).unwrap_or(0),
+                    last_error: r.try_get(4).map_err(db(context))?,
+                    failed_at: cairn_domain::Timestamp::from_micros(
+                        r.try_get(5).map_err(db(context))?,
+                    ),
+                })
+            })
+            .collect()
+    }
+
+    async fn replay_dead_letter(&self, sink: &str, seq: u64) -> StoreResult<()> {
+        let context = "queueing a replay";
+        let mut tx = self.pool.begin().await.map_err(db(context))?;
+        let taken = query("DELETE FROM outbox_dead_letters WHERE sink = $1 AND seq = $2")
+            .bind(sink)
+            .bind(seq_param(seq))
+            .execute(&mut *tx)
+            .await
+            .map_err(db(context))?;
+        if taken.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "no dead letter at position {seq} for sink {sink:?}"
+            )));
+        }
+        query("INSERT INTO outbox_replays (sink, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(sink)
+            .bind(seq_param(seq))
+            .execute(&mut *tx)
+            .await
+            .map_err(db(context))?;
+        tx.commit().await.map_err(db(context))
+    }
+
+    async fn sink_replays(&self, sink: &str, limit: u32) -> StoreResult<Vec<OutboxMessage>> {
+        let mut conn = self.conn().await?;
+        rows::outbox_replays(&mut conn, &self.cache, sink, limit).await
+    }
+
+    async fn finish_replay(&self, sink: &str, seq: u64) -> StoreResult<()> {
+        query("DELETE FROM outbox_replays WHERE sink = $1 AND seq = $2")
+            .bind(sink)
+            .bind(seq_param(seq))
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(db("finishing a replay"))
+    }
+
     async fn check(&self) -> StoreResult<()> {
         query("SELECT 1")
             .fetch_one(&self.pool)
@@ -504,4 +664,41 @@ impl Store for PostgresStore {
     async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// First key of the two-key advisory locks that elect a sink's relay
+/// ("cair"); the second is `hashtext(sink name)`.
+const SINK_LOCK_CLASS: i32 = 0x6361_6972;
+
+/// A sink lease on PostgreSQL: the session holding the advisory lock.
+struct PgSinkLease {
+    conn: PgConnection,
+}
+
+#[async_trait]
+impl SinkLease for PgSinkLease {
+    async fn held(&mut self) -> bool {
+        query("SELECT 1").execute(&mut self.conn).await.is_ok()
+    }
+}
+
+fn seq_param(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+async fn advance_cursor<'c, E>(executor: E, sink: &str, seq: u64) -> StoreResult<()>
+where
+    E: sqlx_core::executor::Executor<'c, Database = sqlx_postgres::Postgres>,
+{
+    query(
+        "INSERT INTO outbox_cursors (sink, last_seq) VALUES ($1, $2)
+         ON CONFLICT (sink) DO UPDATE
+             SET last_seq = GREATEST(outbox_cursors.last_seq, excluded.last_seq)",
+    )
+    .bind(sink)
+    .bind(seq_param(seq))
+    .execute(executor)
+    .await
+    .map(|_| ())
+    .map_err(db("advancing a sink cursor"))
 }

@@ -285,6 +285,100 @@ pub async fn outbox_after(
     .fetch_all(&mut *conn)
     .await
     .map_err(db("reading the outbox"))?;
+    render_outbox(conn, cache, raw).await
+}
+
+/// Read and render outbox messages after `after_seq` whose position no
+/// transaction still in flight can undercut (docs/delivery.md): read the
+/// last position handed out, then a snapshot's `xmax`; every transaction
+/// holding a position up to that one took its id (at its first write,
+/// always before its outbox row) below `xmax`. Once the oldest transaction
+/// still running is at or above `xmax`, all of them have ended, and the
+/// rows up to that position are final. Waits (polling, up to
+/// [`HORIZON_WAIT`]) for that on the same `xmax`: a fresh one per try would
+/// never be passed under steady writes. Returns nothing (try again later)
+/// if a transaction older than `xmax` is still running after that; xids
+/// are cluster-wide, so a long transaction in any database delays delivery.
+pub async fn outbox_deliverable(
+    conn: &mut PgConnection,
+    cache: &ReceiverCache,
+    after_seq: u64,
+    limit: u32,
+) -> StoreResult<Vec<crate::OutboxMessage>> {
+    let last: Option<i64> =
+        query("SELECT pg_sequence_last_value(pg_get_serial_sequence('outbox', 'seq'))")
+            .fetch_one(&mut *conn)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(db("reading the outbox position"))?;
+    let Some(last) = last else {
+        return Ok(Vec::new());
+    };
+    let horizon: i64 = query("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+        .fetch_one(&mut *conn)
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(db("reading the transaction horizon"))?;
+    let deadline = std::time::Instant::now() + HORIZON_WAIT;
+    loop {
+        let xmin: i64 = query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            .fetch_one(&mut *conn)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(db("reading the transaction horizon"))?;
+        if xmin >= horizon {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(Vec::new());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let raw = query(
+        "SELECT seq, id, type, ordering_key, event_id, message, created_at FROM outbox
+         WHERE seq > $1 AND seq <= $3
+           AND pg_snapshot_xmin(pg_current_snapshot())::text::bigint >= $4
+         ORDER BY seq LIMIT $2",
+    )
+    .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
+    .bind(i64::from(limit))
+    .bind(last)
+    .bind(horizon)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db("reading the outbox"))?;
+    render_outbox(conn, cache, raw).await
+}
+
+/// How long [`outbox_deliverable`] waits for the transactions in flight
+/// when it was called to end.
+pub const HORIZON_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Read and render the messages queued for replay to `sink`.
+pub async fn outbox_replays(
+    conn: &mut PgConnection,
+    cache: &ReceiverCache,
+    sink: &str,
+    limit: u32,
+) -> StoreResult<Vec<crate::OutboxMessage>> {
+    let raw = query(
+        "SELECT o.seq, o.id, o.type, o.ordering_key, o.event_id, o.message, o.created_at
+         FROM outbox_replays r JOIN outbox o ON o.seq = r.seq
+         WHERE r.sink = $1 ORDER BY o.seq LIMIT $2",
+    )
+    .bind(sink)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db("reading the replay queue"))?;
+    render_outbox(conn, cache, raw).await
+}
+
+async fn render_outbox(
+    conn: &mut PgConnection,
+    cache: &ReceiverCache,
+    raw: Vec<PgRow>,
+) -> StoreResult<Vec<crate::OutboxMessage>> {
     let mut out = Vec::with_capacity(raw.len());
     for r in &raw {
         let seq: i64 = col(r, 0)?;
@@ -321,6 +415,7 @@ pub async fn outbox_after(
             id,
             type_: col(r, 2)?,
             ordering_key: col(r, 3)?,
+            created_at: time(r, 6)?,
             json,
         });
     }

@@ -8,11 +8,18 @@ use sqlx_core::row::Row;
 use sqlx_postgres::PgPool;
 
 /// (version, name, SQL), in version order.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "delivery",
+        include_str!("../../migrations/postgres/0002_delivery.sql"),
+    ),
+];
 
 /// `hashtextextended('cairn.migrations', 0)` would do as well; any fixed
 /// key that no unit lock uses. Unit locks live in the same key space, so a

@@ -13,8 +13,8 @@ mod writer;
 
 use crate::clock::Clock;
 use crate::{
-    Completion, EventFilter, GroupFilter, GroupStatus, OutboxMessage, PageRequest, ReceiverCache,
-    ReceiverFilter, ReceiverStatus, Store, StoreError, StoreResult,
+    Completion, DeadLetter, EventFilter, GroupFilter, GroupStatus, OutboxMessage, PageRequest,
+    ReceiverCache, ReceiverFilter, ReceiverStatus, SinkLease, Store, StoreError, StoreResult,
 };
 use async_trait::async_trait;
 use cairn_domain::completion;
@@ -25,8 +25,8 @@ use cairn_domain::{
 use checkpoint::Checkpointer;
 use pool::ReaderPool;
 use rows::db;
-use rusqlite::Connection;
 use rusqlite::types::Value as Sql;
+use rusqlite::{Connection, OptionalExtension};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -211,6 +211,30 @@ impl SqliteStore {
         let cache = self.cache.clone();
         self.readers.read(move |conn| f(conn, &cache)).await
     }
+}
+
+/// A sink lease on the embedded store: the data-directory lock is the lease.
+struct ProcessLease;
+
+#[async_trait]
+impl SinkLease for ProcessLease {
+    async fn held(&mut self) -> bool {
+        true
+    }
+}
+
+fn seq_param(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+fn advance_cursor(conn: &Connection, sink: &str, seq: u64) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO outbox_cursors (sink, last_seq) VALUES (?1, ?2)
+         ON CONFLICT (sink) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
+    )
+    .and_then(|mut st| st.execute(rusqlite::params![sink, seq_param(seq)]))
+    .map(|_| ())
+    .map_err(db("advancing a sink cursor"))
 }
 
 /// The largest id ever handed out, so ids keep increasing across restarts
@@ -505,6 +529,183 @@ impl Store for SqliteStore {
     async fn outbox_after(&self, after_seq: u64, limit: u32) -> StoreResult<Vec<OutboxMessage>> {
         self.read(move |conn, cache| rows::outbox_after(conn, cache, after_seq, limit))
             .await
+    }
+
+    async fn outbox_deliverable(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxMessage>> {
+        // One writer commits batches in order: committed positions are
+        // always a prefix, so every visible message is deliverable.
+        self.outbox_after(after_seq, limit).await
+    }
+
+    async fn outbox_count_after(&self, after_seq: u64) -> StoreResult<u64> {
+        self.read(move |conn, _| {
+            conn.query_row(
+                "SELECT COUNT(*) FROM outbox WHERE seq > ?1",
+                [seq_param(after_seq)],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(db("counting outbox messages"))
+        })
+        .await
+    }
+
+    async fn lease_sink(&self, _sink: &str) -> StoreResult<Option<Box<dyn SinkLease>>> {
+        // The data directory's lock already makes this process the only one.
+        Ok(Some(Box::new(ProcessLease)))
+    }
+
+    async fn sink_cursor(&self, sink: &str) -> StoreResult<u64> {
+        let sink = sink.to_owned();
+        self.read(move |conn, _| {
+            conn.query_row(
+                "SELECT last_seq FROM outbox_cursors WHERE sink = ?1",
+                [&sink],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|n| n.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+            .map_err(db("reading a sink cursor"))
+        })
+        .await
+    }
+
+    async fn advance_sink_cursor(&self, sink: &str, seq: u64) -> StoreResult<()> {
+        let sink = sink.to_owned();
+        self.write(move |ctx| advance_cursor(ctx.conn, &sink, seq))
+            .await
+    }
+
+    async fn record_dead_letter(&self, letter: DeadLetter) -> StoreResult<()> {
+        self.write(move |ctx| {
+            ctx.conn
+                .prepare_cached(
+                    "INSERT INTO outbox_dead_letters
+                         (sink, seq, message_id, attempts, last_error, failed_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (sink, seq) DO UPDATE SET attempts = excluded.attempts,
+                         last_error = excluded.last_error, failed_at = excluded.failed_at",
+                )
+                .and_then(|mut st| {
+                    st.execute(rusqlite::params![
+                        letter.sink,
+                        seq_param(letter.seq),
+                        letter.message_id.to_string(),
+                        letter.attempts,
+                        letter.last_error,
+                        letter.failed_at.micros(),
+                    ])
+                })
+                .map_err(db("recording a dead letter"))?;
+            ctx.conn
+                .execute(
+                    "DELETE FROM outbox_replays WHERE sink = ?1 AND seq = ?2",
+                    rusqlite::params![letter.sink, seq_param(letter.seq)],
+                )
+                .map_err(db("dropping a replay"))?;
+            advance_cursor(ctx.conn, &letter.sink, letter.seq)
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, sink: Option<String>, limit: u32) -> StoreResult<Vec<DeadLetter>> {
+        self.read(move |conn, _| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT sink, seq, message_id, attempts, last_error, failed_at
+                     FROM outbox_dead_letters WHERE ?1 IS NULL OR sink = ?1
+                     ORDER BY seq, sink LIMIT ?2",
+                )
+                .map_err(db("listing dead letters"))?;
+            let raw = st
+                .query_map(rusqlite::params![sink, limit], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, u32>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(db("listing dead letters"))?;
+            raw.into_iter()
+                .map(|(sink, seq, id, attempts, last_error, failed_at)| {
+                    Ok(DeadLetter {
+                        sink,
+                        seq: u64::try_from(seq).unwrap_or(0),
+                        message_id: cairn_domain::MessageId::parse(&id).ok_or_else(|| {
+                            StoreError::Internal(format!("dead letter id {id:?} is not a ULID"))
+                        })?,
+                        attempts,
+                        last_error,
+                        failed_at: cairn_domain::Timestamp::from_micros(failed_at),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn replay_dead_letter(&self, sink: &str, seq: u64) -> StoreResult<()> {
+        let sink = sink.to_owned();
+        self.write(move |ctx| {
+            // Refuse before changing anything (the writer's rule).
+            let exists = ctx
+                .conn
+                .query_row(
+                    "SELECT 1 FROM outbox_dead_letters WHERE sink = ?1 AND seq = ?2",
+                    rusqlite::params![sink, seq_param(seq)],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(db("finding a dead letter"))?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound(format!(
+                    "no dead letter at position {seq} for sink {sink:?}"
+                )));
+            }
+            ctx.conn
+                .execute(
+                    "DELETE FROM outbox_dead_letters WHERE sink = ?1 AND seq = ?2",
+                    rusqlite::params![sink, seq_param(seq)],
+                )
+                .map_err(db("taking a dead letter"))?;
+            ctx.conn
+                .execute(
+                    "INSERT INTO outbox_replays (sink, seq) VALUES (?1, ?2)
+                     ON CONFLICT DO NOTHING",
+                    rusqlite::params![sink, seq_param(seq)],
+                )
+                .map_err(db("queueing a replay"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn sink_replays(&self, sink: &str, limit: u32) -> StoreResult<Vec<OutboxMessage>> {
+        let sink = sink.to_owned();
+        self.read(move |conn, cache| rows::outbox_replays(conn, cache, &sink, limit))
+            .await
+    }
+
+    async fn finish_replay(&self, sink: &str, seq: u64) -> StoreResult<()> {
+        let sink = sink.to_owned();
+        self.write(move |ctx| {
+            ctx.conn
+                .execute(
+                    "DELETE FROM outbox_replays WHERE sink = ?1 AND seq = ?2",
+                    rusqlite::params![sink, seq_param(seq)],
+                )
+                .map(|_| ())
+                .map_err(db("finishing a replay"))
+        })
+        .await
     }
 
     async fn check(&self) -> StoreResult<()> {

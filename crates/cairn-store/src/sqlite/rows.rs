@@ -216,27 +216,53 @@ pub fn outbox_after(
     after_seq: u64,
     limit: u32,
 ) -> StoreResult<Vec<crate::OutboxMessage>> {
-    let mut st = conn
-        .prepare_cached(
-            "SELECT seq, id, type, ordering_key, event_id, message, created_at FROM outbox
-             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )
-        .map_err(db("reading the outbox"))?;
+    outbox_query(
+        conn,
+        cache,
+        "SELECT seq, id, type, ordering_key, event_id, message, created_at FROM outbox
+         WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        params![i64::try_from(after_seq).unwrap_or(i64::MAX), limit],
+    )
+}
+
+/// Read and render the messages queued for replay to `sink`.
+pub fn outbox_replays(
+    conn: &Connection,
+    cache: &ReceiverCache,
+    sink: &str,
+    limit: u32,
+) -> StoreResult<Vec<crate::OutboxMessage>> {
+    outbox_query(
+        conn,
+        cache,
+        "SELECT o.seq, o.id, o.type, o.ordering_key, o.event_id, o.message, o.created_at
+         FROM outbox_replays r JOIN outbox o ON o.seq = r.seq
+         WHERE r.sink = ?1 ORDER BY o.seq LIMIT ?2",
+        params![sink, limit],
+    )
+}
+
+/// Run `sql` (selecting the outbox columns in `outbox_after`'s order) and
+/// render each row.
+fn outbox_query(
+    conn: &Connection,
+    cache: &ReceiverCache,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> StoreResult<Vec<crate::OutboxMessage>> {
+    let mut st = conn.prepare_cached(sql).map_err(db("reading the outbox"))?;
     let raw = st
-        .query_map(
-            params![i64::try_from(after_seq).unwrap_or(i64::MAX), limit],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, i64>(6)?,
-                ))
-            },
-        )
+        .query_map(params, |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(db("reading the outbox"))?;
     raw.into_iter()
@@ -276,6 +302,7 @@ pub fn outbox_after(
                 id,
                 type_,
                 ordering_key,
+                created_at: Timestamp::from_micros(time),
                 json,
             })
         })

@@ -2,7 +2,8 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE receivers (
     seq         INTEGER PRIMARY KEY,
     id          TEXT NOT NULL UNIQUE,
@@ -93,7 +94,32 @@ CREATE TABLE outbox (
     CHECK ((event_id IS NULL) <> (message IS NULL))
 );
 CREATE INDEX outbox_undelivered ON outbox (seq) WHERE delivered_at IS NULL;
-"#];
+"#,
+    r#"
+-- Delivery state per sink (docs/delivery.md): how far each sink got, the
+-- messages it gave up on, and the dead letters queued to be sent again.
+CREATE TABLE outbox_cursors (
+    sink     TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE outbox_dead_letters (
+    sink       TEXT NOT NULL,
+    seq        INTEGER NOT NULL REFERENCES outbox (seq),
+    message_id TEXT NOT NULL,
+    attempts   INTEGER NOT NULL,
+    last_error TEXT NOT NULL,
+    failed_at  INTEGER NOT NULL,
+    PRIMARY KEY (sink, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE outbox_replays (
+    sink TEXT NOT NULL,
+    seq  INTEGER NOT NULL REFERENCES outbox (seq),
+    PRIMARY KEY (sink, seq)
+) WITHOUT ROWID;
+"#,
+];
 
 /// Bring the database to the newest schema, in one transaction.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -8,6 +8,7 @@ pub const SUITE_STORE: &str = "sqlite";
 
 mod batch;
 mod completion;
+mod delivery;
 mod errors;
 mod events;
 mod group_membership;
@@ -15,6 +16,7 @@ mod groups;
 mod health;
 mod helpers;
 mod lists;
+mod nats_outage;
 mod persistence;
 mod receivers;
 mod request_ids;

@@ -1,0 +1,115 @@
+//! The relay against the real NATS JetStream server named by
+//! `CAIRN_TEST_NATS_URL` (CI: nats://127.0.0.1:4222). Each test uses its
+//! own stream and subjects and deletes them afterwards.
+
+mod common;
+
+use cairn_delivery::config::{BreakerConfig, RetryConfig, SinkConfig, SinkKind};
+use cairn_delivery::nats::NatsConfig;
+use cairn_delivery::relay::{Relay, RelaySink};
+use common::{make_changes, outbox, sqlite, wait_for_cursor};
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+const SINK: &str = "nats";
+
+fn nats_url(test: &str) -> Option<String> {
+    match std::env::var("CAIRN_TEST_NATS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("skipping {test}: CAIRN_TEST_NATS_URL is not set");
+            None
+        }
+    }
+}
+
+/// Every message, as stored in the stream: (Nats-Msg-Id, subject, body).
+async fn stream_messages(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+) -> Vec<(String, String, Value)> {
+    let mut s = js.get_stream(stream).await.unwrap();
+    let last = s.info().await.unwrap().state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        let m = s.get_raw_message(seq).await.unwrap();
+        let id = m
+            .headers
+            .get(async_nats::header::NATS_MESSAGE_ID)
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        out.push((
+            id,
+            m.subject.to_string(),
+            serde_json::from_slice(&m.payload).unwrap(),
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_message_reaches_jetstream_once_with_its_id() {
+    let Some(url) = nats_url("every_message_reaches_jetstream_once_with_its_id") else {
+        return;
+    };
+    let suffix = ulid::Ulid::new().to_string();
+    let stream = format!("CAIRN_TEST_{suffix}");
+    let prefix = format!("cairn_test_{suffix}");
+    let config = NatsConfig {
+        url: url.clone(),
+        stream: stream.clone(),
+        subject_prefix: prefix.clone(),
+        timeout_ms: 5_000,
+    };
+    let sink_config = SinkConfig {
+        name: "nats".into(),
+        required: false,
+        kind: SinkKind::Nats(config),
+        retry: RetryConfig {
+            base_ms: 1,
+            max_ms: 10,
+            ..RetryConfig::default()
+        },
+        breaker: BreakerConfig::default(),
+    };
+    let sink = sink_config.build().unwrap();
+    sink.health().await.unwrap();
+    let (_dir, store) = sqlite().await;
+    make_changes(&*store).await;
+    let relay = Relay::start(
+        store.clone(),
+        vec![RelaySink {
+            sink: sink.clone(),
+            required: false,
+            retry: sink_config.retry,
+            breaker: sink_config.breaker,
+        }],
+        Arc::new(Notify::new()),
+    );
+    let expected = outbox(&*store).await;
+    let client = async_nats::connect(url.as_str()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let last = expected.last().unwrap().seq;
+    wait_for_cursor(&*store, SINK, last).await;
+    relay.stop().await;
+
+    let got = stream_messages(&js, &stream).await;
+    assert_eq!(got.len(), expected.len(), "once each");
+    for ((id, subject, body), m) in got.iter().zip(&expected) {
+        assert_eq!(
+            id,
+            &m.id.to_string(),
+            "Nats-Msg-Id is the message id, in order"
+        );
+        assert_eq!(body, &serde_json::from_str::<Value>(&m.json).unwrap());
+        assert_eq!(body["id"], id.as_str());
+        assert_eq!(subject, &cairn_delivery::nats::subject(&prefix, &m.type_));
+    }
+    // Delivering them all again is deduplicated by the broker.
+    sink.deliver(&expected).await.unwrap();
+    assert_eq!(stream_messages(&js, &stream).await.len(), expected.len());
+
+    js.delete_stream(&stream).await.unwrap();
+    store.close().await;
+}
