@@ -10,6 +10,8 @@ pub const SUITE_STORE: &str = "postgres";
 mod batch;
 #[path = "../api/completion.rs"]
 mod completion;
+#[path = "../api/delivery.rs"]
+mod delivery;
 #[path = "../api/errors.rs"]
 mod errors;
 #[path = "../api/events.rs"]
@@ -24,9 +26,21 @@ mod health;
 mod helpers;
 #[path = "../api/lists.rs"]
 mod lists;
+#[path = "../api/nats_outage.rs"]
+mod nats_outage;
 #[path = "../api/persistence.rs"]
 mod persistence;
 #[path = "../api/receivers.rs"]
 mod receivers;
 #[path = "../api/request_ids.rs"]
 mod request_ids;
+
+/// This target must run every module of the embedded-store suite.
+#[test]
+fn runs_every_module_of_the_api_suite() {
+    let suite = include_str!("../api/main.rs");
+    let here = include_str!("main.rs");
+    for line in suite.lines().filter(|l| l.starts_with("mod ")) {
+        assert!(here.contains(line), "tests/api_postgres misses `{line}`");
+    }
+}
