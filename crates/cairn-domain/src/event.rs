@@ -361,6 +361,20 @@ impl CheckedEvent {
         }
     }
 
+    /// The stored event this becomes under the id and time the store gives it.
+    pub fn to_event(&self, id: EventId, created_at: Timestamp) -> Event {
+        let new = &self.event;
+        Event {
+            id,
+            unit: new.unit.clone(),
+            description: new.description.clone(),
+            payload: new.payload.clone(),
+            success: new.success,
+            receiver_id: new.receiver_id,
+            created_at,
+        }
+    }
+
     pub fn event(&self) -> &NewEvent {
         &self.event
     }

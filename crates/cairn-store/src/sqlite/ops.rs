@@ -107,16 +107,7 @@ pub fn insert_events(
     let mut completions = 0u64;
     for checked in events {
         let (now, ulid) = ctx.clock.next();
-        let new = checked.event();
-        let event = Event {
-            id: EventId::new(ulid),
-            unit: new.unit.clone(),
-            description: new.description.clone(),
-            payload: new.payload.clone(),
-            success: new.success,
-            receiver_id: new.receiver_id,
-            created_at: now,
-        };
+        let event = checked.to_event(EventId::new(ulid), now);
         let receiver = checked.receiver();
         let u = &event.unit;
         ctx.conn
