@@ -81,7 +81,11 @@ fn describe() {
     );
     metrics::describe_gauge!(
         "cairn_outbox_backlog",
-        "Outbox messages not yet delivered (per sink: after its cursor)"
+        "Outbox messages after the sink's cursor, per sink"
+    );
+    metrics::describe_gauge!(
+        "cairn_outbox_head",
+        "Highest outbox position written (compare with each sink's cursor)"
     );
     metrics::describe_gauge!(
         "cairn_outbox_lag_seconds",

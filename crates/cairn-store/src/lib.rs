@@ -170,8 +170,9 @@ pub trait Store: Send + Sync + 'static {
         page: PageRequest,
     ) -> StoreResult<Vec<Completion>>;
 
-    /// Messages written to the outbox and not yet delivered.
-    async fn outbox_backlog(&self) -> StoreResult<u64>;
+    /// The highest outbox position written so far (0 when empty). Each
+    /// sink's backlog is this minus its cursor (the relay reports that).
+    async fn outbox_head(&self) -> StoreResult<u64>;
     /// Outbox messages after position `after_seq`, oldest first, rendered.
     async fn outbox_after(&self, after_seq: u64, limit: u32) -> StoreResult<Vec<OutboxMessage>>;
     /// Outbox messages after `after_seq` that a relay may deliver now:

@@ -173,7 +173,7 @@ async fn assert_every_change_writes_its_message(store: &dyn Store) -> Vec<String
         tail[0].ordering_key, tail[1].ordering_key,
         "event and completion share the unit key"
     );
-    assert_eq!(store.outbox_backlog().await.unwrap(), 5);
+    assert_eq!(store.outbox_head().await.unwrap(), 5);
 
     rendered(store).await
 }

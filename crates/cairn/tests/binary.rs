@@ -422,6 +422,8 @@ async fn schemas_compile_once_per_receiver_not_per_event() {
             "{text}"
         );
         assert_eq!(metric(&text, "cairn_events_created_total"), 200.0, "{text}");
+        // One message per change: the receiver and its 200 events.
+        assert_eq!(metric(&text, "cairn_outbox_head"), 201.0, "{text}");
         rid
     };
     // Restarted: nothing compiled until the receiver is needed, then once.

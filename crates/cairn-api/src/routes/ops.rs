@@ -76,9 +76,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         )
             .into_response();
     };
-    match state.store.outbox_backlog().await {
-        Ok(n) => metrics::gauge!("cairn_outbox_backlog").set(n as f64),
-        Err(e) => tracing::warn!(error = %e, "reading the outbox backlog for /metrics"),
+    match state.store.outbox_head().await {
+        Ok(n) => metrics::gauge!("cairn_outbox_head").set(n as f64),
+        Err(e) => tracing::warn!(error = %e, "reading the outbox head for /metrics"),
     }
     metrics::gauge!("cairn_uptime_seconds").set(state.started.elapsed().as_secs_f64());
     let mut res = handle.render().into_response();

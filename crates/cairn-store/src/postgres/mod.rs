@@ -479,12 +479,12 @@ impl Store for PostgresStore {
         q.run(&mut conn, &page, rows::completion_row).await
     }
 
-    async fn outbox_backlog(&self) -> StoreResult<u64> {
-        let row = query("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
+    async fn outbox_head(&self) -> StoreResult<u64> {
+        let row = query("SELECT COALESCE(MAX(seq), 0)::BIGINT FROM outbox")
             .fetch_one(&self.pool)
             .await
-            .map_err(db("counting the outbox backlog"))?;
-        let n: i64 = row.try_get(0).map_err(db("counting the outbox backlog"))?;
+            .map_err(db("reading the outbox head"))?;
+        let n: i64 = row.try_get(0).map_err(db("reading the outbox head"))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 

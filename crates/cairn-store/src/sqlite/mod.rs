@@ -513,15 +513,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn outbox_backlog(&self) -> StoreResult<u64> {
+    async fn outbox_head(&self) -> StoreResult<u64> {
         self.read(|conn, _| {
-            conn.query_row(
-                "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM outbox", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map(|n| u64::try_from(n).unwrap_or(0))
-            .map_err(db("counting the outbox backlog"))
+            .map_err(db("reading the outbox head"))
         })
         .await
     }
