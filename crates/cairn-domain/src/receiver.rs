@@ -43,26 +43,22 @@ impl ReceiverSchema {
             Value::Object(_) | Value::Bool(_) => {}
             _ => return Err("must be a JSON object or boolean".to_owned()),
         }
-        if let Some(declared) = value.get("$schema") {
-            let known = [
-                "http://json-schema.org/draft-04/schema",
-                "http://json-schema.org/draft-06/schema",
-                "http://json-schema.org/draft-07/schema",
-                "https://json-schema.org/draft/2019-09/schema",
-                "https://json-schema.org/draft/2020-12/schema",
-            ];
-            let ok = declared
+        let draft = match value.get("$schema") {
+            None => jsonschema::Draft::Draft202012,
+            Some(declared) => declared
                 .as_str()
-                .map(|s| known.contains(&s.trim_end_matches('#')))
-                .unwrap_or(false);
-            if !ok {
-                return Err(format!(
-                    "unsupported $schema {declared}; use draft 4, 6, 7, 2019-09 or 2020-12"
-                ));
-            }
-        }
+                .and_then(|uri| {
+                    DRAFTS
+                        .iter()
+                        .find(|(known, _)| *known == uri.trim_end_matches('#'))
+                })
+                .map(|(_, draft)| *draft)
+                .ok_or_else(|| {
+                    format!("unsupported $schema {declared}; use draft 4, 6, 7, 2019-09 or 2020-12")
+                })?,
+        };
         let validator = jsonschema::options()
-            .with_draft(detect_draft(&value))
+            .with_draft(draft)
             .build(&value)
             .map_err(|e| format!("is not a valid JSON Schema: {e}"))?;
         Ok(Self {
@@ -94,16 +90,30 @@ impl ReceiverSchema {
     }
 }
 
-fn detect_draft(schema: &Value) -> jsonschema::Draft {
-    use jsonschema::Draft;
-    match schema.get("$schema").and_then(Value::as_str) {
-        Some(s) if s.contains("draft-04") => Draft::Draft4,
-        Some(s) if s.contains("draft-06") => Draft::Draft6,
-        Some(s) if s.contains("draft-07") => Draft::Draft7,
-        Some(s) if s.contains("2019-09") => Draft::Draft201909,
-        _ => Draft::Draft202012,
-    }
-}
+/// The `$schema` URIs Cairn accepts (a trailing `#` is ignored), and the
+/// draft each selects.
+const DRAFTS: [(&str, jsonschema::Draft); 5] = [
+    (
+        "http://json-schema.org/draft-04/schema",
+        jsonschema::Draft::Draft4,
+    ),
+    (
+        "http://json-schema.org/draft-06/schema",
+        jsonschema::Draft::Draft6,
+    ),
+    (
+        "http://json-schema.org/draft-07/schema",
+        jsonschema::Draft::Draft7,
+    ),
+    (
+        "https://json-schema.org/draft/2019-09/schema",
+        jsonschema::Draft::Draft201909,
+    ),
+    (
+        "https://json-schema.org/draft/2020-12/schema",
+        jsonschema::Draft::Draft202012,
+    ),
+];
 
 impl fmt::Debug for ReceiverSchema {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
