@@ -35,16 +35,6 @@ impl FieldErrors {
         self.0.is_empty()
     }
 
-    /// Prefix every field name, e.g. `[3].` for the fourth item of a batch.
-    pub fn prefixed(self, prefix: &str) -> Self {
-        Self(
-            self.0
-                .into_iter()
-                .map(|e| FieldError::new(format!("{prefix}{}", e.field), e.message))
-                .collect(),
-        )
-    }
-
     pub fn extend(&mut self, other: FieldErrors) {
         self.0.extend(other.0);
     }

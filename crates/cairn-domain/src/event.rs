@@ -50,7 +50,7 @@ impl Unit {
     }
 }
 
-/// The event fields as they arrive; checked by [`NewEvent::parse`].
+/// The event fields as they arrive; checked by [`CheckedEvent::parse`].
 #[derive(Debug, Default, Deserialize)]
 pub struct EventInput {
     pub name: Option<Value>,
@@ -65,7 +65,7 @@ pub struct EventInput {
 }
 
 /// An event whose fields are well-formed. Its payload still has to satisfy
-/// its receiver's schema: see [`NewEvent::check_payload`].
+/// its receiver's schema: see [`CheckedEvent::parse`].
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub unit: Unit,
@@ -187,11 +187,6 @@ impl NewEvent {
             Some(event) if errors.is_empty() => Ok(event),
             _ => Err(errors),
         }
-    }
-
-    /// The payload must satisfy the receiver's schema.
-    pub fn check_payload(&self, schema: &ReceiverSchema) -> Result<(), FieldErrors> {
-        check_payload(&self.payload_value, schema)
     }
 }
 

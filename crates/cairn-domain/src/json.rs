@@ -29,10 +29,6 @@ impl JsonText {
         &self.0
     }
 
-    pub fn into_string(self) -> String {
-        self.0
-    }
-
     /// The document as a tree, for validation. Numbers beyond f64 lose
     /// precision here, never in the stored text.
     pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {

@@ -30,10 +30,6 @@ impl Text {
         &self.0
     }
 
-    pub fn into_string(self) -> String {
-        self.0
-    }
-
     /// Rebuild from storage, where only valid values were ever written.
     pub fn from_stored(s: String) -> Self {
         Self(s)

@@ -17,11 +17,6 @@ impl Timestamp {
         self.0
     }
 
-    /// Milliseconds since the epoch (what a ULID carries).
-    pub fn millis(self) -> u64 {
-        u64::try_from(self.0.div_euclid(1000)).unwrap_or(0)
-    }
-
     /// Parse an RFC 3339 timestamp with any offset; kept to the microsecond.
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
         let dt = OffsetDateTime::parse(s, &Rfc3339).ok()?;

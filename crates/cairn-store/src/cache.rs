@@ -65,12 +65,4 @@ impl ReceiverCache {
         self.insert(receiver.clone());
         Ok(receiver)
     }
-
-    pub fn len(&self) -> usize {
-        self.receivers.read().map(|m| m.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
