@@ -3,132 +3,18 @@
 //! there after a restart), schema compilation counted on the process's own
 //! /metrics, and a clean stop on SIGTERM.
 
+mod support;
+
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::{Server, client, listening_address, post_json};
 
 const WRITERS: usize = 8;
 const MAX_PER_WRITER: usize = 20_000;
 const RUN_BEFORE_KILL: Duration = Duration::from_millis(1500);
-
-/// A running `cairn serve`; killed (SIGKILL) when dropped.
-struct Server {
-    child: Child,
-    address: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(data_dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("failed to start the cairn binary");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel::<String>();
-        {
-            let log = Arc::clone(&log);
-            // Keep draining stderr for the life of the process so it never blocks.
-            std::thread::spawn(move || {
-                let mut tx = Some(tx);
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(addr) = listening_address(&line)
-                        && let Some(tx) = tx.take()
-                    {
-                        let _ = tx.send(addr);
-                    }
-                    let mut log = log.lock().unwrap();
-                    if log.len() < 500 {
-                        log.push(line);
-                    }
-                }
-            });
-        }
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(address) => Self {
-                child,
-                address,
-                log,
-            },
-            Err(e) => {
-                let _ = child.kill();
-                let status = child.wait();
-                panic!(
-                    "no `listening on http://...` line on stderr ({e}); exit: {status:?}; log:\n{}",
-                    log.lock().unwrap().join("\n")
-                );
-            }
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.address, path)
-    }
-
-    /// SIGKILL and reap.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// `... listening on http://127.0.0.1:4567 ...` -> `http://127.0.0.1:4567`
-fn listening_address(line: &str) -> Option<String> {
-    const MARK: &str = "listening on http://";
-    let start = line.find(MARK)? + MARK.len();
-    let hostport: String = line[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
-        .collect();
-    let (_, port) = hostport.rsplit_once(':')?;
-    port.parse::<u16>().ok().filter(|p| *p != 0)?;
-    Some(format!("http://{hostport}"))
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .unwrap()
-}
-
-async fn post_json(
-    client: &reqwest::Client,
-    url: &str,
-    body: &Value,
-) -> reqwest::Result<(u16, Value)> {
-    let res = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await?;
-    let status = res.status().as_u16();
-    let text = res.text().await?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
-}
 
 #[derive(Default)]
 struct Tally {

@@ -1,0 +1,516 @@
+//! Two real `cairn serve` processes on one PostgreSQL database, delivering
+//! to a real broker, with a consumer counting what arrives while the
+//! broker is killed and restarted and one node is killed outright.
+//!
+//! Checked: every event acknowledged by either node reaches the consumer
+//! at least once; by id, nothing is delivered that was not acknowledged;
+//! each unit's events arrive (first appearances) in the order they were
+//! acknowledged, though consecutive events of a unit were written through
+//! different nodes; each (group, unit) completion arrives under exactly one
+//! message id, matches the completions the API lists, and follows the
+//! event that completed it; requests never waited for the broker.
+//!
+//! Needs `CAIRN_TEST_DATABASE_URL` (a PostgreSQL server to create a
+//! database on) and the broker's server binary; skips with a reason when
+//! either is missing. `.ci/run` provides both.
+
+mod support;
+
+use async_nats::jetstream;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::{Server, client, free_port, get_json, post_json};
+use tokio::task::JoinHandle;
+
+/// Units written concurrently; each unit's events are written one after
+/// another, alternating between the nodes.
+const UNITS: usize = 12;
+/// Events per unit in each of the three phases.
+const ROUNDS: usize = 20;
+/// No request may take this long: the request path never waits for a broker.
+const SLOW: Duration = Duration::from_secs(2);
+
+/// Messages as the consumer received them, in arrival order (parsed JSON).
+type Received = Arc<Mutex<Vec<Value>>>;
+
+/// A broker the test runs itself, so it can kill it.
+trait Broker {
+    /// The inline TOML table of the sink that delivers to it.
+    fn sink(&self) -> String;
+    async fn kill(&mut self);
+    async fn restart(&mut self);
+    /// A consumer that keeps reading (reconnecting through outages) and
+    /// pushes every message it receives.
+    fn spawn_consumer(&self, received: Received) -> JoinHandle<()>;
+}
+
+fn skip(reason: &str) {
+    // Straight to stderr: libtest would capture eprintln!.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipping: {reason}");
+}
+
+/// Retry and breaker settings that make an outage short in test time.
+const FAST_RETRY: &str = "retry={base_ms=5,max_ms=200,max_attempts=4294967295,batch_size=64,poll_ms=10},\
+                          breaker={failures=3,open_ms=300}";
+
+// ---- NATS JetStream ------------------------------------------------------------
+
+const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+struct Nats {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<tokio::process::Child>,
+    stream: String,
+}
+
+impl Nats {
+    async fn start() -> Self {
+        let mut nats = Self {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            stream: "CLUSTER".into(),
+        };
+        nats.restart().await;
+        // The consumer's durable state lives in the stream, so make it
+        // before anything is published (the sink would create the same).
+        let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        js.get_or_create_stream(jetstream::stream::Config {
+            name: nats.stream.clone(),
+            subjects: vec!["cluster.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        nats
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Broker for Nats {
+    fn sink(&self) -> String {
+        format!(
+            "{{name=\"nats\",kind=\"nats\",url=\"{}\",stream=\"{}\",subject_prefix=\"cluster\",\
+             timeout_ms=500,{FAST_RETRY}}}",
+            self.url(),
+            self.stream
+        )
+    }
+
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+
+    async fn restart(&mut self) {
+        let child = tokio::process::Command::new(NATS_SERVER)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_for_port(self.port).await;
+    }
+
+    fn spawn_consumer(&self, received: Received) -> JoinHandle<()> {
+        let (url, stream) = (self.url(), self.stream.clone());
+        tokio::spawn(async move {
+            let client = async_nats::connect(url.as_str()).await.unwrap();
+            let js = jetstream::new(client);
+            loop {
+                // (Re)attach to the durable consumer; through an outage every
+                // step may fail for a while.
+                let consumer = async {
+                    let s = js.get_stream(&stream).await.ok()?;
+                    s.get_or_create_consumer::<jetstream::consumer::pull::Config>(
+                        "counter",
+                        jetstream::consumer::pull::Config {
+                            durable_name: Some("counter".into()),
+                            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .ok()
+                }
+                .await;
+                let Some(consumer) = consumer else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let Ok(mut messages) = consumer.messages().await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                while let Some(Ok(m)) = messages.next().await {
+                    let body: Value = serde_json::from_slice(&m.payload).unwrap();
+                    received.lock().unwrap().push(body);
+                    // A lost ack means a redelivery: the check dedups by id.
+                    let _ = m.ack().await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    }
+}
+
+async fn wait_for_port(port: u16) {
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the broker did not start listening on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---- the run ---------------------------------------------------------------------
+
+/// A database made for this run and dropped after it.
+struct Database {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    async fn create(server: &str, prefix: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!("cairn_{prefix}_{}_{nanos}", std::process::id());
+        cairn_store::postgres::create_database(server, &name)
+            .await
+            .unwrap();
+        let url = cairn_store::postgres::database_url(server, &name).unwrap();
+        Self {
+            server: server.to_owned(),
+            name,
+            url,
+        }
+    }
+
+    async fn drop(self) {
+        if let Err(e) = cairn_store::postgres::drop_database(&self.server, &self.name).await {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+struct Node {
+    server: Server,
+    _data_dir: tempfile::TempDir,
+}
+
+fn start_node(database_url: &str, sinks: &str) -> Node {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        data_dir.path(),
+        &["--database-url", database_url],
+        &[("CAIRN_SINKS", sinks)],
+    );
+    Node {
+        server,
+        _data_dir: data_dir,
+    }
+}
+
+fn unit_of(i: usize) -> Value {
+    json!({"name": format!("svc-{i}"), "version": "1.0.0", "release": "r1",
+           "platform_id": "linux", "package": "oci"})
+}
+
+/// Acknowledged event ids, by unit name, in acknowledgement order.
+type Acked = Arc<Mutex<HashMap<String, Vec<String>>>>;
+
+/// Each unit's writer posts `ROUNDS` events one after another, the k-th
+/// through `nodes[(unit + k) % len]`, alternating receivers, a few of them
+/// failures. Every request must succeed quickly.
+async fn ingest(nodes: &[String], receivers: &[String; 2], phase: usize, acked: &Acked) {
+    let client = client();
+    let mut writers = Vec::new();
+    for u in 0..UNITS {
+        let (client, nodes, receivers, acked) = (
+            client.clone(),
+            nodes.to_vec(),
+            receivers.clone(),
+            Arc::clone(acked),
+        );
+        writers.push(tokio::spawn(async move {
+            let unit = unit_of(u);
+            let name = unit["name"].as_str().unwrap().to_owned();
+            for k in 0..ROUNDS {
+                let seq = phase * ROUNDS + k;
+                let mut body = unit.clone();
+                body["description"] = json!(format!("event {seq} of {name}"));
+                body["payload"] = json!({"seq": seq});
+                body["success"] = json!(seq % 7 != 3);
+                body["event_receiver_id"] = json!(receivers[seq % 2]);
+                let node = &nodes[(u + k) % nodes.len()];
+                let start = Instant::now();
+                let (status, res) = post_json(&client, &format!("{node}/api/v1/events"), &body)
+                    .await
+                    .unwrap_or_else(|e| panic!("posting to {node}: {e}"));
+                assert_eq!(status, 200, "{res}");
+                assert!(
+                    start.elapsed() < SLOW,
+                    "a create took {:?}: the request path waited",
+                    start.elapsed()
+                );
+                let id = res["data"].as_str().unwrap().to_owned();
+                acked
+                    .lock()
+                    .unwrap()
+                    .entry(name.clone())
+                    .or_default()
+                    .push(id);
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+}
+
+async fn create(client: &reqwest::Client, url: &str, body: Value) -> String {
+    let (status, res) = post_json(client, url, &body).await.unwrap();
+    assert_eq!(status, 200, "{res}");
+    res["data"].as_str().unwrap().to_owned()
+}
+
+/// Every completion the API lists for `group`.
+async fn listed_completions(client: &reqwest::Client, node: &str, group: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{node}/api/v1/groups/{group}/completions?limit=100");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let (status, body) = get_json(client, &url).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        all.extend(body["data"].as_array().cloned().unwrap_or_default());
+        let next = body["next_cursor"].as_str().map(str::to_owned);
+        match next {
+            Some(c) if !c.is_empty() => cursor = Some(c),
+            _ => return all,
+        }
+    }
+}
+
+async fn run<B: Broker>(mut broker: B, db_server: &str, label: &str) {
+    let db = Database::create(db_server, label).await;
+    let sinks = format!("[{}]", broker.sink());
+    let mut a = start_node(&db.url, &sinks);
+    let b = start_node(&db.url, &sinks);
+    let client = client();
+    let (url_a, url_b) = (a.server.url(""), b.server.url(""));
+
+    let schema = json!({"type": "object", "required": ["seq"]});
+    let r1 = create(
+        &client,
+        &format!("{url_a}/api/v1/receivers"),
+        json!({"name": "build", "type": "ci.build", "version": "1", "description": "d", "schema": schema}),
+    )
+    .await;
+    let r2 = create(
+        &client,
+        &format!("{url_b}/api/v1/receivers"),
+        json!({"name": "scan", "type": "ci.scan", "version": "1", "description": "d", "schema": schema}),
+    )
+    .await;
+    let group = create(
+        &client,
+        &format!("{url_b}/api/v1/groups"),
+        json!({"name": "gate", "type": "release.ready", "version": "1", "description": "d",
+               "enabled": true, "event_receiver_ids": [r1, r2]}),
+    )
+    .await;
+    let receivers = [r1.clone(), r2.clone()];
+
+    let received: Received = Arc::default();
+    let consumer = broker.spawn_consumer(Arc::clone(&received));
+    let acked: Acked = Arc::default();
+    let both = [url_a.clone(), url_b.clone()];
+
+    // 1. Both nodes, broker up.
+    ingest(&both, &receivers, 0, &acked).await;
+    let start = Instant::now();
+    while received.lock().unwrap().len() < 10 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "nothing reached the consumer\nnode a:\n{}\nnode b:\n{}",
+            a.server.log(),
+            b.server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 2. Broker killed; both nodes keep taking events.
+    broker.kill().await;
+    let outage = Instant::now();
+    ingest(&both, &receivers, 1, &acked).await;
+    eprintln!(
+        "{label}: {} creates during the outage took {:?}",
+        UNITS * ROUNDS,
+        outage.elapsed()
+    );
+    // 3. Broker back; node a killed outright; node b alone carries on, and
+    //    its relay takes over whatever node a was delivering.
+    broker.restart().await;
+    a.server.kill();
+    ingest(std::slice::from_ref(&url_b), &receivers, 2, &acked).await;
+
+    let acked = acked.lock().unwrap().clone();
+    let expected: HashSet<&String> = acked.values().flatten().collect();
+    let start = Instant::now();
+    loop {
+        let got: HashSet<String> = received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["data"]["events"][0]["id"].as_str().map(str::to_owned))
+            .collect();
+        if expected.iter().all(|id| got.contains(*id)) {
+            break;
+        }
+        let missing = expected.iter().filter(|id| !got.contains(**id)).count();
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "{missing} of {} acknowledged events never reached the consumer\nnode b:\n{}",
+            expected.len(),
+            b.server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let any completion still in flight arrive too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    consumer.abort();
+    let received = received.lock().unwrap().clone();
+
+    // Dedup by message id, keeping first arrivals in order.
+    let mut ids = HashSet::new();
+    let mut duplicates = 0;
+    let mut first: Vec<&Value> = Vec::new();
+    for m in &received {
+        let id = m["id"].as_str().expect("every message has an id");
+        if ids.insert(id) {
+            first.push(m);
+        } else {
+            duplicates += 1;
+        }
+    }
+    let group_source = format!("cairn/groups/{group}");
+    let mut events_by_unit: HashMap<String, Vec<String>> = HashMap::new();
+    let mut completions: HashMap<String, Vec<String>> = HashMap::new();
+    for m in &first {
+        let unit = m["name"].as_str().unwrap_or_default().to_owned();
+        if m["source"] == json!(group_source) {
+            // The completing event came first in this unit's sequence.
+            let completing = m["data"]["events"][0]["id"].as_str().unwrap();
+            assert!(
+                events_by_unit
+                    .get(&unit)
+                    .is_some_and(|seen| seen.iter().any(|e| e == completing)),
+                "the completion of {unit} arrived before the event that completed it"
+            );
+            completions
+                .entry(unit)
+                .or_default()
+                .push(m["id"].as_str().unwrap().to_owned());
+        } else if m["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("cairn/receivers/"))
+        {
+            let event = m["data"]["events"][0]["id"].as_str().unwrap().to_owned();
+            events_by_unit.entry(unit).or_default().push(event);
+        }
+    }
+    eprintln!(
+        "{label}: {} messages received, {} distinct, {duplicates} redelivered; {} events acked",
+        received.len(),
+        first.len(),
+        expected.len()
+    );
+    // Exactly the acknowledged events, each unit's in acknowledgement order.
+    assert_eq!(events_by_unit, acked, "events per unit, in arrival order");
+    // One completion message per unit, matching what the API lists.
+    let listed = listed_completions(&client, &url_b, &group).await;
+    let listed_units: HashSet<String> = listed
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed.len(), listed_units.len(), "one completion per unit");
+    assert!(
+        !listed.is_empty(),
+        "the run completed the group for some unit"
+    );
+    for (unit, messages) in &completions {
+        assert_eq!(messages.len(), 1, "{unit} completed under several ids");
+    }
+    let delivered_units: HashSet<String> = completions.keys().cloned().collect();
+    assert_eq!(
+        delivered_units, listed_units,
+        "completions delivered = listed"
+    );
+    // The receivers and the group were announced too.
+    for (type_, n) in [
+        ("cairn.event.receiver.created", 2),
+        ("cairn.event.receiver.group.created", 1),
+    ] {
+        let count = first.iter().filter(|m| m["type"] == json!(type_)).count();
+        assert_eq!(count, n, "{type_} messages");
+    }
+    let (status, _) = get_json(&client, &b.server.url("/healthz/readiness"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "node b is ready after the run");
+    drop(b);
+    drop(a);
+    db.drop().await;
+}
+
+fn database_server() -> Option<String> {
+    match std::env::var("CAIRN_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            skip(
+                "CAIRN_TEST_DATABASE_URL is unset (e.g. postgres://postgres@127.0.0.1:5432/postgres; .ci/run sets it)",
+            );
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_deliver_everything_through_a_nats_outage_and_a_node_kill() {
+    let Some(db) = database_server() else { return };
+    if !Path::new(NATS_SERVER).exists() {
+        return skip(&format!("no {NATS_SERVER}"));
+    }
+    run(Nats::start().await, &db, "cluster_nats").await;
+}
