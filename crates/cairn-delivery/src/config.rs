@@ -31,6 +31,7 @@ pub enum SinkKind {
     Memory(crate::memory::MemoryConfig),
     Nats(crate::nats::NatsConfig),
     Redis(crate::redis::RedisConfig),
+    Kafka(crate::kafka::KafkaConfig),
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -122,6 +123,9 @@ impl SinkConfig {
             )),
             SinkKind::Redis(c) => Ok(Arc::new(
                 crate::redis::RedisSink::new(&self.name, c).map_err(invalid)?,
+            )),
+            SinkKind::Kafka(c) => Ok(Arc::new(
+                crate::kafka::KafkaSink::new(&self.name, c).map_err(invalid)?,
             )),
         }
     }
