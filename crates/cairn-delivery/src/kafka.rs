@@ -35,10 +35,11 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::Mutex;
 
@@ -133,9 +134,8 @@ pub struct KafkaSink {
     brokers: String,
     timeout: Duration,
     client_config: ClientConfig,
-    /// Made on first use; re-made after a fatal producer error (one can
-    /// leave an idempotent producer unusable).
-    producer: Mutex<Option<Arc<FutureProducer>>>,
+    /// Made on first use; re-made after failures (see `retire`).
+    producer: Mutex<Option<Arc<Client>>>,
 }
 
 impl KafkaSink {
@@ -186,7 +186,7 @@ impl KafkaSink {
         &self.topic
     }
 
-    async fn producer(&self) -> Result<Arc<FutureProducer>, String> {
+    async fn producer(&self) -> Result<Arc<Client>, String> {
         let mut slot = self.producer.lock().await;
         if let Some(p) = slot.as_ref() {
             return Ok(p.clone());
@@ -196,20 +196,28 @@ impl KafkaSink {
         Ok(p)
     }
 
-    /// Drop a producer that reported a fatal error; the next delivery makes
-    /// a new one. Dropping flushes briefly, so it happens off the runtime.
-    async fn discard_if_fatal(&self, producer: Arc<FutureProducer>) {
-        let Some((code, reason)) = producer.client().fatal_error() else {
-            return;
-        };
-        tracing::error!(sink = %self.name, ?code, %reason, "fatal Kafka producer error; re-creating the producer");
-        let mut slot = self.producer.lock().await;
-        if slot.as_ref().is_some_and(|p| Arc::ptr_eq(p, &producer))
-            && let Some(old) = slot.take()
-        {
-            drop(tokio::task::spawn_blocking(move || drop(old)));
+    /// Retire `producer` (the next delivery makes a new one) after a
+    /// delivery report said a message failed. A producer keeps its
+    /// producer id, epoch and sequence numbers, which a broker that lost
+    /// its state (restarted without it, or failed over) may never accept
+    /// again: seen with tansu as endless timeouts, or `ProducerFenced`; a
+    /// new producer starts clean. Dropping it purges what it still queued and waits
+    /// for its threads, so this happens off the runtime, and before the
+    /// next delivery starts.
+    async fn retire(&self, producer: Arc<Client>) {
+        if let Some((code, reason)) = producer.inner.client().fatal_error() {
+            tracing::error!(sink = %self.name, ?code, %reason, "fatal Kafka producer error");
         }
-        drop(tokio::task::spawn_blocking(move || drop(producer)));
+        let mut slot = self.producer.lock().await;
+        let old = if slot.as_ref().is_some_and(|p| Arc::ptr_eq(p, &producer)) {
+            slot.take()
+        } else {
+            None
+        };
+        let dropped = tokio::task::spawn_blocking(move || drop((old, producer))).await;
+        if let Err(e) = dropped {
+            tracing::warn!(sink = %self.name, error = %e, "dropping the Kafka producer failed");
+        }
     }
 
     /// Produce one message; an error is one the client gave at once (queue
@@ -264,10 +272,23 @@ impl KafkaSink {
     }
 }
 
-fn create_producer(config: &ClientConfig) -> Result<Arc<FutureProducer>, String> {
+/// A producer, and whether the broker ever acknowledged one of its
+/// messages (only then does it hold sequence numbers a broker could
+/// reject; a new one that merely has not connected yet is kept).
+struct Client {
+    inner: FutureProducer,
+    acked: AtomicBool,
+}
+
+fn create_producer(config: &ClientConfig) -> Result<Arc<Client>, String> {
     config
         .create::<FutureProducer>()
-        .map(Arc::new)
+        .map(|inner| {
+            Arc::new(Client {
+                inner,
+                acked: AtomicBool::new(false),
+            })
+        })
         .map_err(|e| format!("creating the Kafka producer: {e}"))
 }
 
@@ -338,6 +359,9 @@ impl Sink for KafkaSink {
         }
         let producer = self.producer().await.map_err(|e| SinkError::new(0, e))?;
         let mut failure = FirstFailure(None);
+        // Delivery reports said messages timed out / failed otherwise (or
+        // never came).
+        let (mut timed_out, mut broken) = (false, false);
         for wave in waves(batch) {
             let mut pending: Vec<(usize, DeliveryFuture)> = Vec::with_capacity(wave.len());
             for i in wave {
@@ -345,7 +369,7 @@ impl Sink for KafkaSink {
                     break;
                 }
                 let Some(m) = batch.get(i) else { break };
-                match self.send(&producer, m) {
+                match self.send(&producer.inner, m) {
                     Ok(f) => pending.push((i, f)),
                     Err(e) => {
                         failure.note(i, e);
@@ -355,7 +379,17 @@ impl Sink for KafkaSink {
             }
             let deadline = tokio::time::Instant::now() + self.report_deadline();
             for (i, report) in pending {
-                match tokio::time::timeout_at(deadline, report).await {
+                let outcome = tokio::time::timeout_at(deadline, report).await;
+                match &outcome {
+                    Ok(Ok(Ok(_))) => producer.acked.store(true, Ordering::Relaxed),
+                    Ok(Ok(Err((e, _))))
+                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut) =>
+                    {
+                        timed_out = true
+                    }
+                    _ => broken = true,
+                }
+                match outcome {
                     Ok(Ok(Ok(_))) => {}
                     Ok(Ok(Err((e, _)))) => failure.note(i, describe(&e)),
                     Ok(Err(_)) => failure.note(i, "the producer closed before reporting".into()),
@@ -372,7 +406,13 @@ impl Sink for KafkaSink {
         let Some((index, reason)) = failure.0 else {
             return Ok(());
         };
-        self.discard_if_fatal(producer).await;
+        // Timeouts alone retire only a producer the broker acknowledged
+        // before: a new one may merely not have connected yet (getting a
+        // producer id takes a while), and re-making it would start over.
+        let ever_acked = producer.acked.load(Ordering::Relaxed);
+        if broken || (timed_out && ever_acked) || producer.inner.client().fatal_error().is_some() {
+            self.retire(producer).await;
+        }
         let id = batch
             .get(index)
             .map(|m| m.id.to_string())
@@ -394,6 +434,7 @@ impl Sink for KafkaSink {
         let timeout = self.timeout;
         let fetched = tokio::task::spawn_blocking(move || {
             producer
+                .inner
                 .client()
                 .fetch_metadata(Some(&topic), timeout)
                 .map(|md| {
