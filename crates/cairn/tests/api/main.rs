@@ -15,6 +15,7 @@ mod group_membership;
 mod groups;
 mod health;
 mod helpers;
+mod kafka_outage;
 mod lists;
 mod nats_outage;
 mod persistence;

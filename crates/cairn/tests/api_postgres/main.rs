@@ -24,6 +24,8 @@ mod groups;
 mod health;
 #[path = "../api/helpers.rs"]
 mod helpers;
+#[path = "../api/kafka_outage.rs"]
+mod kafka_outage;
 #[path = "../api/lists.rs"]
 mod lists;
 #[path = "../api/nats_outage.rs"]
