@@ -227,6 +227,54 @@ mod tests {
         });
     }
 
+    #[allow(clippy::result_large_err)]
+    #[test]
+    fn kafka_sinks_are_configured_and_bad_fields_named() {
+        use cairn_delivery::config::SinkKind;
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "cairn.toml",
+                "[[sinks]]\nname = \"k\"\nkind = \"kafka\"\nbrokers = \"127.0.0.1:19092\"\n",
+            )?;
+            let s = Settings::load(Some(Path::new("cairn.toml")), Overrides::default())
+                .map_err(|e| e.to_string())?;
+            let SinkKind::Kafka(k) = &s.sinks[0].kind else {
+                panic!("a kafka sink: {:?}", s.sinks[0].kind);
+            };
+            assert_eq!(k.brokers, "127.0.0.1:19092");
+            assert_eq!(
+                (k.topic.as_str(), k.timeout_ms),
+                ("cairn", 5_000),
+                "defaults"
+            );
+            for (sinks, named) in [
+                (
+                    r#"[{name="k",kind="kafka",brokers="kafka://h:9092"}]"#,
+                    "kafka brokers",
+                ),
+                (r#"[{name="k",kind="kafka",brokers="h"}]"#, "kafka brokers"),
+                (
+                    r#"[{name="k",kind="kafka",brokers="h:1",topic="a/b"}]"#,
+                    "kafka topic",
+                ),
+                (
+                    r#"[{name="k",kind="kafka",brokers="h:1",timeout_ms=0}]"#,
+                    "kafka timeout_ms",
+                ),
+                (
+                    r#"[{name="k",kind="kafka",brokers="h:1",broker="h:2"}]"#,
+                    "broker",
+                ),
+                (r#"[{name="k",kind="kafka"}]"#, "brokers"),
+            ] {
+                jail.set_env("CAIRN_SINKS", sinks);
+                let err = Settings::load(None, Overrides::default()).unwrap_err();
+                assert!(err.to_string().contains(named), "{sinks}: {err}");
+            }
+            Ok(())
+        });
+    }
+
     // figment::Jail's closure signature returns figment's (large) error type.
     #[allow(clippy::result_large_err)]
     #[test]
