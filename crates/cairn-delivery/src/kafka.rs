@@ -379,27 +379,39 @@ impl Sink for KafkaSink {
             }
             let deadline = tokio::time::Instant::now() + self.report_deadline();
             for (i, report) in pending {
-                let outcome = tokio::time::timeout_at(deadline, report).await;
-                match &outcome {
+                match tokio::time::timeout_at(deadline, report).await {
                     Ok(Ok(Ok(_))) => producer.acked.store(true, Ordering::Relaxed),
                     Ok(Ok(Err((e, _))))
                         if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut) =>
                     {
-                        timed_out = true
+                        timed_out = true;
+                        failure.note(
+                            i,
+                            format!(
+                                "{} after timeout_ms = {} (is a broker up, and does the topic exist?)",
+                                describe(&e),
+                                self.timeout.as_millis()
+                            ),
+                        );
                     }
-                    _ => broken = true,
-                }
-                match outcome {
-                    Ok(Ok(Ok(_))) => {}
-                    Ok(Ok(Err((e, _)))) => failure.note(i, describe(&e)),
-                    Ok(Err(_)) => failure.note(i, "the producer closed before reporting".into()),
-                    Err(_) => failure.note(
-                        i,
-                        format!(
-                            "no delivery report within {} ms",
-                            self.report_deadline().as_millis()
-                        ),
-                    ),
+                    Ok(Ok(Err((e, _)))) => {
+                        broken = true;
+                        failure.note(i, describe(&e));
+                    }
+                    Ok(Err(_)) => {
+                        broken = true;
+                        failure.note(i, "the producer closed before reporting".into());
+                    }
+                    Err(_) => {
+                        broken = true;
+                        failure.note(
+                            i,
+                            format!(
+                                "no delivery report within {} ms",
+                                self.report_deadline().as_millis()
+                            ),
+                        );
+                    }
                 }
             }
         }
