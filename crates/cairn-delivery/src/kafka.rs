@@ -31,7 +31,8 @@
 
 use crate::{OutboxMessage, Sink, SinkError};
 use async_trait::async_trait;
-use rdkafka::config::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -191,7 +192,7 @@ impl KafkaSink {
         if let Some(p) = slot.as_ref() {
             return Ok(p.clone());
         }
-        let p = create_producer(&self.client_config)?;
+        let p = create_producer(&self.name, &self.client_config)?;
         *slot = Some(p.clone());
         Ok(p)
     }
@@ -222,7 +223,11 @@ impl KafkaSink {
 
     /// Produce one message; an error is one the client gave at once (queue
     /// full, message too large, ...).
-    fn send(&self, producer: &FutureProducer, m: &OutboxMessage) -> Result<DeliveryFuture, String> {
+    fn send(
+        &self,
+        producer: &FutureProducer<SinkContext>,
+        m: &OutboxMessage,
+    ) -> Result<DeliveryFuture, String> {
         let id = m.id.to_string();
         let time = m.created_at.to_string();
         let source = source_of(&m.json);
@@ -276,13 +281,49 @@ impl KafkaSink {
 /// messages (only then does it hold sequence numbers a broker could
 /// reject; a new one that merely has not connected yet is kept).
 struct Client {
-    inner: FutureProducer,
+    inner: FutureProducer<SinkContext>,
     acked: AtomicBool,
 }
 
-fn create_producer(config: &ClientConfig) -> Result<Arc<Client>, String> {
+/// Routes librdkafka's log lines and client errors to `tracing`, tagged
+/// with the sink. A broker that cannot be reached is the relay's business
+/// (it logs each failed delivery), so the client's reports of it are
+/// warnings, not errors; librdkafka backs off its reconnects (100 ms
+/// doubling to 10 s).
+#[derive(Clone)]
+struct SinkContext {
+    sink: String,
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let sink = self.sink.as_str();
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                tracing::error!(target: "librdkafka", sink, fac, "{message}")
+            }
+            RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", sink, fac, "{message}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", sink, fac, "{message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", sink, fac, "{message}"),
+        }
+    }
+
+    /// Client-wide errors repeat what `log` said (a failed connect is a
+    /// `FAIL` line there too), so they are kept for debugging.
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(target: "librdkafka", sink = %self.sink, %error, "{reason}");
+    }
+}
+
+fn create_producer(name: &str, config: &ClientConfig) -> Result<Arc<Client>, String> {
     config
-        .create::<FutureProducer>()
+        .create_with_context::<_, FutureProducer<SinkContext>>(SinkContext {
+            sink: name.to_owned(),
+        })
         .map(|inner| {
             Arc::new(Client {
                 inner,
