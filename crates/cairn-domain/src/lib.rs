@@ -3,6 +3,7 @@
 //!
 //! Nothing here performs I/O or knows about HTTP, SQL or brokers.
 
+pub mod access;
 pub mod completion;
 pub mod error;
 pub mod event;
