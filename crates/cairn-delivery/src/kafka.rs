@@ -275,14 +275,25 @@ impl KafkaSink {
     fn report_deadline(&self) -> Duration {
         self.timeout * 2 + Duration::from_secs(2)
     }
+
+    /// How long a new producer that was never acknowledged may keep timing
+    /// out before it is re-made.
+    fn grace(&self) -> Duration {
+        (self.timeout * 3).max(Duration::from_secs(5))
+    }
 }
 
-/// A producer, and whether the broker ever acknowledged one of its
-/// messages (only then does it hold sequence numbers a broker could
-/// reject; a new one that merely has not connected yet is kept).
+/// A producer, whether the broker ever acknowledged one of its messages,
+/// and when it was made. A producer that was acknowledged, or that is past
+/// its grace period, is re-made after timed-out deliveries: it may hold a
+/// producer id and sequence numbers a restarted broker never accepts (one
+/// made at start-up for the health check and first used after a broker
+/// restart times out forever otherwise). A young, never-acknowledged one
+/// is kept: it may merely not have connected yet.
 struct Client {
     inner: FutureProducer<SinkContext>,
     acked: AtomicBool,
+    made: std::time::Instant,
 }
 
 /// Routes librdkafka's log lines and client errors to `tracing`, tagged
@@ -328,6 +339,7 @@ fn create_producer(name: &str, config: &ClientConfig) -> Result<Arc<Client>, Str
             Arc::new(Client {
                 inner,
                 acked: AtomicBool::new(false),
+                made: std::time::Instant::now(),
             })
         })
         .map_err(|e| format!("creating the Kafka producer: {e}"))
@@ -459,11 +471,13 @@ impl Sink for KafkaSink {
         let Some((index, reason)) = failure.0 else {
             return Ok(());
         };
-        // Timeouts alone retire only a producer the broker acknowledged
-        // before: a new one may merely not have connected yet (getting a
-        // producer id takes a while), and re-making it would start over.
-        let ever_acked = producer.acked.load(Ordering::Relaxed);
-        if broken || (timed_out && ever_acked) || producer.inner.client().fatal_error().is_some() {
+        // Timeouts retire a producer the broker acknowledged before, or one
+        // past its grace period; a new one may merely not have connected
+        // yet (getting a producer id takes a while), and re-making it would
+        // start over.
+        let stale =
+            producer.acked.load(Ordering::Relaxed) || producer.made.elapsed() > self.grace();
+        if broken || (timed_out && stale) || producer.inner.client().fatal_error().is_some() {
             self.retire(producer).await;
         }
         let id = batch
