@@ -96,11 +96,17 @@ async fn lock_units(ctx: &mut WriteCtx<'_>, units: &[&Unit]) -> StoreResult<()> 
     Ok(())
 }
 
-/// Make this node's next ids exceed every event id already committed for
-/// the units (another node's clock may be ahead of ours). Called with the
-/// units' locks held, so ids increase in commit order per unit. One
-/// statement for all the units of a batch.
-async fn raise_floor(ctx: &mut WriteCtx<'_>, units: &[&Unit]) -> StoreResult<()> {
+/// Lock the batch's `receivers` `FOR SHARE` (in id order) and make this
+/// node's next ids exceed every event id already committed for the units
+/// (another node's clock may be ahead of ours), in one statement. Called
+/// with the units' locks held (taken by an earlier statement, so this
+/// statement's snapshot sees every event their previous holders
+/// committed): ids increase in commit order per unit.
+async fn lock_receivers_and_raise_floor(
+    ctx: &mut WriteCtx<'_>,
+    receivers: &[String],
+    units: &[&Unit],
+) -> StoreResult<()> {
     let mut cols: [Vec<&str>; 5] = Default::default();
     for u in units {
         cols[0].push(u.name.as_str());
@@ -110,9 +116,12 @@ async fn raise_floor(ctx: &mut WriteCtx<'_>, units: &[&Unit]) -> StoreResult<()>
         cols[4].push(u.package.as_str());
     }
     let [names, versions, releases, platforms, packages] = cols;
+    let context = "locking receivers and reading the units' newest event ids";
     let row = query(
-        "SELECT max(m.id) FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-                AS u(n, v, r, p, k)
+        "WITH r AS (SELECT id FROM receivers WHERE id = ANY($6) ORDER BY id FOR SHARE)
+         SELECT max(m.id), (SELECT count(*) FROM r)
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+              AS u(n, v, r, p, k)
          CROSS JOIN LATERAL (
              SELECT max(id) AS id FROM events
              WHERE name = u.n AND version = u.v AND release = u.r AND platform_id = u.p
@@ -123,12 +132,11 @@ async fn raise_floor(ctx: &mut WriteCtx<'_>, units: &[&Unit]) -> StoreResult<()>
     .bind(releases)
     .bind(platforms)
     .bind(packages)
+    .bind(receivers)
     .fetch_one(&mut *ctx.conn)
     .await
-    .map_err(db("reading the units' newest event ids"))?;
-    let max: Option<String> = row
-        .try_get(0)
-        .map_err(db("reading the units' newest event ids"))?;
+    .map_err(db(context))?;
+    let max: Option<String> = row.try_get(0).map_err(db(context))?;
     if let Some(max) = max {
         let floor = Ulid::from_string(&max).map_err(|e| {
             StoreError::Internal(format!("stored event id {max:?} is not a ULID: {e}"))
@@ -235,7 +243,7 @@ async fn groups_of(
 }
 
 /// Events written but not yet inserted: inserted together, in order, by
-/// [`flush`] (one statement for the events, one for their messages).
+/// [`flush`] (one statement for the events and their messages).
 #[derive(Default)]
 struct Pending<'a> {
     events: Vec<(Event, &'a Arc<Receiver>, MessageId)>,
@@ -279,12 +287,24 @@ async fn flush(ctx: &mut WriteCtx<'_>, pending: &mut Pending<'_>) -> StoreResult
         keys.push(message::unit_key(u));
     }
     let [names, versions, releases, platforms, packages] = unit_cols;
+    // One statement: the events (CTE), then their messages. The scalar
+    // subquery over `ev` runs once, before the first outbox row is formed,
+    // so every event row exists before any message takes its position;
+    // the foreign-key checks run at the end of the statement and see them.
     query(
-        "INSERT INTO events (id, receiver_id, name, version, release, platform_id, package,
-                             description, payload, success, created_at)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                              $6::text[], $7::text[], $8::text[], $9::text[], $10::bool[],
-                              $11::bigint[])",
+        "WITH ev AS (
+             INSERT INTO events (id, receiver_id, name, version, release, platform_id, package,
+                                 description, payload, success, created_at)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::text[], $7::text[], $8::text[], $9::text[], $10::bool[],
+                                  $11::bigint[])
+             RETURNING 1)
+         INSERT INTO outbox (id, type, ordering_key, event_id, created_at)
+         SELECT id, type, k, e, c
+         FROM unnest($12::text[], $13::text[], $14::text[], $1::text[], $11::bigint[])
+              WITH ORDINALITY AS t(id, type, k, e, c, i)
+         WHERE (SELECT count(*) FROM ev) >= 0
+         ORDER BY i",
     )
     .bind(&ids)
     .bind(receiver_ids)
@@ -297,24 +317,12 @@ async fn flush(ctx: &mut WriteCtx<'_>, pending: &mut Pending<'_>) -> StoreResult
     .bind(payloads)
     .bind(successes)
     .bind(&times)
-    .execute(&mut *ctx.conn)
-    .await
-    .map_err(db("inserting events"))?;
-    query(
-        "INSERT INTO outbox (id, type, ordering_key, event_id, created_at)
-         SELECT id, type, k, e, c
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
-              WITH ORDINALITY AS t(id, type, k, e, c, i)
-         ORDER BY i",
-    )
     .bind(message_ids)
     .bind(types)
     .bind(keys)
-    .bind(&ids)
-    .bind(&times)
     .execute(&mut *ctx.conn)
     .await
-    .map_err(db("writing outbox messages"))?;
+    .map_err(db("inserting events and their outbox messages"))?;
     pending.events.clear();
     Ok(())
 }
@@ -343,12 +351,7 @@ pub async fn insert_events(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    query("SELECT id FROM receivers WHERE id = ANY($1) ORDER BY id FOR SHARE")
-        .bind(&receivers)
-        .fetch_all(&mut *ctx.conn)
-        .await
-        .map_err(db("locking receivers"))?;
-    raise_floor(ctx, &units).await?;
+    lock_receivers_and_raise_floor(ctx, &receivers, &units).await?;
     // Only receivers of events that may complete a group need their groups.
     let completing: Vec<String> = all()
         .filter(|c| completion::may_complete(c.event().success))
