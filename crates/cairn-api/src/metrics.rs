@@ -88,6 +88,14 @@ fn describe() {
         "Highest outbox position written (compare with each sink's cursor)"
     );
     metrics::describe_gauge!(
+        "cairn_sink_cursor",
+        "Last outbox position a sink acknowledged (or gave up on), per sink"
+    );
+    metrics::describe_counter!(
+        "cairn_store_batch_retries_total",
+        "PostgreSQL write batches that failed and were written again request by request"
+    );
+    metrics::describe_gauge!(
         "cairn_outbox_lag_seconds",
         "Age of the oldest message a sink has not yet delivered"
     );

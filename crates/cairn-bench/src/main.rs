@@ -5,6 +5,7 @@
 //! and prints throughput, latency percentiles, errors and the server's
 //! memory use. See docs/PERFORMANCE.md.
 
+mod delivery;
 mod load;
 mod server;
 
@@ -90,6 +91,12 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+
+    /// When the server runs outbox relays (sinks configured, e.g. through
+    /// CAIRN_SINKS): how long to wait after each create scenario for every
+    /// sink to catch up before reporting it as not drained.
+    #[arg(long, default_value_t = 120)]
+    drain_timeout_secs: u64,
 }
 
 fn main() -> ExitCode {
@@ -394,6 +401,8 @@ struct Scenario {
     server_cpu_pct: Option<f64>,
     bench_cpu_pct: Option<f64>,
     server_rss_kib: Option<u64>,
+    /// Per sink, whether delivery kept up (create scenarios with sinks).
+    delivery: Vec<delivery::SinkReport>,
 }
 
 impl Scenario {
@@ -437,6 +446,7 @@ impl Scenario {
             "server_cpu_percent": self.server_cpu_pct,
             "bench_cpu_percent": self.bench_cpu_pct,
             "server_rss_mib_after": self.server_rss_kib.map(mib),
+            "delivery": self.delivery.iter().map(delivery::SinkReport::to_json).collect::<Vec<_>>(),
         })
     }
 }
@@ -472,6 +482,17 @@ async fn bench(args: &Args, target: &mut Target, machine: &Machine) -> Result<Re
     let base = target.base.clone();
     let receiver_id = create_receiver(&client, &base).await?;
     println!("setup: created receiver {receiver_id}");
+    let metrics_url = format!("{base}/metrics");
+    let sinks = delivery::sinks(&delivery::fetch(&client, &metrics_url).await?);
+    if sinks.is_empty() {
+        println!("delivery: the server runs no outbox relay (no sink configured)");
+    } else {
+        println!(
+            "delivery: the server relays the outbox to {}; each create scenario also reports \
+             whether delivery kept up",
+            sinks.join(", ")
+        );
+    }
 
     let names: Vec<String> = (0..args.names)
         .map(|i| format!("bench-unit-{i:04}"))
@@ -528,13 +549,25 @@ async fn bench(args: &Args, target: &mut Target, machine: &Machine) -> Result<Re
         let pid = target.pid;
         let ticks = machine.clock_ticks;
         let mut cpu_start = None;
+        let mut measure_start = Instant::now();
+        let watch_delivery = !sinks.is_empty() && name == "create event";
+        let (stop_sampling, stop_rx) = tokio::sync::watch::channel(false);
+        let sampler = watch_delivery.then(|| {
+            tokio::spawn(delivery::sample_until(
+                client.clone(),
+                metrics_url.clone(),
+                stop_rx,
+            ))
+        });
         let outcome = load::run(&client, work, &plan(concurrency), || {
+            measure_start = Instant::now();
             cpu_start = Some((
                 pid.and_then(|p| server::read_cpu_seconds(Some(p), ticks)),
                 server::read_cpu_seconds(None, ticks),
             ));
         })
         .await;
+        let load_end = Instant::now();
         let cpu_end = (
             pid.and_then(|p| server::read_cpu_seconds(Some(p), ticks)),
             server::read_cpu_seconds(None, ticks),
@@ -550,6 +583,18 @@ async fn bench(args: &Args, target: &mut Target, machine: &Machine) -> Result<Re
             last_memory = memory;
         }
         ids.extend(outcome.created_ids.iter().cloned());
+        let mut delivery_reports = Vec::new();
+        if let Some(sampler) = sampler {
+            let _ = stop_sampling.send(true);
+            let during = sampler.await.unwrap_or_default();
+            let after = drain(&client, &metrics_url, &sinks, args.drain_timeout_secs).await;
+            let final_head = after.first().map_or(0.0, |s| s.head);
+            let window = (measure_start, measure_start + outcome.window);
+            delivery_reports = sinks
+                .iter()
+                .map(|sink| delivery::report(sink, &during, &after, window, load_end, final_head))
+                .collect();
+        }
         let scenario = Scenario {
             name,
             concurrency,
@@ -558,6 +603,7 @@ async fn bench(args: &Args, target: &mut Target, machine: &Machine) -> Result<Re
             server_rss_kib: memory.map(|m| m.rss_kib),
             outcome: Some(outcome),
             note: None,
+            delivery: delivery_reports,
         };
         eprintln!(
             "  done: {} requests, {:.1} req/s, {} errors",
@@ -594,7 +640,40 @@ fn skipped(name: &str, concurrency: usize, why: &str) -> Scenario {
         server_cpu_pct: None,
         bench_cpu_pct: None,
         server_rss_kib: None,
+        delivery: Vec::new(),
     }
+}
+
+/// After a create scenario: sample `/metrics` until every sink's cursor
+/// has reached the outbox head as it stands now (no more writes come), or
+/// `timeout_secs` passed.
+async fn drain(
+    client: &Client,
+    metrics_url: &str,
+    sinks: &[String],
+    timeout_secs: u64,
+) -> Vec<delivery::Sample> {
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    let mut samples: Vec<delivery::Sample> = Vec::new();
+    loop {
+        if let Ok(text) = delivery::fetch(client, metrics_url).await
+            && let Some(s) = delivery::parse(&text, Instant::now())
+        {
+            let head = samples.first().map_or(s.head, |f| f.head);
+            let caught_up = sinks
+                .iter()
+                .all(|k| s.cursors.get(k).copied().unwrap_or(0.0) >= head);
+            samples.push(s);
+            if caught_up {
+                break;
+            }
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    samples
 }
 
 /// Create the receiver all bench events point at. Retries connection errors
@@ -731,6 +810,56 @@ fn print_table(scenarios: &[Scenario]) {
         for n in notes {
             println!("{n}");
         }
+    }
+    let with_delivery: Vec<&Scenario> = scenarios
+        .iter()
+        .filter(|s| !s.delivery.is_empty())
+        .collect();
+    if !with_delivery.is_empty() {
+        println!();
+        println!(
+            "{:<20} {:>5} {:<12} {:>9} {:>12} {:>11} {:>12} {:>10} {:>8}",
+            "delivery",
+            "conc",
+            "sink",
+            "creates/s",
+            "delivered/s",
+            "trend msg/s",
+            "max backlog",
+            "end backlog",
+            "drain s"
+        );
+        for s in with_delivery {
+            for d in &s.delivery {
+                println!(
+                    "{:<20} {:>5} {:<12} {:>9} {:>12} {:>11} {:>12} {:>10} {:>8}  {}",
+                    s.name,
+                    s.concurrency,
+                    d.sink,
+                    fmt_opt(s.rps(), 1),
+                    fmt_opt(d.delivered_per_sec, 1),
+                    fmt_opt(d.backlog_trend_per_sec, 1),
+                    fmt_opt(Some(d.backlog_max), 0),
+                    fmt_opt(d.backlog_at_end, 0),
+                    d.drain.map_or_else(
+                        || "timeout".to_owned(),
+                        |t| format!("{:.2}", t.as_secs_f64())
+                    ),
+                    if d.kept_up() {
+                        "kept up"
+                    } else {
+                        "FELL BEHIND"
+                    },
+                );
+            }
+        }
+        println!(
+            "delivery: from /metrics every {} ms; backlog = cairn_outbox_head - cairn_sink_cursor; \
+             trend = least-squares slope of the backlog over the window; drain = time after the \
+             load stopped until the cursor reached the head; kept up = trend <= 1% of delivered/s \
+             and drained within 5 s",
+            delivery::SAMPLE_EVERY.as_millis()
+        );
     }
     println!();
     println!(

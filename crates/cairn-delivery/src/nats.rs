@@ -3,14 +3,17 @@
 //! `[A-Za-z0-9_-]` replaced by `_`) with the header `Nats-Msg-Id` = the
 //! message id, so the broker drops a redelivery within its duplicate
 //! window; a message counts as delivered once JetStream acknowledged it.
-//! Messages are published one at a time, each after the previous ack, so
-//! a retry can never overtake a later message. The connection is made on
+//! A batch is split into lanes by ordering key (one unit's messages share
+//! a key): the lanes publish concurrently, and within a lane each message
+//! is published only after the previous one's ack, so a retry can never
+//! overtake a later message of the same unit. The connection is made on
 //! first use and re-made by the client after a broker restart.
 
 use crate::{OutboxMessage, Sink, SinkError};
 use async_nats::jetstream;
 use async_trait::async_trait;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
@@ -107,22 +110,79 @@ impl NatsSink {
         *slot = Some(js.clone());
         Ok(js)
     }
+}
 
-    async fn publish(&self, js: &jetstream::Context, m: &OutboxMessage) -> Result<(), String> {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            m.id.to_string().as_str(),
-        );
-        let subject = subject(&self.config.subject_prefix, &m.type_);
-        let ack = js
-            .publish_with_headers(subject.clone(), headers, m.json.clone().into())
-            .await
-            .map_err(|e| format!("publishing to {subject}: {e}"))?;
-        ack.await
-            .map(|_| ())
-            .map_err(|e| format!("waiting for the JetStream ack on {subject}: {e}"))
+/// One message ready to publish: its place in the batch, subject, id and
+/// body.
+struct Outgoing {
+    index: usize,
+    subject: String,
+    id: String,
+    body: bytes::Bytes,
+}
+
+async fn publish(js: &jetstream::Context, m: &Outgoing) -> Result<(), String> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, m.id.as_str());
+    let ack = js
+        .publish_with_headers(m.subject.clone(), headers, m.body.clone())
+        .await
+        .map_err(|e| format!("publishing to {}: {e}", m.subject))?;
+    ack.await
+        .map(|_| ())
+        .map_err(|e| format!("waiting for the JetStream ack on {}: {e}", m.subject))
+}
+
+/// Publish one lane in order, each message after the previous ack; stop
+/// at the first failure. Returns the indexes acknowledged and the first
+/// failure (its index and reason).
+async fn publish_lane(
+    js: jetstream::Context,
+    lane: Vec<Outgoing>,
+) -> (Vec<usize>, Option<(usize, String)>) {
+    let mut acked = Vec::with_capacity(lane.len());
+    for m in &lane {
+        match publish(&js, m).await {
+            Ok(()) => acked.push(m.index),
+            Err(e) => return (acked, Some((m.index, format!("message {}: {e}", m.id)))),
+        }
     }
+    (acked, None)
+}
+
+/// Split `batch` into lanes by ordering key, each in batch order.
+fn lanes(prefix: &str, batch: &[OutboxMessage]) -> Vec<Vec<Outgoing>> {
+    let mut by_key: HashMap<&str, usize> = HashMap::new();
+    let mut lanes: Vec<Vec<Outgoing>> = Vec::new();
+    for (index, m) in batch.iter().enumerate() {
+        let lane = *by_key.entry(m.ordering_key.as_str()).or_insert_with(|| {
+            lanes.push(Vec::new());
+            lanes.len() - 1
+        });
+        if let Some(lane) = lanes.get_mut(lane) {
+            lane.push(Outgoing {
+                index,
+                subject: subject(prefix, &m.type_),
+                id: m.id.to_string(),
+                body: bytes::Bytes::from(m.json.clone()),
+            });
+        }
+    }
+    lanes
+}
+
+/// How much of a batch of `len` counts as delivered: the longest prefix
+/// whose every message was acknowledged. Later acknowledged messages (of
+/// other units) are published again on the retry; the broker drops them
+/// as duplicates by `Nats-Msg-Id`.
+fn delivered_prefix(len: usize, acked: &[usize]) -> usize {
+    let mut done = vec![false; len];
+    for &i in acked {
+        if let Some(d) = done.get_mut(i) {
+            *d = true;
+        }
+    }
+    done.iter().take_while(|d| **d).count()
 }
 
 #[async_trait]
@@ -133,12 +193,35 @@ impl Sink for NatsSink {
 
     async fn deliver(&self, batch: &[OutboxMessage]) -> Result<(), SinkError> {
         let js = self.context().await.map_err(|e| SinkError::new(0, e))?;
-        for (i, m) in batch.iter().enumerate() {
-            self.publish(&js, m)
-                .await
-                .map_err(|e| SinkError::new(i, format!("message {}: {e}", m.id)))?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for lane in lanes(&self.config.subject_prefix, batch) {
+            tasks.spawn(publish_lane(js.clone(), lane));
         }
-        Ok(())
+        let mut acked = Vec::with_capacity(batch.len());
+        let mut failures: Vec<(usize, String)> = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok((ok, failed)) => {
+                    acked.extend(ok);
+                    failures.extend(failed);
+                }
+                Err(e) => failures.push((usize::MAX, format!("a publishing task failed: {e}"))),
+            }
+        }
+        let delivered = delivered_prefix(batch.len(), &acked);
+        if delivered == batch.len() {
+            return Ok(());
+        }
+        // The reason reported is the failure of the first message not delivered
+        // (or, if its lane never got to it, the earliest failure).
+        failures.sort_by_key(|(i, _)| *i);
+        let reason = failures
+            .iter()
+            .find(|(i, _)| *i == delivered)
+            .or(failures.first())
+            .map(|(_, r)| r.clone())
+            .unwrap_or_else(|| "a message was not acknowledged".to_owned());
+        Err(SinkError::new(delivered, reason))
     }
 
     async fn health(&self) -> Result<(), SinkError> {
@@ -151,6 +234,14 @@ impl Sink for NatsSink {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_delivered_prefix_stops_at_the_first_unacknowledged_message() {
+        assert_eq!(super::delivered_prefix(4, &[0, 1, 2, 3]), 4);
+        assert_eq!(super::delivered_prefix(4, &[3, 0, 1]), 2);
+        assert_eq!(super::delivered_prefix(4, &[1, 2, 3]), 0);
+        assert_eq!(super::delivered_prefix(0, &[]), 0);
+    }
+
     #[test]
     fn types_become_one_subject_token() {
         assert_eq!(super::subject("cairn", "ci.build"), "cairn.ci_build");

@@ -219,7 +219,7 @@ impl Worker {
                 Some(c) => c,
                 None => {
                     let c = self.store.sink_cursor(self.name()).await?;
-                    self.cursor = Some(c);
+                    self.set_cursor(c);
                     c
                 }
             };
@@ -334,7 +334,7 @@ impl Worker {
             self.store
                 .advance_sink_cursor(self.name(), last.seq)
                 .await?;
-            self.cursor = Some(self.cursor.map_or(last.seq, |c| c.max(last.seq)));
+            self.set_cursor(self.cursor.map_or(last.seq, |c| c.max(last.seq)));
         }
         Ok(())
     }
@@ -357,7 +357,7 @@ impl Worker {
                 failed_at: now_ts(),
             })
             .await?;
-        self.cursor = Some(self.cursor.map_or(m.seq, |c| c.max(m.seq)));
+        self.set_cursor(self.cursor.map_or(m.seq, |c| c.max(m.seq)));
         metrics::counter!("cairn_dead_letters_total", "sink" => self.name().to_owned())
             .increment(1);
         Ok(())
@@ -384,6 +384,13 @@ impl Worker {
             batch.len() as u64
         };
         metrics::gauge!("cairn_outbox_backlog", "sink" => name).set(backlog as f64);
+    }
+
+    /// Remember the cursor and publish it (`cairn_sink_cursor`: the last
+    /// outbox position this sink acknowledged or gave up on).
+    fn set_cursor(&mut self, cursor: u64) {
+        self.cursor = Some(cursor);
+        metrics::gauge!("cairn_sink_cursor", "sink" => self.name().to_owned()).set(cursor as f64);
     }
 
     fn publish_breaker(&self, state: BreakerState) {

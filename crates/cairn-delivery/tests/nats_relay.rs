@@ -96,15 +96,31 @@ async fn every_message_reaches_jetstream_once_with_its_id() {
 
     let got = stream_messages(&js, &stream).await;
     assert_eq!(got.len(), expected.len(), "once each");
-    for ((id, subject, body), m) in got.iter().zip(&expected) {
-        assert_eq!(
-            id,
-            &m.id.to_string(),
-            "Nats-Msg-Id is the message id, in order"
-        );
+    // Every message arrived with its id as Nats-Msg-Id; messages with one
+    // ordering key (one unit, group or receiver) arrived in outbox order
+    // (different keys are published concurrently).
+    let by_id: std::collections::HashMap<String, &cairn_delivery::OutboxMessage> =
+        expected.iter().map(|m| (m.id.to_string(), m)).collect();
+    let mut arrived: std::collections::HashMap<&str, Vec<u64>> = Default::default();
+    for (id, subject, body) in &got {
+        let m = by_id.get(id).expect("Nats-Msg-Id is a message id");
         assert_eq!(body, &serde_json::from_str::<Value>(&m.json).unwrap());
         assert_eq!(body["id"], id.as_str());
         assert_eq!(subject, &cairn_delivery::nats::subject(&prefix, &m.type_));
+        arrived
+            .entry(m.ordering_key.as_str())
+            .or_default()
+            .push(m.seq);
+    }
+    assert_eq!(
+        arrived.values().map(Vec::len).sum::<usize>(),
+        expected.len()
+    );
+    for (key, seqs) in &arrived {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "messages of {key} in outbox order: {seqs:?}"
+        );
     }
     // Delivering them all again is deduplicated by the broker.
     sink.deliver(&expected).await.unwrap();

@@ -36,6 +36,9 @@ pub struct Settings {
     pub write_queue_depth: usize,
     /// Read connections to the embedded store (`CAIRN_READ_CONNECTIONS`).
     pub read_connections: usize,
+    /// PostgreSQL store: event-writing tasks per node, each writing one
+    /// group-committed batch at a time (`CAIRN_POSTGRES_WRITERS`).
+    pub postgres_writers: usize,
     /// A `postgres://` URL (`CAIRN_DATABASE_URL`, `--database-url`): when
     /// set, the PostgreSQL store is used instead of the embedded one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,6 +61,7 @@ impl Default for Settings {
             write_batch_max: 512,
             write_queue_depth: 8192,
             read_connections: 8,
+            postgres_writers: 4,
             database_url: None,
             sinks: Vec::new(),
         }
@@ -73,6 +77,7 @@ const KEYS: &[&str] = &[
     "write_batch_max",
     "write_queue_depth",
     "read_connections",
+    "postgres_writers",
     "database_url",
     "sinks",
 ];
@@ -157,6 +162,9 @@ impl Settings {
         }
         if self.read_connections == 0 {
             return bad("read_connections", "must be greater than 0");
+        }
+        if !(1..=64).contains(&self.postgres_writers) {
+            return bad("postgres_writers", "must be between 1 and 64");
         }
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty");

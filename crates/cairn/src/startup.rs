@@ -155,8 +155,13 @@ pub async fn open_store(settings: &Settings) -> Result<(Arc<dyn Store>, String),
     let opened: (Arc<dyn Store>, String) = match &settings.database_url {
         Some(url) => {
             let options = PostgresOptions {
-                max_connections: u32::try_from(settings.read_connections.max(2) * 2)
-                    .unwrap_or(u32::MAX),
+                max_connections: u32::try_from(
+                    settings.read_connections.max(2) * 2 + settings.postgres_writers,
+                )
+                .unwrap_or(u32::MAX),
+                writers: settings.postgres_writers,
+                max_batch_events: settings.write_batch_max,
+                write_queue_depth: settings.write_queue_depth,
                 ..PostgresOptions::default()
             };
             let store = PostgresStore::open(url, options).await?;

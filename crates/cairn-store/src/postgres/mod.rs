@@ -9,6 +9,7 @@
 mod ops;
 mod rows;
 mod schema;
+mod writer;
 
 use crate::clock::Clock;
 use crate::{
@@ -31,6 +32,8 @@ use sqlx_postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 /// Tuning for the PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -39,6 +42,14 @@ pub struct PostgresOptions {
     pub max_connections: u32,
     /// How long a request may wait for a pooled connection.
     pub acquire_timeout: Duration,
+    /// Event-writing tasks (group commit, `writer.rs`): each writes one
+    /// batch at a time on one pooled connection.
+    pub writers: usize,
+    /// Most events one batch transaction writes.
+    pub max_batch_events: usize,
+    /// Requests that may wait for a writer before `create_events` waits
+    /// for room.
+    pub write_queue_depth: usize,
 }
 
 impl Default for PostgresOptions {
@@ -46,6 +57,9 @@ impl Default for PostgresOptions {
         Self {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(10),
+            writers: 4,
+            max_batch_events: 512,
+            write_queue_depth: 4096,
         }
     }
 }
@@ -74,8 +88,11 @@ pub enum OpenError {
 pub struct PostgresStore {
     pool: PgPool,
     target: String,
-    clock: Mutex<Clock>,
+    clock: Arc<Mutex<Clock>>,
     cache: Arc<ReceiverCache>,
+    /// The event writers' queue (dropped at `close`) and tasks.
+    events: Mutex<Option<mpsc::Sender<writer::Job>>>,
+    writers: tokio::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// `host:port/database` of a URL, without user or password, for messages.
@@ -132,11 +149,25 @@ impl PostgresStore {
             target: target.clone(),
             source,
         })?;
+        let clock = Arc::new(Mutex::new(Clock::new(floor)));
+        let cache = Arc::new(ReceiverCache::new());
+        let (events, writers) = writer::start(
+            writer::Shared {
+                pool: pool.clone(),
+                clock: clock.clone(),
+                cache: cache.clone(),
+                max_batch_events: options.max_batch_events.max(1),
+            },
+            options.writers,
+            options.write_queue_depth,
+        );
         Ok(Self {
             pool,
             target,
-            clock: Mutex::new(Clock::new(floor)),
-            cache: Arc::new(ReceiverCache::new()),
+            clock,
+            cache,
+            events: Mutex::new(Some(events)),
+            writers: tokio::sync::Mutex::new(writers),
         })
     }
 
@@ -365,7 +396,20 @@ impl Store for PostgresStore {
 
     async fn create_events(&self, events: Vec<CheckedEvent>) -> StoreResult<Vec<EventId>> {
         let n = events.len() as u64;
-        let ids = write!(self, |ctx| ops::insert_events(ctx, events));
+        let queue = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable("the store is shutting down".into()))?;
+        let (reply, answer) = oneshot::channel();
+        queue
+            .send(writer::Job { events, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
+        let ids = answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the write was abandoned at shutdown".into()))??;
         metrics::counter!("cairn_events_created_total").increment(n);
         Ok(ids)
     }
@@ -662,6 +706,16 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
+        // Writes already queued are still written; then the writers stop.
+        drop(
+            self.events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
+        for task in self.writers.lock().await.drain(..) {
+            let _ = task.await;
+        }
         self.pool.close().await;
     }
 }

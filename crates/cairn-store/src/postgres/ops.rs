@@ -74,6 +74,9 @@ fn unit_lock_text(u: &Unit) -> String {
 
 /// Take the transaction-scoped advisory lock of every distinct unit, in
 /// ascending key order so two batches never wait on each other in a cycle.
+/// One statement: the keys are hashed, made distinct and sorted in a
+/// materialised CTE, whose scan hands them to `pg_advisory_xact_lock` in
+/// that order.
 async fn lock_units(ctx: &mut WriteCtx<'_>, units: &[&Unit]) -> StoreResult<()> {
     let texts: Vec<String> = units
         .iter()
@@ -81,75 +84,65 @@ async fn lock_units(ctx: &mut WriteCtx<'_>, units: &[&Unit]) -> StoreResult<()> 
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let keys = query("SELECT DISTINCT hashtextextended(u, 0) FROM unnest($1::text[]) AS u")
-        .bind(texts)
-        .fetch_all(&mut *ctx.conn)
-        .await
-        .map_err(db("hashing unit lock keys"))?;
-    let mut keys: Vec<i64> = keys
-        .iter()
-        .map(|r| r.try_get::<i64, _>(0))
-        .collect::<Result<_, _>>()
-        .map_err(db("hashing unit lock keys"))?;
-    keys.sort_unstable();
-    for key in keys {
-        query("SELECT pg_advisory_xact_lock($1)")
-            .bind(key)
-            .execute(&mut *ctx.conn)
-            .await
-            .map_err(db("locking a unit"))?;
-    }
+    query(
+        "WITH k AS MATERIALIZED (
+             SELECT DISTINCT hashtextextended(u, 0) AS k FROM unnest($1::text[]) AS u ORDER BY 1)
+         SELECT count(pg_advisory_xact_lock(k)) FROM k",
+    )
+    .bind(texts)
+    .execute(&mut *ctx.conn)
+    .await
+    .map_err(db("locking units"))?;
     Ok(())
 }
 
-/// Make this node's next ids exceed every event id already committed for
-/// the unit (another node's clock may be ahead of ours). Called with the
-/// unit's lock held, so ids increase in commit order per unit.
-async fn raise_floor(ctx: &mut WriteCtx<'_>, u: &Unit) -> StoreResult<()> {
+/// Lock the batch's `receivers` `FOR SHARE` (in id order) and make this
+/// node's next ids exceed every event id already committed for the units
+/// (another node's clock may be ahead of ours), in one statement. Called
+/// with the units' locks held (taken by an earlier statement, so this
+/// statement's snapshot sees every event their previous holders
+/// committed): ids increase in commit order per unit.
+async fn lock_receivers_and_raise_floor(
+    ctx: &mut WriteCtx<'_>,
+    receivers: &[String],
+    units: &[&Unit],
+) -> StoreResult<()> {
+    let mut cols: [Vec<&str>; 5] = Default::default();
+    for u in units {
+        cols[0].push(u.name.as_str());
+        cols[1].push(u.version.as_str());
+        cols[2].push(u.release.as_str());
+        cols[3].push(u.platform_id.as_str());
+        cols[4].push(u.package.as_str());
+    }
+    let [names, versions, releases, platforms, packages] = cols;
+    let context = "locking receivers and reading the units' newest event ids";
     let row = query(
-        "SELECT max(id) FROM events
-         WHERE name = $1 AND version = $2 AND release = $3 AND platform_id = $4 AND package = $5",
+        "WITH r AS (SELECT id FROM receivers WHERE id = ANY($6) ORDER BY id FOR SHARE)
+         SELECT max(m.id), (SELECT count(*) FROM r)
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+              AS u(n, v, r, p, k)
+         CROSS JOIN LATERAL (
+             SELECT max(id) AS id FROM events
+             WHERE name = u.n AND version = u.v AND release = u.r AND platform_id = u.p
+               AND package = u.k) AS m",
     )
-    .bind(u.name.as_str())
-    .bind(u.version.as_str())
-    .bind(u.release.as_str())
-    .bind(u.platform_id.as_str())
-    .bind(u.package.as_str())
+    .bind(names)
+    .bind(versions)
+    .bind(releases)
+    .bind(platforms)
+    .bind(packages)
+    .bind(receivers)
     .fetch_one(&mut *ctx.conn)
     .await
-    .map_err(db("reading a unit's newest event id"))?;
-    let max: Option<String> = row
-        .try_get(0)
-        .map_err(db("reading a unit's newest event id"))?;
+    .map_err(db(context))?;
+    let max: Option<String> = row.try_get(0).map_err(db(context))?;
     if let Some(max) = max {
         let floor = Ulid::from_string(&max).map_err(|e| {
             StoreError::Internal(format!("stored event id {max:?} is not a ULID: {e}"))
         })?;
         ctx.observe(floor);
     }
-    Ok(())
-}
-
-/// Record an event's message by reference: same id, time and content as
-/// [`message::event_created`] renders when the outbox is read.
-async fn write_event_message(
-    ctx: &mut WriteCtx<'_>,
-    event: &Event,
-    receiver: &Receiver,
-) -> StoreResult<()> {
-    let id = ctx.next_message_id();
-    query(
-        "INSERT INTO outbox (id, type, ordering_key, event_id, created_at)
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(id.to_string())
-    .bind(receiver.type_.as_str())
-    .bind(message::unit_key(&event.unit))
-    .bind(event.id.to_string())
-    .bind(event.created_at.micros())
-    .execute(&mut *ctx.conn)
-    .await
-    .map_err(db("writing an outbox message"))?;
     Ok(())
 }
 
@@ -205,102 +198,201 @@ pub async fn insert_receiver(
     Ok(Arc::new(receiver))
 }
 
-/// The groups containing `receiver`, locked `FOR SHARE` (in id order) so
-/// that a concurrent change of any of them waits for this transaction, or
-/// this one for it. Disabled groups are filtered only after the lock.
-async fn groups_of(ctx: &mut WriteCtx<'_>, receiver: ReceiverId) -> StoreResult<Vec<Group>> {
+/// The enabled groups containing each of `receivers`, locked `FOR SHARE`
+/// (all of them in id order) so that a concurrent change of any of them
+/// waits for this transaction, or this one for it. Disabled groups are
+/// filtered only after the lock.
+async fn groups_of(
+    ctx: &mut WriteCtx<'_>,
+    receivers: &[String],
+) -> StoreResult<HashMap<ReceiverId, Vec<Group>>> {
+    let mut of: HashMap<ReceiverId, Vec<Group>> = HashMap::new();
+    if receivers.is_empty() {
+        return Ok(of);
+    }
     let found = query(
         "SELECT g.id, g.name, g.type, g.version, g.description, g.enabled, g.created_at,
-                g.updated_at
+                g.updated_at, gr.receiver_id
          FROM groups g JOIN group_receivers gr ON gr.group_id = g.id
-         WHERE gr.receiver_id = $1
+         WHERE gr.receiver_id = ANY($1)
          ORDER BY g.id
          FOR SHARE OF g",
     )
-    .bind(receiver.to_string())
+    .bind(receivers)
     .fetch_all(&mut *ctx.conn)
     .await
-    .map_err(db("reading the groups of a receiver"))?;
-    let mut groups = Vec::with_capacity(found.len());
+    .map_err(db("reading the groups of receivers"))?;
+    let mut filled: HashMap<GroupId, Group> = HashMap::new();
     for row in &found {
         let group = rows::group_row(row)?;
-        if group.enabled {
-            groups.push(rows::fill_receivers(ctx.conn, group).await?);
+        if !group.enabled {
+            continue;
         }
+        let member = rows::receiver_id(row, 8)?;
+        let group = match filled.get(&group.id) {
+            Some(g) => g.clone(),
+            None => {
+                let g = rows::fill_receivers(ctx.conn, group).await?;
+                filled.insert(g.id, g.clone());
+                g
+            }
+        };
+        of.entry(member).or_default().push(group);
     }
-    Ok(groups)
+    Ok(of)
 }
 
+/// Events written but not yet inserted: inserted together, in order, by
+/// [`flush`] (one statement for the events and their messages).
+#[derive(Default)]
+struct Pending<'a> {
+    events: Vec<(Event, &'a Arc<Receiver>, MessageId)>,
+}
+
+/// Insert the pending events and their outbox messages (by reference: same
+/// id, time and content as [`message::event_created`] renders when the
+/// outbox is read), in the order they were written. The events go first,
+/// so the transaction has its id before it takes outbox positions
+/// (docs/delivery.md), and the messages take positions in event order.
+async fn flush(ctx: &mut WriteCtx<'_>, pending: &mut Pending<'_>) -> StoreResult<()> {
+    if pending.events.is_empty() {
+        return Ok(());
+    }
+    let n = pending.events.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut receiver_ids = Vec::with_capacity(n);
+    let mut unit_cols: [Vec<&str>; 5] = Default::default();
+    let mut descriptions = Vec::with_capacity(n);
+    let mut payloads = Vec::with_capacity(n);
+    let mut successes = Vec::with_capacity(n);
+    let mut times = Vec::with_capacity(n);
+    let mut message_ids = Vec::with_capacity(n);
+    let mut types = Vec::with_capacity(n);
+    let mut keys = Vec::with_capacity(n);
+    for (event, receiver, message_id) in &pending.events {
+        let u = &event.unit;
+        ids.push(event.id.to_string());
+        receiver_ids.push(event.receiver_id.to_string());
+        unit_cols[0].push(u.name.as_str());
+        unit_cols[1].push(u.version.as_str());
+        unit_cols[2].push(u.release.as_str());
+        unit_cols[3].push(u.platform_id.as_str());
+        unit_cols[4].push(u.package.as_str());
+        descriptions.push(event.description.as_str());
+        payloads.push(event.payload.as_str());
+        successes.push(event.success);
+        times.push(event.created_at.micros());
+        message_ids.push(message_id.to_string());
+        types.push(receiver.type_.as_str());
+        keys.push(message::unit_key(u));
+    }
+    let [names, versions, releases, platforms, packages] = unit_cols;
+    // One statement: the events (CTE), then their messages. The scalar
+    // subquery over `ev` runs once, before the first outbox row is formed,
+    // so every event row exists before any message takes its position;
+    // the foreign-key checks run at the end of the statement and see them.
+    query(
+        "WITH ev AS (
+             INSERT INTO events (id, receiver_id, name, version, release, platform_id, package,
+                                 description, payload, success, created_at)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::text[], $7::text[], $8::text[], $9::text[], $10::bool[],
+                                  $11::bigint[])
+             RETURNING 1)
+         INSERT INTO outbox (id, type, ordering_key, event_id, created_at)
+         SELECT id, type, k, e, c
+         FROM unnest($12::text[], $13::text[], $14::text[], $1::text[], $11::bigint[])
+              WITH ORDINALITY AS t(id, type, k, e, c, i)
+         WHERE (SELECT count(*) FROM ev) >= 0
+         ORDER BY i",
+    )
+    .bind(&ids)
+    .bind(receiver_ids)
+    .bind(names)
+    .bind(versions)
+    .bind(releases)
+    .bind(platforms)
+    .bind(packages)
+    .bind(descriptions)
+    .bind(payloads)
+    .bind(successes)
+    .bind(&times)
+    .bind(message_ids)
+    .bind(types)
+    .bind(keys)
+    .execute(&mut *ctx.conn)
+    .await
+    .map_err(db("inserting events and their outbox messages"))?;
+    pending.events.clear();
+    Ok(())
+}
+
+/// Write the events of several requests in one transaction, in order: the
+/// result holds each request's ids. Per unit the effect is that of
+/// writing them one at a time: each event that may complete a group is
+/// evaluated after every event before it (and none after it) is inserted,
+/// and its `.completed` message follows its event's message. Any error
+/// leaves the transaction to be rolled back whole.
 pub async fn insert_events(
     ctx: &mut WriteCtx<'_>,
-    events: Vec<CheckedEvent>,
-) -> StoreResult<Vec<EventId>> {
-    let units: Vec<&Unit> = events.iter().map(|c| &c.event().unit).collect();
+    jobs: &[&[CheckedEvent]],
+) -> StoreResult<Vec<Vec<EventId>>> {
+    let all = || jobs.iter().flat_map(|j| j.iter());
+    let mut units: Vec<&Unit> = Vec::new();
+    for c in all() {
+        let u = &c.event().unit;
+        if !units.contains(&u) {
+            units.push(u);
+        }
+    }
     lock_units(ctx, &units).await?;
-    let receivers: Vec<String> = events
-        .iter()
+    let receivers: Vec<String> = all()
         .map(|c| c.event().receiver_id.to_string())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    query("SELECT id FROM receivers WHERE id = ANY($1) ORDER BY id FOR SHARE")
-        .bind(receivers)
-        .fetch_all(&mut *ctx.conn)
-        .await
-        .map_err(db("locking receivers"))?;
-    let mut seen: Vec<&Unit> = Vec::new();
-    for u in units {
-        if !seen.contains(&u) {
-            raise_floor(ctx, u).await?;
-            seen.push(u);
-        }
-    }
+    lock_receivers_and_raise_floor(ctx, &receivers, &units).await?;
+    // Only receivers of events that may complete a group need their groups.
+    let completing: Vec<String> = all()
+        .filter(|c| completion::may_complete(c.event().success))
+        .map(|c| c.event().receiver_id.to_string())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let groups = groups_of(ctx, &completing).await?;
 
-    let mut groups: HashMap<ReceiverId, Vec<Group>> = HashMap::new();
-    let mut ids = Vec::with_capacity(events.len());
+    let mut pending = Pending::default();
+    let mut ids = Vec::with_capacity(jobs.len());
     let mut completions = 0u64;
-    for checked in &events {
-        let (now, ulid) = ctx.next();
-        let event = checked.to_event(EventId::new(ulid), now);
-        let receiver = checked.receiver();
-        let u = &event.unit;
-        query(
-            "INSERT INTO events (id, receiver_id, name, version, release, platform_id, package,
-                                 description, payload, success, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(event.id.to_string())
-        .bind(event.receiver_id.to_string())
-        .bind(u.name.as_str())
-        .bind(u.version.as_str())
-        .bind(u.release.as_str())
-        .bind(u.platform_id.as_str())
-        .bind(u.package.as_str())
-        .bind(event.description.as_str())
-        .bind(event.payload.as_str())
-        .bind(event.success)
-        .bind(now.micros())
-        .execute(&mut *ctx.conn)
-        .await
-        .map_err(db("inserting an event"))?;
-        write_event_message(ctx, &event, receiver).await?;
-        if completion::may_complete(event.success) {
-            let of_receiver = match groups.get(&event.receiver_id) {
-                Some(found) => found.clone(),
-                None => {
-                    let found = groups_of(ctx, event.receiver_id).await?;
-                    groups.insert(event.receiver_id, found.clone());
-                    found
-                }
+    for job in jobs {
+        let mut job_ids = Vec::with_capacity(job.len());
+        for checked in job.iter() {
+            let (now, ulid) = ctx.next();
+            let event = checked.to_event(EventId::new(ulid), now);
+            let receiver = checked.receiver();
+            let message_id = ctx.next_message_id();
+            job_ids.push(event.id);
+            let of_receiver = if completion::may_complete(event.success) {
+                groups.get(&event.receiver_id).filter(|g| !g.is_empty())
+            } else {
+                None
             };
-            for group in &of_receiver {
-                if evaluate(ctx, group, &event.unit, Some((&event, receiver))).await? {
-                    completions += 1;
+            match of_receiver {
+                None => pending.events.push((event, receiver, message_id)),
+                Some(of_receiver) => {
+                    pending.events.push((event.clone(), receiver, message_id));
+                    flush(ctx, &mut pending).await?;
+                    for group in of_receiver {
+                        if evaluate(ctx, group, &event.unit, Some((&event, receiver))).await? {
+                            completions += 1;
+                        }
+                    }
                 }
             }
         }
-        ids.push(event.id);
+        ids.push(job_ids);
     }
+    flush(ctx, &mut pending).await?;
     metrics::counter!("cairn_completions_recorded_total").increment(completions);
     Ok(ids)
 }

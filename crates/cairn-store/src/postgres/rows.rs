@@ -107,14 +107,19 @@ pub fn unit_at(row: &PgRow, first: usize) -> StoreResult<Unit> {
 pub const EVENT_COLUMNS: &str = "id, name, version, release, platform_id, package, description, payload, success, receiver_id, created_at";
 
 pub fn event_row(row: &PgRow) -> StoreResult<Event> {
+    event_at(row, 0)
+}
+
+/// The [`EVENT_COLUMNS`] starting at column `first`.
+fn event_at(row: &PgRow, first: usize) -> StoreResult<Event> {
     Ok(Event {
-        id: event_id(row, 0)?,
-        unit: unit_at(row, 1)?,
-        description: text(row, 6)?,
-        payload: JsonText::from_stored(col(row, 7)?),
-        success: col(row, 8)?,
-        receiver_id: receiver_id(row, 9)?,
-        created_at: time(row, 10)?,
+        id: event_id(row, first)?,
+        unit: unit_at(row, first + 1)?,
+        description: text(row, first + 6)?,
+        payload: JsonText::from_stored(col(row, first + 7)?),
+        success: col(row, first + 8)?,
+        receiver_id: receiver_id(row, first + 9)?,
+        created_at: time(row, first + 10)?,
     })
 }
 
@@ -277,8 +282,11 @@ pub async fn outbox_after(
     limit: u32,
 ) -> StoreResult<Vec<crate::OutboxMessage>> {
     let raw = query(
-        "SELECT seq, id, type, ordering_key, event_id, message, created_at FROM outbox
-         WHERE seq > $1 ORDER BY seq LIMIT $2",
+        "SELECT o.seq, o.id, o.type, o.ordering_key, o.event_id, o.message, o.created_at,
+                e.id, e.name, e.version, e.release, e.platform_id, e.package, e.description,
+                e.payload, e.success, e.receiver_id, e.created_at
+         FROM outbox o LEFT JOIN events e ON e.id = o.event_id
+         WHERE o.seq > $1 ORDER BY o.seq LIMIT $2",
     )
     .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
     .bind(i64::from(limit))
@@ -335,10 +343,13 @@ pub async fn outbox_deliverable(
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     let raw = query(
-        "SELECT seq, id, type, ordering_key, event_id, message, created_at FROM outbox
-         WHERE seq > $1 AND seq <= $3
+        "SELECT o.seq, o.id, o.type, o.ordering_key, o.event_id, o.message, o.created_at,
+                e.id, e.name, e.version, e.release, e.platform_id, e.package, e.description,
+                e.payload, e.success, e.receiver_id, e.created_at
+         FROM outbox o LEFT JOIN events e ON e.id = o.event_id
+         WHERE o.seq > $1 AND o.seq <= $3
            AND pg_snapshot_xmin(pg_current_snapshot())::text::bigint >= $4
-         ORDER BY seq LIMIT $2",
+         ORDER BY o.seq LIMIT $2",
     )
     .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
     .bind(i64::from(limit))
@@ -362,8 +373,11 @@ pub async fn outbox_replays(
     limit: u32,
 ) -> StoreResult<Vec<crate::OutboxMessage>> {
     let raw = query(
-        "SELECT o.seq, o.id, o.type, o.ordering_key, o.event_id, o.message, o.created_at
+        "SELECT o.seq, o.id, o.type, o.ordering_key, o.event_id, o.message, o.created_at,
+                e.id, e.name, e.version, e.release, e.platform_id, e.package, e.description,
+                e.payload, e.success, e.receiver_id, e.created_at
          FROM outbox_replays r JOIN outbox o ON o.seq = r.seq
+              LEFT JOIN events e ON e.id = o.event_id
          WHERE r.sink = $1 ORDER BY o.seq LIMIT $2",
     )
     .bind(sink)
@@ -374,6 +388,8 @@ pub async fn outbox_replays(
     render_outbox(conn, cache, raw).await
 }
 
+/// Render outbox rows: the seven outbox columns, then the
+/// [`EVENT_COLUMNS`] of the referenced event (NULL for stored messages).
 async fn render_outbox(
     conn: &mut PgConnection,
     cache: &ReceiverCache,
@@ -391,12 +407,14 @@ async fn render_outbox(
         let json = match (message, event) {
             (Some(json), _) => json,
             (None, Some(eid)) => {
-                let eid = EventId::parse(&eid).ok_or_else(|| {
-                    StoreError::Internal(format!("outbox event id {eid:?} is not a ULID"))
-                })?;
-                let event = load_event(conn, eid).await?.ok_or_else(|| {
-                    StoreError::Internal(format!("outbox names missing event {eid}"))
-                })?;
+                let joined: Option<String> = col(r, 7)?;
+                if joined.is_none() {
+                    return Err(StoreError::Internal(format!(
+                        "outbox names missing event {eid}"
+                    )));
+                }
+                // The event's columns come with the row (LEFT JOIN).
+                let event = event_at(r, 7)?;
                 let receiver = load_receiver(conn, cache, event.receiver_id)
                     .await?
                     .ok_or_else(|| {

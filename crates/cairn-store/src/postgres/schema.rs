@@ -19,6 +19,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "delivery",
         include_str!("../../migrations/postgres/0002_delivery.sql"),
     ),
+    (
+        3,
+        "outbox_drop_delivered_at",
+        include_str!("../../migrations/postgres/0003_outbox_drop_delivered_at.sql"),
+    ),
 ];
 
 /// `hashtextextended('cairn.migrations', 0)` would do as well; any fixed

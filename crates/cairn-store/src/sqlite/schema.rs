@@ -119,6 +119,13 @@ CREATE TABLE outbox_replays (
     PRIMARY KEY (sink, seq)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Delivery state lives in the per-sink cursors, so the outbox's
+-- `delivered_at` column and its partial index are never written or read.
+-- The index goes first: SQLite refuses to drop an indexed column.
+DROP INDEX IF EXISTS outbox_undelivered;
+ALTER TABLE outbox DROP COLUMN delivered_at;
+"#,
 ];
 
 /// Bring the database to the newest schema, in one transaction.
@@ -134,4 +141,53 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     }
     tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
     tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written by an older version (schema 2, with an outbox
+    /// row) migrates to the newest schema and keeps its rows.
+    #[test]
+    fn an_existing_database_drops_delivered_at_and_keeps_its_rows() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute_batch(
+            "INSERT INTO outbox (id, type, ordering_key, message, created_at, delivered_at)
+             VALUES ('m1', 't', 'k', '{}', 1, NULL);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('outbox')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(columns.iter().all(|c| c != "delivered_at"), "{columns:?}");
+        assert!(columns.iter().any(|c| c == "message"), "{columns:?}");
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'outbox_undelivered'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 0);
+        let id: String = conn
+            .query_row("SELECT id FROM outbox", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(id, "m1");
+        // Running it again is a no-op.
+        migrate(&mut conn).unwrap();
+    }
 }
