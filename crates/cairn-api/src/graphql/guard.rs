@@ -1,5 +1,6 @@
-//! Query protection that runs before anything is resolved: the document's
-//! size (before parsing), then, on the parsed document, its depth, its
+//! Query protection that runs before anything is resolved (and before the
+//! library's own walks of the document): the document's size (before
+//! parsing), then, on the parsed document, its depth, its
 //! size with every fragment spread expanded, and the nesting of
 //! introspection lists (`fields`, `inputFields`, `interfaces`,
 //! `possibleTypes`), whose cycles could otherwise blow a small query up
@@ -10,12 +11,15 @@
 
 use super::errors::request_error;
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation,
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest,
+    NextValidation,
 };
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, FragmentDefinition, Selection, SelectionSet,
 };
-use async_graphql::{Name, Positioned, ServerError, ServerResult, ValidationResult, Variables};
+use async_graphql::{
+    Name, Positioned, Request, ServerError, ServerResult, ValidationResult, Variables,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -47,6 +51,36 @@ struct Guard(GuardLimits);
 
 #[async_graphql::async_trait::async_trait]
 impl Extension for Guard {
+    /// Runs before the library parses (and walks) the document itself:
+    /// its own recursion check follows every fragment spread, which a
+    /// fragment bomb makes exponential, so nothing it would reject that
+    /// way may reach it.
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        mut request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        let limits = self.0;
+        let len = request.query.len();
+        if len > limits.max_query_bytes {
+            return Err(request_error(
+                format!(
+                    "query: the document is {len} bytes, larger than the limit of {} bytes",
+                    limits.max_query_bytes
+                ),
+                QUERY_TOO_LARGE,
+                413,
+            ));
+        }
+        if request.query.trim().is_empty() {
+            return Err(request_error("query: is required", PARSE_FAILED, 400));
+        }
+        let doc = request.parsed_query().map_err(parse_failed)?;
+        check(doc, limits)?;
+        next.run(ctx, request).await
+    }
+
     async fn parse_query(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -54,30 +88,7 @@ impl Extension for Guard {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        let limits = self.0;
-        if query.len() > limits.max_query_bytes {
-            return Err(request_error(
-                format!(
-                    "query: the document is {} bytes, larger than the limit of {} bytes",
-                    query.len(),
-                    limits.max_query_bytes
-                ),
-                QUERY_TOO_LARGE,
-                413,
-            ));
-        }
-        if query.trim().is_empty() {
-            return Err(request_error("query: is required", PARSE_FAILED, 400));
-        }
-        let doc = next.run(ctx, query, variables).await.map_err(|mut e| {
-            let mut ext = e.extensions.take().unwrap_or_default();
-            ext.set("code", PARSE_FAILED);
-            ext.set("status", 400);
-            e.extensions = Some(ext);
-            e
-        })?;
-        check(&doc, limits)?;
-        Ok(doc)
+        next.run(ctx, query, variables).await.map_err(parse_failed)
     }
 
     async fn validation(
@@ -103,6 +114,21 @@ impl Extension for Guard {
                 .collect()
         })
     }
+}
+
+fn parse_failed(mut e: ServerError) -> ServerError {
+    let mut ext = e.extensions.take().unwrap_or_default();
+    // The parser's own nesting limit (it must not recurse without bound)
+    // is a depth refusal too.
+    let code = if e.message.starts_with("The recursion depth of the query") {
+        QUERY_TOO_DEEP
+    } else {
+        PARSE_FAILED
+    };
+    ext.set("code", code);
+    ext.set("status", 400);
+    e.extensions = Some(ext);
+    e
 }
 
 /// What a selection set amounts to once every spread is expanded.

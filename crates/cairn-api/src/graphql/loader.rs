@@ -2,7 +2,7 @@
 //! `event_receivers`) field of one response is served by one
 //! `Store::receivers` call per batch instead of one call per event.
 
-use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use cairn_domain::{Receiver, ReceiverId};
 use cairn_store::{Store, StoreError};
 use std::collections::HashMap;
@@ -27,7 +27,12 @@ impl Loader<ReceiverId> for ReceiverLoader {
     }
 }
 
-/// A loader for one request (or one subscription connection).
-pub fn receiver_loader(store: Arc<dyn Store>) -> DataLoader<ReceiverLoader> {
-    DataLoader::new(ReceiverLoader(store), tokio::spawn).max_batch_size(MAX_BATCH)
+pub type Receivers = DataLoader<ReceiverLoader, HashMapCache>;
+
+/// A loader for one request (or one subscription connection). It keeps
+/// what it loaded (receivers are immutable), so a receiver is read at most
+/// once per request; list resolvers prime it with one batched read.
+pub fn receiver_loader(store: Arc<dyn Store>) -> Receivers {
+    DataLoader::with_cache(ReceiverLoader(store), tokio::spawn, HashMapCache::default())
+        .max_batch_size(MAX_BATCH)
 }

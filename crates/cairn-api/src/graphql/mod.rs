@@ -112,6 +112,8 @@ pub fn schema(state: &AppState) -> CairnSchema {
         subscription::SubscriptionRoot,
     )
     .limit_depth(c.max_depth)
+    // The parser's recursion guard must not undercut the depth limit.
+    .limit_recursive_depth(c.max_depth.saturating_mul(2).max(32))
     .limit_complexity(c.max_complexity)
     .extension(guard::QueryGuard(GuardLimits {
         max_depth: c.max_depth,
@@ -255,6 +257,7 @@ async fn execute(
         request = request.operation_name(op);
     }
     let mut res = schema.execute(request).await;
+    tag_uncoded(&mut res.errors);
     let calls = counted.calls();
     metrics::histogram!("cairn_graphql_store_calls").record(calls as f64);
     let status = status_of(&res);
@@ -274,6 +277,27 @@ async fn execute(
         }
     }
     json(status, &res)
+}
+
+/// Give every error an `extensions.code`: the library's own argument
+/// errors (a value that does not fit its type) are bad input, anything
+/// else without a code is internal.
+fn tag_uncoded(errors: &mut [ServerError]) {
+    for e in errors {
+        let mut ext = e.extensions.take().unwrap_or_default();
+        if ext.get("code").is_none() {
+            let input = e.message.starts_with("Failed to parse")
+                || e.message.starts_with("Invalid value for argument");
+            let (code, status) = if input {
+                (errors::BAD_USER_INPUT, 400)
+            } else {
+                (errors::INTERNAL, 500)
+            };
+            ext.set("code", code);
+            ext.set("status", status);
+        }
+        e.extensions = Some(ext);
+    }
 }
 
 /// Subscriptions over WebSocket; a plain GET is told what to do instead.

@@ -1,10 +1,9 @@
 //! Output types: the REST resources with the same snake_case field names.
 
-use super::loader::ReceiverLoader;
+use super::loader::Receivers;
 use super::scalars::{Json, Time};
 use super::{OrGql, store};
 use crate::error::ApiError;
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ID, Object, Result, SimpleObject};
 use cairn_domain::{Event, Group, Receiver, ReceiverId};
 use cairn_store::{Completion, GroupStatus};
@@ -48,7 +47,7 @@ impl EventReceiver {
 /// is none.
 pub async fn load_receivers(ctx: &Context<'_>, ids: &[ReceiverId]) -> Result<Vec<EventReceiver>> {
     let found: std::collections::HashMap<ReceiverId, Arc<Receiver>> =
-        match ctx.data_opt::<DataLoader<ReceiverLoader>>() {
+        match ctx.data_opt::<Receivers>() {
             Some(loader) => loader
                 .load_many(ids.iter().copied())
                 .await
@@ -71,6 +70,29 @@ pub async fn load_receivers(ctx: &Context<'_>, ids: &[ReceiverId]) -> Result<Vec
             })
         })
         .collect()
+}
+
+/// Before resolving a list's items, load all the receivers they will ask
+/// for in one batched call (when the selection asks for them at all), so
+/// the items' own loads are answered from the request's cache.
+pub async fn prime_receivers(
+    ctx: &Context<'_>,
+    field: &str,
+    ids: impl IntoIterator<Item = ReceiverId>,
+) -> Result<()> {
+    if !ctx.look_ahead().field(field).exists() {
+        return Ok(());
+    }
+    let mut ids: Vec<ReceiverId> = ids.into_iter().collect();
+    ids.sort();
+    ids.dedup();
+    if let Some(loader) = ctx.data_opt::<Receivers>() {
+        loader
+            .load_many(ids)
+            .await
+            .map_err(|e| super::errors::to_gql(ctx, ApiError::from(e)))?;
+    }
+    Ok(())
 }
 
 /// The record that some action on a unit happened.

@@ -3,6 +3,7 @@
 
 use super::objects::{
     EventObject, EventReceiver, EventReceiverGroup, GroupCompletion, GroupStatusObject,
+    prime_receivers,
 };
 use super::scalars::{Json, Time};
 use super::{Limits, NextCursors, OrGql, store};
@@ -234,6 +235,7 @@ impl QueryRoot {
                 .or_gql(ctx)?,
         };
         next_cursor(ctx, page.finish(&mut rows, |e| e.id.to_string()));
+        prime_receivers(ctx, "event_receiver", rows.iter().map(|e| e.receiver_id)).await?;
         Ok(rows.into_iter().map(EventObject).collect())
     }
 
@@ -340,6 +342,12 @@ impl QueryRoot {
             }
         };
         next_cursor(ctx, page.finish(&mut rows, |g| g.id.to_string()));
+        prime_receivers(
+            ctx,
+            "event_receivers",
+            rows.iter().flat_map(|g| g.receiver_ids.iter().copied()),
+        )
+        .await?;
         Ok(rows.into_iter().map(EventReceiverGroup).collect())
     }
 
