@@ -1018,6 +1018,24 @@ async fn subscriptions_follow_group_membership_and_report_bad_filters() {
         msgs.contains(&"event_receiver_id: is not an event receiver id: \"x\"".to_owned()),
         "{msgs:?}"
     );
+
+    // Stopping the server with a subscription open: it stops (within the
+    // 30 s `stop` allows) and the subscription ends.
+    let mut app = app;
+    let started = Instant::now();
+    app.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(Message::Text(t))) if t.contains("\"complete\"") => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the subscription ends when the server stops");
 }
 
 #[tokio::test]
