@@ -1019,12 +1019,39 @@ async fn subscriptions_follow_group_membership_and_report_bad_filters() {
         "{msgs:?}"
     );
 
+    // The limits hold on the WebSocket too.
+    subscribe(
+        &mut ws,
+        "deep",
+        &format!("subscription {}", introspection_bomb(30)),
+        json!({}),
+    )
+    .await;
+    let mut m = next(&mut ws).await;
+    if m == json!({"id": "bad", "type": "complete"}) {
+        m = next(&mut ws).await;
+    }
+    assert_eq!(m["id"], json!("deep"), "{m}");
+    let errs = m["payload"]
+        .as_array()
+        .or_else(|| m["payload"]["errors"].as_array())
+        .unwrap_or_else(|| panic!("errors in {m}"));
+    assert_eq!(
+        errs[0]["extensions"]["code"],
+        json!("QUERY_TOO_DEEP"),
+        "{m}"
+    );
+
     // Stopping the server with a subscription open: it stops (within the
     // 30 s `stop` allows) and the subscription ends.
     let mut app = app;
     let started = Instant::now();
     app.stop().await;
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match ws.next().await {
