@@ -24,7 +24,7 @@ impl ApiError {
         Self::Invalid(vec![format!("{field}: {message}")])
     }
 
-    fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,

@@ -1,12 +1,15 @@
-//! Cairn's HTTP surface: the EPR-compatible `/api/v1` REST routes, health
-//! routes and `/metrics`. Handlers parse input into domain types, call the
+//! Cairn's HTTP surface: the EPR-compatible `/api/v1` REST routes and
+//! GraphQL API, health routes and `/metrics`. Handlers parse input into domain types, call the
 //! store, and render the envelope; they hold no business rules of their own.
 
+pub mod counted;
 pub mod error;
 pub mod extract;
+pub mod graphql;
 pub mod metrics;
 pub mod page;
 pub mod routes;
+pub mod service;
 
 use axum::Router;
 use cairn_store::Store;
@@ -20,12 +23,15 @@ pub use error::ApiError;
 pub struct ApiConfig {
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// GraphQL query limits.
+    pub graphql: graphql::GraphqlConfig,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            graphql: graphql::GraphqlConfig::default(),
         }
     }
 }
@@ -42,6 +48,9 @@ pub struct AppState {
     /// Poked after every successful write so the relay delivers without
     /// waiting for its next poll (`None` without a relay).
     pub relay_wake: Option<Arc<tokio::sync::Notify>>,
+    /// This node's live feed (GraphQL subscriptions), woken after every
+    /// successful write like the relay (`None`: no subscriptions).
+    pub live: Option<cairn_delivery::live::LiveHandle>,
 }
 
 impl AppState {
@@ -57,7 +66,14 @@ impl AppState {
             start_time: cairn_domain::Timestamp::from_micros(now),
             sinks: cairn_delivery::relay::StatusHandle::default(),
             relay_wake: None,
+            live: None,
         }
+    }
+
+    /// Serve subscriptions from this live feed.
+    pub fn with_live(mut self, live: cairn_delivery::live::LiveHandle) -> Self {
+        self.live = Some(live);
+        self
     }
 
     /// Report these sinks in readiness.

@@ -111,6 +111,14 @@ fn describe() {
         "cairn_dead_letters_total",
         "Messages a sink gave up on after its last attempt"
     );
+    metrics::describe_histogram!(
+        "cairn_graphql_store_calls",
+        "Store calls made by one GraphQL request (batched loads keep this flat)"
+    );
+    metrics::describe_gauge!(
+        "cairn_live_feed_position",
+        "Outbox position this node's live feed (subscriptions) has read up to"
+    );
     metrics::describe_gauge!(
         "cairn_uptime_seconds",
         "Seconds since this process started serving"
@@ -183,11 +191,13 @@ pub async fn wake_relay(
         axum::http::Method::GET | axum::http::Method::HEAD
     );
     let res = next.run(req).await;
-    if write
-        && res.status().is_success()
-        && let Some(wake) = &state.relay_wake
-    {
-        wake.notify_waiters();
+    if write && res.status().is_success() {
+        if let Some(wake) = &state.relay_wake {
+            wake.notify_waiters();
+        }
+        if let Some(live) = &state.live {
+            live.wake();
+        }
     }
     res
 }

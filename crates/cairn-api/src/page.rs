@@ -16,6 +16,45 @@ pub struct Page {
 }
 
 impl Page {
+    /// `limit` and `cursor` as GraphQL arguments (`max` is the configured
+    /// cap on list sizes), one message per bad argument, worded as REST's.
+    pub fn from_args(
+        limit: Option<i64>,
+        cursor: Option<&str>,
+        max: u32,
+        errors: &mut Vec<String>,
+    ) -> Self {
+        let limit = match limit {
+            None => DEFAULT_LIMIT.min(max),
+            Some(n) => match u32::try_from(n) {
+                Ok(n) if (1..=max).contains(&n) => n,
+                _ => {
+                    errors.push(format!(
+                        "limit: must be an integer from 1 to {max}, got {n}"
+                    ));
+                    DEFAULT_LIMIT.min(max)
+                }
+            },
+        };
+        Self {
+            limit,
+            after: Self::cursor(cursor, errors),
+        }
+    }
+
+    fn cursor(cursor: Option<&str>, errors: &mut Vec<String>) -> Option<String> {
+        match cursor {
+            None => None,
+            Some(c) => match decode(c) {
+                Some(id) => Some(id),
+                None => {
+                    errors.push("cursor: is not a cursor this server issued".to_owned());
+                    None
+                }
+            },
+        }
+    }
+
     /// Parse `limit` and `cursor`, pushing one message per bad parameter.
     pub fn parse(q: &QueryMap, errors: &mut Vec<String>) -> Self {
         let limit = match q.get("limit") {
@@ -30,16 +69,7 @@ impl Page {
                 }
             },
         };
-        let after = match q.get("cursor") {
-            None => None,
-            Some(c) => match decode(c) {
-                Some(id) => Some(id),
-                None => {
-                    errors.push("cursor: is not a cursor this server issued".to_owned());
-                    None
-                }
-            },
-        };
+        let after = Self::cursor(q.get("cursor"), errors);
         Self { limit, after }
     }
 

@@ -13,6 +13,7 @@ pub mod backoff;
 pub mod breaker;
 pub mod config;
 pub mod kafka;
+pub mod live;
 pub mod memory;
 pub mod nats;
 pub mod redis;

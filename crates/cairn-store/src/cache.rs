@@ -32,6 +32,22 @@ impl ReceiverCache {
         self.receivers.read().ok()?.get(&id).cloned()
     }
 
+    /// The cached receivers among `ids` (duplicates dropped), and the ids
+    /// still to read from storage.
+    pub fn split(&self, mut ids: Vec<ReceiverId>) -> (Vec<Arc<Receiver>>, Vec<ReceiverId>) {
+        ids.sort();
+        ids.dedup();
+        let mut found = Vec::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for id in ids {
+            match self.get(id) {
+                Some(r) => found.push(r),
+                None => missing.push(id),
+            }
+        }
+        (found, missing)
+    }
+
     /// Remember a receiver built elsewhere (on creation, after commit).
     pub fn insert(&self, receiver: Arc<Receiver>) {
         if let Ok(mut map) = self.receivers.write() {

@@ -145,6 +145,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_receiver(&self, receiver: NewReceiver) -> StoreResult<Arc<Receiver>>;
     async fn receiver(&self, id: ReceiverId) -> StoreResult<Option<Arc<Receiver>>>;
+    /// The stored receivers among `ids` (unknown ones are left out), in no
+    /// particular order: one read for all of them, for batched lookups.
+    async fn receivers(&self, ids: Vec<ReceiverId>) -> StoreResult<Vec<Arc<Receiver>>>;
     async fn list_receivers(
         &self,
         filter: ReceiverFilter,

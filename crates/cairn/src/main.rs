@@ -38,6 +38,18 @@ enum Command {
         /// PostgreSQL store is used instead of the embedded one.
         #[arg(long)]
         database_url: Option<String>,
+        /// Deepest GraphQL field nesting [default: 15].
+        #[arg(long)]
+        graphql_max_depth: Option<usize>,
+        /// Highest GraphQL query complexity [default: 25000].
+        #[arg(long)]
+        graphql_max_complexity: Option<usize>,
+        /// Largest `limit` of a GraphQL list field [default: 1000].
+        #[arg(long)]
+        graphql_max_list: Option<u32>,
+        /// Largest GraphQL query document in bytes [default: 32768].
+        #[arg(long)]
+        graphql_max_query_bytes: Option<usize>,
     },
     /// The outbox relay's dead letters, read and changed in the store
     /// directly (the embedded store allows one process: stop the server
@@ -107,6 +119,10 @@ fn main() -> ExitCode {
             log_format,
             log_level,
             database_url,
+            graphql_max_depth,
+            graphql_max_complexity,
+            graphql_max_list,
+            graphql_max_query_bytes,
         } => {
             let overrides = Overrides {
                 listen,
@@ -115,6 +131,10 @@ fn main() -> ExitCode {
                 log_format,
                 log_level,
                 database_url,
+                graphql_max_depth,
+                graphql_max_complexity,
+                graphql_max_list,
+                graphql_max_query_bytes,
             };
             let settings = match Settings::load(config.as_deref(), overrides) {
                 Ok(s) => s,

@@ -39,6 +39,25 @@ pub struct Settings {
     /// PostgreSQL store: event-writing tasks per node, each writing one
     /// group-committed batch at a time (`CAIRN_POSTGRES_WRITERS`).
     pub postgres_writers: usize,
+    /// Deepest field nesting a GraphQL document may have
+    /// (`CAIRN_GRAPHQL_MAX_DEPTH`, `--graphql-max-depth`).
+    pub graphql_max_depth: usize,
+    /// Highest GraphQL query complexity: a field costs 1, a list field its
+    /// `limit` (default 100) times its selection
+    /// (`CAIRN_GRAPHQL_MAX_COMPLEXITY`, `--graphql-max-complexity`).
+    pub graphql_max_complexity: usize,
+    /// Largest `limit` a GraphQL list field accepts
+    /// (`CAIRN_GRAPHQL_MAX_LIST`, `--graphql-max-list`).
+    pub graphql_max_list: u32,
+    /// Largest GraphQL query document in bytes, refused before parsing
+    /// (`CAIRN_GRAPHQL_MAX_QUERY_BYTES`, `--graphql-max-query-bytes`).
+    pub graphql_max_query_bytes: usize,
+    /// How often the live feed (subscriptions) looks for changes other
+    /// nodes committed, in milliseconds (`CAIRN_LIVE_POLL_MS`).
+    pub live_poll_ms: u64,
+    /// Messages buffered per subscriber before it is cut off as lagging
+    /// (`CAIRN_LIVE_CAPACITY`).
+    pub live_capacity: usize,
     /// A `postgres://` URL (`CAIRN_DATABASE_URL`, `--database-url`): when
     /// set, the PostgreSQL store is used instead of the embedded one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,6 +81,12 @@ impl Default for Settings {
             write_queue_depth: 8192,
             read_connections: 8,
             postgres_writers: 4,
+            graphql_max_depth: 15,
+            graphql_max_complexity: 25_000,
+            graphql_max_list: 1000,
+            graphql_max_query_bytes: 32 * 1024,
+            live_poll_ms: 250,
+            live_capacity: 4096,
             database_url: None,
             sinks: Vec::new(),
         }
@@ -78,6 +103,12 @@ const KEYS: &[&str] = &[
     "write_queue_depth",
     "read_connections",
     "postgres_writers",
+    "graphql_max_depth",
+    "graphql_max_complexity",
+    "graphql_max_list",
+    "graphql_max_query_bytes",
+    "live_poll_ms",
+    "live_capacity",
     "database_url",
     "sinks",
 ];
@@ -97,6 +128,14 @@ pub struct Overrides {
     pub log_level: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graphql_max_depth: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graphql_max_complexity: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graphql_max_list: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graphql_max_query_bytes: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +204,22 @@ impl Settings {
         }
         if !(1..=64).contains(&self.postgres_writers) {
             return bad("postgres_writers", "must be between 1 and 64");
+        }
+        for (key, value) in [
+            ("graphql_max_depth", self.graphql_max_depth),
+            ("graphql_max_complexity", self.graphql_max_complexity),
+            ("graphql_max_query_bytes", self.graphql_max_query_bytes),
+            ("live_capacity", self.live_capacity),
+        ] {
+            if value == 0 {
+                return bad(key, "must be greater than 0");
+            }
+        }
+        if !(1..=100_000).contains(&self.graphql_max_list) {
+            return bad("graphql_max_list", "must be from 1 to 100000");
+        }
+        if self.live_poll_ms == 0 {
+            return bad("live_poll_ms", "must be greater than 0");
         }
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty");
@@ -320,6 +375,38 @@ mod tests {
             )
             .map_err(|e| e.to_string())?;
             assert_eq!(s.database_url.as_deref(), Some("postgres://flag/cairn"));
+            // The GraphQL limits go through the same layers.
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(
+                (
+                    s.graphql_max_depth,
+                    s.graphql_max_complexity,
+                    s.graphql_max_list
+                ),
+                (15, 25_000, 1000),
+                "safe defaults"
+            );
+            jail.create_file(
+                "limits.toml",
+                "graphql_max_depth = 9\ngraphql_max_list = 50\n",
+            )?;
+            let s = Settings::load(Some(Path::new("limits.toml")), Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert_eq!((s.graphql_max_depth, s.graphql_max_list), (9, 50));
+            jail.set_env("CAIRN_GRAPHQL_MAX_DEPTH", "8");
+            let s = Settings::load(Some(Path::new("limits.toml")), Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(s.graphql_max_depth, 8);
+            let s = Settings::load(
+                Some(Path::new("limits.toml")),
+                Overrides {
+                    graphql_max_depth: Some(7),
+                    graphql_max_query_bytes: Some(2048),
+                    ..Overrides::default()
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            assert_eq!((s.graphql_max_depth, s.graphql_max_query_bytes), (7, 2048));
             Ok(())
         });
     }
@@ -350,6 +437,18 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("database_url"), "{err}");
+            jail.set_env("CAIRN_DATABASE_URL", "postgres://db/cairn");
+            jail.set_env("CAIRN_GRAPHQL_MAX_DEPTH", "0");
+            let err = Settings::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("graphql_max_depth"), "{err}");
+            jail.set_env("CAIRN_GRAPHQL_MAX_DEPTH", "7");
+            jail.set_env("CAIRN_GRAPHQL_MAX_LIST", "0");
+            let err = Settings::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("graphql_max_list"), "{err}");
             Ok(())
         });
     }

@@ -26,6 +26,8 @@ pub enum StartupError {
     },
     #[error("the store task failed: {0}")]
     Join(String),
+    #[error("starting the live feed: {0}")]
+    Live(String),
     #[error("configuring sinks: {0}")]
     Sinks(#[from] cairn_delivery::config::ConfigError),
 }
@@ -37,6 +39,7 @@ pub struct Application {
     state: AppState,
     data_dir: PathBuf,
     relay: Option<cairn_delivery::relay::Relay>,
+    live: cairn_delivery::live::LiveFeed,
 }
 
 impl Application {
@@ -64,13 +67,35 @@ impl Application {
                 return Err(e);
             }
         };
+        let live_config = cairn_delivery::live::LiveConfig {
+            capacity: settings.live_capacity,
+            poll: std::time::Duration::from_millis(settings.live_poll_ms),
+            ..cairn_delivery::live::LiveConfig::default()
+        };
+        let live = match cairn_delivery::live::LiveFeed::start(store.clone(), live_config).await {
+            Ok(live) => live,
+            Err(e) => {
+                if let Some(relay) = relay {
+                    relay.stop().await;
+                }
+                store.close().await;
+                return Err(StartupError::Live(e.to_string()));
+            }
+        };
         let data_dir = std::fs::canonicalize(&settings.data_dir).unwrap_or(settings.data_dir);
         let mut state = AppState::new(
             store.clone(),
             ApiConfig {
                 max_body_bytes: settings.max_body_bytes,
+                graphql: cairn_api::graphql::GraphqlConfig {
+                    max_depth: settings.graphql_max_depth,
+                    max_complexity: settings.graphql_max_complexity,
+                    max_list: settings.graphql_max_list,
+                    max_query_bytes: settings.graphql_max_query_bytes,
+                },
             },
-        );
+        )
+        .with_live(live.handle());
         if let Some(relay) = &relay {
             state = state.with_sinks(relay.status_handle(), relay.wake_handle());
         }
@@ -82,6 +107,7 @@ impl Application {
             state,
             data_dir,
             relay,
+            live,
         })
     }
 
@@ -110,6 +136,7 @@ impl Application {
         if let Some(relay) = self.relay {
             relay.stop().await;
         }
+        self.live.stop().await;
         tracing::info!("no longer accepting requests; closing the store");
         self.store.close().await;
         tracing::info!("store closed");

@@ -2,37 +2,23 @@ use crate::AppState;
 use crate::error::{ApiError, envelope, ok};
 use crate::extract::{Json, PathArgs, QueryMap};
 use crate::page::Page;
+use crate::service;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use cairn_domain::{CheckedEvent, EventId, EventInput, EventView, ReceiverId, Timestamp};
+use cairn_domain::{EventId, EventInput, EventView, ReceiverId, Timestamp};
 use cairn_store::EventFilter;
 use serde_json::value::RawValue;
 
 /// Most events one batch may carry.
 pub const MAX_BATCH: usize = 1000;
 
-/// Apply every event rule at once (fields, receiver, schema).
-async fn check(state: &AppState, input: EventInput) -> Result<CheckedEvent, ApiError> {
-    let receiver = match input.receiver_hint() {
-        Some(id) => state.store.receiver(id).await?,
-        None => None,
-    };
-    Ok(CheckedEvent::parse(input, receiver)?)
-}
-
 pub async fn create(
     State(state): State<AppState>,
     Json(input): Json<EventInput>,
 ) -> Result<Response, ApiError> {
-    let checked = check(&state, input).await?;
-    let ids = state.store.create_events(vec![checked]).await?;
-    match ids.first() {
-        Some(id) => Ok(ok(id)),
-        None => Err(ApiError::Internal(
-            "the store returned no id for a created event".into(),
-        )),
-    }
+    let id = service::create_event(state.store.as_ref(), input).await?;
+    Ok(ok(id))
 }
 
 /// All-or-nothing: every item is checked first, and any problem refuses the
@@ -63,7 +49,7 @@ pub async fn batch(
                 continue;
             }
         };
-        match check(&state, input).await {
+        match service::check_event(state.store.as_ref(), input).await {
             Ok(c) => checked.push(c),
             Err(ApiError::Invalid(msgs)) => {
                 errors.extend(msgs.into_iter().map(|m| format!("[{i}].{m}")));
@@ -144,16 +130,7 @@ pub async fn list(State(state): State<AppState>, q: QueryMap) -> Result<Response
     };
     let mut rows = state.store.list_events(filter, page.request()).await?;
     let next = page.finish(&mut rows, |e| e.id.to_string());
-    let mut receivers = Vec::with_capacity(rows.len());
-    for e in &rows {
-        let r = state.store.receiver(e.receiver_id).await?.ok_or_else(|| {
-            ApiError::Internal(format!(
-                "receiver {} of event {} is missing",
-                e.receiver_id, e.id
-            ))
-        })?;
-        receivers.push(r);
-    }
+    let receivers = service::receivers_of(state.store.as_ref(), &rows).await?;
     let views: Vec<EventView<'_>> = rows
         .iter()
         .zip(receivers.iter())

@@ -2,38 +2,25 @@ use crate::AppState;
 use crate::error::{ApiError, envelope, ok};
 use crate::extract::{Json, PathArgs, QueryMap};
 use crate::page::Page;
+use crate::service;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use cairn_domain::group::{GroupPatch, GroupPatchInput, ReceiverIdsInput};
-use cairn_domain::{FieldErrors, GroupId, GroupInput, NewGroup, ReceiverId, Unit};
+use cairn_domain::group::{GroupPatchInput, ReceiverIdsInput};
+use cairn_domain::{GroupId, GroupInput, ReceiverId};
 use cairn_store::{Completion, GroupFilter};
 use serde::Serialize;
-use std::collections::HashSet;
 
 fn group_id(id: &str) -> Result<GroupId, ApiError> {
     GroupId::parse(id).ok_or_else(|| ApiError::NotFound(format!("no group with id {id:?}")))
-}
-
-/// Which of these well-formed ids name stored receivers.
-async fn existing(state: &AppState, ids: Vec<ReceiverId>) -> Result<HashSet<ReceiverId>, ApiError> {
-    let mut found = HashSet::with_capacity(ids.len());
-    for id in ids {
-        if state.store.receiver(id).await?.is_some() {
-            found.insert(id);
-        }
-    }
-    Ok(found)
 }
 
 pub async fn create(
     State(state): State<AppState>,
     Json(input): Json<GroupInput>,
 ) -> Result<Response, ApiError> {
-    let known = existing(&state, input.receiver_hints()).await?;
-    let group = NewGroup::parse(input, |id| known.contains(&id))?;
-    let created = state.store.create_group(group).await?;
-    Ok(ok(created.id))
+    let id = service::create_group(state.store.as_ref(), input).await?;
+    Ok(ok(id))
 }
 
 pub async fn get(
@@ -73,8 +60,7 @@ pub async fn patch(
     Json(input): Json<GroupPatchInput>,
 ) -> Result<Response, ApiError> {
     let gid = group_id(&id)?;
-    let patch = GroupPatch::parse(input)?;
-    let group = state.store.update_group(gid, patch).await?;
+    let group = service::patch_group(state.store.as_ref(), gid, input).await?;
     Ok(ok(group.id))
 }
 
@@ -84,9 +70,7 @@ pub async fn add_receivers(
     Json(input): Json<ReceiverIdsInput>,
 ) -> Result<Response, ApiError> {
     let gid = group_id(&id)?;
-    let known = existing(&state, input.receiver_hints()).await?;
-    let ids = input.parse(|id| known.contains(&id))?;
-    let group = state.store.add_group_receivers(gid, ids).await?;
+    let group = service::add_group_receivers(state.store.as_ref(), gid, input).await?;
     Ok(ok(group))
 }
 
@@ -100,7 +84,7 @@ pub async fn remove_receiver(
             "event receiver {receiver_id:?} is not in group {id}"
         ))
     })?;
-    let group = state.store.remove_group_receiver(gid, rid).await?;
+    let group = service::remove_group_receiver(state.store.as_ref(), gid, rid).await?;
     Ok(ok(group))
 }
 
@@ -124,12 +108,7 @@ pub async fn status(
     q: QueryMap,
 ) -> Result<Response, ApiError> {
     let gid = group_id(&id)?;
-    let mut errors = FieldErrors::default();
-    let unit = Unit::parse_fields(|f| q.get(f), &mut errors);
-    let Some(unit) = unit else {
-        return Err(errors.into());
-    };
-    let status = state.store.group_status(gid, unit).await?;
+    let status = service::group_status(state.store.as_ref(), gid, |f| q.get(f)).await?;
     Ok(ok(StatusView {
         complete: status.complete,
         enabled: status.enabled,

@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz/readiness", get(ops::readiness))
         .route("/healthz/status", get(ops::status))
         .route("/metrics", get(ops::metrics))
+        .merge(crate::graphql::routes(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

@@ -2,19 +2,19 @@ use crate::AppState;
 use crate::error::{ApiError, envelope, ok};
 use crate::extract::{Json, PathArgs, QueryMap};
 use crate::page::Page;
+use crate::service;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use cairn_domain::{NewReceiver, ReceiverId, ReceiverInput};
+use cairn_domain::{ReceiverId, ReceiverInput};
 use cairn_store::ReceiverFilter;
 
 pub async fn create(
     State(state): State<AppState>,
     Json(input): Json<ReceiverInput>,
 ) -> Result<Response, ApiError> {
-    let receiver = NewReceiver::parse(input)?;
-    let created = state.store.create_receiver(receiver).await?;
-    Ok(ok(created.id))
+    let id = service::create_receiver(state.store.as_ref(), input).await?;
+    Ok(ok(id))
 }
 
 pub async fn get(

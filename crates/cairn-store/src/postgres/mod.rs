@@ -377,6 +377,16 @@ impl Store for PostgresStore {
         rows::load_receiver(&mut conn, &self.cache, id).await
     }
 
+    async fn receivers(&self, ids: Vec<ReceiverId>) -> StoreResult<Vec<Arc<Receiver>>> {
+        let (mut found, missing) = self.cache.split(ids);
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let mut conn = self.conn().await?;
+        found.extend(rows::load_receivers(&mut conn, &self.cache, &missing).await?);
+        Ok(found)
+    }
+
     async fn list_receivers(
         &self,
         filter: ReceiverFilter,

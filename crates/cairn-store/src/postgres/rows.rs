@@ -73,6 +73,26 @@ pub fn receiver_row(row: &PgRow) -> StoreResult<ReceiverRow> {
     })
 }
 
+/// The stored receivers among `ids`, in one query.
+pub async fn load_receivers(
+    conn: &mut PgConnection,
+    cache: &ReceiverCache,
+    ids: &[ReceiverId],
+) -> StoreResult<Vec<Arc<Receiver>>> {
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let rows = query(
+        "SELECT id, name, type, version, description, schema, fingerprint, created_at
+         FROM receivers WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db("reading receivers"))?;
+    rows.iter()
+        .map(|r| receiver_row(r).and_then(|r| cache.materialise(r).map_err(StoreError::Internal)))
+        .collect()
+}
+
 pub async fn load_receiver(
     conn: &mut PgConnection,
     cache: &ReceiverCache,

@@ -364,6 +364,18 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn receivers(&self, ids: Vec<ReceiverId>) -> StoreResult<Vec<Arc<Receiver>>> {
+        let (mut found, missing) = self.cache.split(ids);
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let loaded = self
+            .read(move |conn, cache| rows::load_receivers(conn, cache, &missing))
+            .await?;
+        found.extend(loaded);
+        Ok(found)
+    }
+
     async fn list_receivers(
         &self,
         filter: ReceiverFilter,

@@ -69,6 +69,32 @@ pub fn load_receiver(
         .transpose()
 }
 
+/// The stored receivers among `ids` (one statement per 500 ids).
+pub fn load_receivers(
+    conn: &Connection,
+    cache: &ReceiverCache,
+    ids: &[ReceiverId],
+) -> StoreResult<Vec<Arc<Receiver>>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let params: Vec<String> = chunk.iter().map(ToString::to_string).collect();
+        let rows = conn
+            .prepare(&format!(
+                "SELECT {RECEIVER_COLUMNS} FROM receivers WHERE id IN ({marks})"
+            ))
+            .and_then(|mut st| {
+                st.query_map(rusqlite::params_from_iter(params.iter()), receiver_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(db("reading receivers"))?;
+        for row in rows {
+            out.push(cache.materialise(row).map_err(StoreError::Internal)?);
+        }
+    }
+    Ok(out)
+}
+
 /// The five unit columns starting at column `first`.
 pub fn unit_at(row: &Row<'_>, first: usize) -> rusqlite::Result<Unit> {
     Ok(Unit {

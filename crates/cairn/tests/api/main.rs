@@ -11,6 +11,7 @@ mod completion;
 mod delivery;
 mod errors;
 mod events;
+mod graphql;
 mod group_membership;
 mod groups;
 mod health;

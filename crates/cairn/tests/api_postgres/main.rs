@@ -16,6 +16,8 @@ mod delivery;
 mod errors;
 #[path = "../api/events.rs"]
 mod events;
+#[path = "../api/graphql.rs"]
+mod graphql;
 #[path = "../api/group_membership.rs"]
 mod group_membership;
 #[path = "../api/groups.rs"]
