@@ -25,6 +25,9 @@
 mod support;
 
 use async_nats::jetstream;
+use cairn_testkit::{
+    NATS_SERVER, create_tansu_topic, free_port, start_nats, start_tansu, tansu_bin,
+};
 use futures_util::StreamExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -36,7 +39,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Server, client, free_port, get_json, post_json};
+use support::{Server, client, get_json, post_json};
 use tokio::task::JoinHandle;
 
 /// Units written concurrently; each unit's events are written one after
@@ -72,8 +75,6 @@ const FAST_RETRY: &str = "retry={base_ms=5,max_ms=200,max_attempts=4294967295,ba
                           breaker={failures=3,open_ms=300}";
 
 // ---- NATS JetStream ------------------------------------------------------------
-
-const NATS_SERVER: &str = "/usr/sbin/nats-server";
 
 struct Nats {
     port: u16,
@@ -126,23 +127,7 @@ impl Broker for Nats {
     }
 
     async fn restart(&mut self) {
-        let child = tokio::process::Command::new(NATS_SERVER)
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(self.dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        wait_for_port(self.port).await;
+        self.child = Some(start_nats(self.port, self.dir.path()).await);
     }
 
     fn spawn_consumer(&self, received: Received) -> JoinHandle<()> {
@@ -221,29 +206,8 @@ impl Tansu {
 
     /// Start the broker and create the topic (tansu does not auto-create).
     async fn launch(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = tokio::process::Command::new(&self.bin)
-            .args(["broker", "--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        wait_for_port(self.port).await;
-        let out = tokio::process::Command::new(&self.bin)
-            .args(["topic", "create", "--broker", &url])
-            .args(["--partitions", &PARTITIONS.to_string(), &self.topic])
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tansu topic create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.child = Some(start_tansu(&self.bin, self.port).await);
+        create_tansu_topic(&self.bin, self.port, &self.topic, PARTITIONS).await;
     }
 }
 
@@ -300,20 +264,6 @@ impl Broker for Tansu {
                 }
             }
         })
-    }
-}
-
-async fn wait_for_port(port: u16) {
-    let start = Instant::now();
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "the broker did not start listening on {port}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -656,11 +606,10 @@ async fn two_nodes_deliver_everything_through_a_nats_outage_and_a_node_kill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_deliver_everything_through_a_kafka_outage_and_a_node_kill() {
     let Some(db) = database_server() else { return };
-    let Some(bin) = std::env::var("CAIRN_TEST_TANSU_BIN")
-        .ok()
-        .filter(|b| !b.is_empty())
+    let Some(bin) =
+        tansu_bin("two_nodes_deliver_everything_through_a_kafka_outage_and_a_node_kill")
     else {
-        return skip("CAIRN_TEST_TANSU_BIN is unset (.ci/run sets it)");
+        return;
     };
     run(Tansu::start(bin).await, &db, "cluster_kafka").await;
 }

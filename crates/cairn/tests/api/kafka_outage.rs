@@ -15,6 +15,7 @@
 use crate::helpers::*;
 use cairn_delivery::config::{BreakerConfig, RetryConfig, SinkConfig, SinkKind};
 use cairn_delivery::kafka::KafkaConfig;
+use cairn_testkit::{create_tansu_topic, free_port, start_tansu};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -23,57 +24,8 @@ use reqwest::StatusCode;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
 
 const PARTITIONS: i32 = 3;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_tansu(bin: &str, port: u16) -> Child {
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(bin)
-        .args(["broker", "--listener-url", &url])
-        .args(["--advertised-listener-url", &url])
-        .args(["--storage-engine", "memory://tansu/"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "tansu did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    child
-}
-
-async fn create_topic(bin: &str, port: u16, topic: &str) {
-    let out = Command::new(bin)
-        .args(["topic", "create", "--broker"])
-        .arg(format!("tcp://127.0.0.1:{port}"))
-        .args(["--partitions", &PARTITIONS.to_string(), topic])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tansu topic create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// (message id, unit name, event id) per record, in the order one
 /// consumer read them (offset order within a partition, so within a unit).
@@ -168,7 +120,7 @@ async fn kafka_messages_survive_a_broker_outage_in_unit_order() {
     let brokers = format!("127.0.0.1:{port}");
     let topic = format!("outage-{port}");
     let mut tansu = start_tansu(&bin, port).await;
-    create_topic(&bin, port, &topic).await;
+    create_tansu_topic(&bin, port, &topic, PARTITIONS).await;
     let sink = SinkConfig {
         name: "kafka".into(),
         required: false,
@@ -245,7 +197,7 @@ async fn kafka_messages_survive_a_broker_outage_in_unit_order() {
     reader.abort();
 
     let _tansu = start_tansu(&bin, port).await;
-    create_topic(&bin, port, &topic).await;
+    create_tansu_topic(&bin, port, &topic, PARTITIONS).await;
     let after: Seen = Arc::default();
     let reader = consume(&brokers, &topic, after.clone());
     wait_until_seen(

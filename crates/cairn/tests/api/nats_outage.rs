@@ -6,44 +6,11 @@
 use crate::helpers::*;
 use cairn_delivery::config::{BreakerConfig, RetryConfig, SinkConfig, SinkKind};
 use cairn_delivery::nats::NatsConfig;
+use cairn_testkit::{NATS_SERVER, free_port, start_nats};
 use reqwest::StatusCode;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
-
-const NATS_SERVER: &str = "/usr/sbin/nats-server";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_nats(port: u16, dir: &Path) -> Child {
-    let child = Command::new(NATS_SERVER)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "nats-server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    child
-}
 
 /// Event ids in stream order, first appearance only, by unit name.
 async fn events_in_stream(url: &str, stream: &str) -> HashMap<String, Vec<String>> {

@@ -146,12 +146,3 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> reqwest::Result<(u
     let text = res.text().await?;
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
-
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}

@@ -1,0 +1,94 @@
+//! Helpers for tests that run their own brokers, so they can kill and
+//! restart them: a free loopback port, waiting for a port to listen, a
+//! `nats-server` with JetStream, and a tansu Kafka broker (memory storage,
+//! which creates no topic on use). Test code only: these panic on failure.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// Where Debian's nats-server package puts the binary.
+pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+}
+
+/// Wait (up to 15 s) until something accepts connections on `port`.
+pub async fn wait_for_port(port: u16) {
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "nothing listens on 127.0.0.1:{port} after 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Start `nats-server -js` on `port` with its store in `dir` (so a restart
+/// on the same dir keeps the streams); killed when the handle drops.
+pub async fn start_nats(port: u16, dir: &Path) -> Child {
+    let child = Command::new(NATS_SERVER)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {NATS_SERVER}: {e}"));
+    wait_for_port(port).await;
+    child
+}
+
+/// Start a tansu broker (the binary `bin`) on `port` with memory storage;
+/// killed when the handle drops.
+pub async fn start_tansu(bin: &str, port: u16) -> Child {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(bin)
+        .args(["broker", "--listener-url", &url])
+        .args(["--advertised-listener-url", &url])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting tansu ({bin}): {e}"));
+    wait_for_port(port).await;
+    child
+}
+
+/// Create `topic` with `partitions` partitions on the tansu broker at `port`.
+pub async fn create_tansu_topic(bin: &str, port: u16, topic: &str, partitions: i32) {
+    let out = Command::new(bin)
+        .args(["topic", "create", "--broker"])
+        .arg(format!("tcp://127.0.0.1:{port}"))
+        .args(["--partitions", &partitions.to_string(), topic])
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running tansu topic create: {e}"));
+    assert!(
+        out.status.success(),
+        "tansu topic create {topic}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `CAIRN_TEST_TANSU_BIN`, or `None` after printing why the test skips.
+pub fn tansu_bin(test: &str) -> Option<String> {
+    match std::env::var("CAIRN_TEST_TANSU_BIN") {
+        Ok(bin) if !bin.is_empty() => Some(bin),
+        _ => {
+            eprintln!("skipping {test}: CAIRN_TEST_TANSU_BIN is not set (.ci/run sets it)");
+            None
+        }
+    }
+}
