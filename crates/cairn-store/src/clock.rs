@@ -38,17 +38,66 @@ impl Clock {
             .unwrap_or(0);
         let micros = now.max(self.last_micros + 1);
         let ms = u64::try_from(micros / 1000).unwrap_or(0);
-        let id = if ms == self.last_id.timestamp_ms() {
-            // Same millisecond: keep increasing within it.
-            match self.last_id.increment() {
-                Some(id) => id,
-                None => Ulid::from_parts(ms + 1, 0),
-            }
+        let fresh = Ulid::from_parts(ms, Ulid::new().random());
+        let id = if fresh > self.last_id {
+            fresh
         } else {
-            Ulid::from_parts(ms, Ulid::new().random())
+            // The same millisecond (or a floor observed from another node
+            // ahead of this clock): step above the last id by a random
+            // amount, never by one. Two nodes that observed the same floor
+            // would otherwise hand out the same ids (a message id twice,
+            // which consumers and JetStream deduplicate away).
+            step_above(self.last_id)
         };
         self.last_micros = micros;
         self.last_id = id;
         (Timestamp::from_micros(micros), id)
+    }
+}
+
+/// An id above `last` by 1 to 2^40 (random): keeps ids increasing while
+/// leaving 40 random bits in every id. Crossing into the next millisecond
+/// is fine (still a valid, larger ULID).
+fn step_above(last: Ulid) -> Ulid {
+    let step = 1 + (Ulid::new().random() & ((1u128 << 40) - 1));
+    Ulid(last.0.saturating_add(step))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn ids_and_times_strictly_increase() {
+        let mut clock = Clock::new(None);
+        let (mut t, mut id) = clock.next();
+        for _ in 0..100_000 {
+            let (t2, id2) = clock.next();
+            assert!(t2 > t && id2 > id);
+            (t, id) = (t2, id2);
+        }
+    }
+
+    #[test]
+    fn two_clocks_that_observe_one_floor_hand_out_different_ids() {
+        // Two nodes write one unit in turn: each observes the other's
+        // latest id as its floor, from a floor far ahead of the wall clock.
+        let floor = Ulid::from_parts(u64::MAX >> 20, 42);
+        let (mut a, mut b) = (Clock::new(None), Clock::new(None));
+        let mut seen = HashSet::new();
+        let mut last = floor;
+        for _ in 0..10_000 {
+            for clock in [&mut a, &mut b] {
+                clock.observe(last);
+                for _ in 0..2 {
+                    let (_, id) = clock.next();
+                    assert!(id > last, "{id} is not above the floor {last}");
+                    assert!(seen.insert(id), "{id} handed out twice");
+                }
+            }
+            // Both observed the same floor this round.
+            last = a.last_id.max(b.last_id);
+        }
     }
 }
