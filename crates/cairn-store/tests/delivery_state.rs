@@ -221,3 +221,59 @@ async fn the_embedded_store_always_grants_the_lease() {
     assert!(lease.held().await);
     store.close().await;
 }
+
+/// A younger transaction that takes a lower outbox position than an older
+/// one that commits first must hold delivery back until it ends: reading
+/// the committed higher position alone would move a cursor past the lower
+/// one for good. (The horizon was once a snapshot's xmax, the latest
+/// *completed* transaction id + 1, which the younger transaction's id is
+/// not below; the relay then lost messages under concurrent writers.)
+#[tokio::test]
+async fn deliverable_never_passes_a_position_still_in_flight() {
+    use sqlx_core::connection::Connection;
+    use sqlx_core::query::query;
+    use sqlx_postgres::PgConnection;
+
+    let Some(db) = common::pg_test_db("deliverable_never_passes_a_position_still_in_flight").await
+    else {
+        return;
+    };
+    let store = PostgresStore::open(&db.url, PostgresOptions::default())
+        .await
+        .unwrap();
+    let mut older = PgConnection::connect(&db.url).await.unwrap();
+    let mut younger = PgConnection::connect(&db.url).await.unwrap();
+    let insert = "INSERT INTO outbox (id, type, ordering_key, message, created_at)
+                  VALUES ($1, 't', 'k', '{\"specversion\":\"1.0\"}', 0)";
+    for conn in [&mut older, &mut younger] {
+        query("BEGIN").execute(&mut *conn).await.unwrap();
+        // Take a transaction id now: the older one first.
+        query("SELECT pg_current_xact_id()")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    // The younger takes the lower position; the older the higher, and commits.
+    query(insert)
+        .bind(ulid::Ulid::new().to_string())
+        .execute(&mut younger)
+        .await
+        .unwrap();
+    query(insert)
+        .bind(ulid::Ulid::new().to_string())
+        .execute(&mut older)
+        .await
+        .unwrap();
+    query("COMMIT").execute(&mut older).await.unwrap();
+
+    let early = store.outbox_deliverable(0, 10).await.unwrap();
+    assert!(
+        early.is_empty(),
+        "delivered position(s) {:?} while position 1 was still in flight",
+        early.iter().map(|m| m.seq).collect::<Vec<_>>()
+    );
+    query("COMMIT").execute(&mut younger).await.unwrap();
+    let both = deliverable(&store, 0, 10, 2).await;
+    assert_eq!(both.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+    store.close().await;
+}

@@ -318,15 +318,16 @@ pub async fn outbox_after(
 
 /// Read and render outbox messages after `after_seq` whose position no
 /// transaction still in flight can undercut (docs/delivery.md): read the
-/// last position handed out, then a snapshot's `xmax`; every transaction
+/// last position handed out, then the next transaction id to be assigned
+/// (`pg_current_xact_id()` of a transaction of its own); every transaction
 /// holding a position up to that one took its id (at its first write,
-/// always before its outbox row) below `xmax`. Once the oldest transaction
-/// still running is at or above `xmax`, all of them have ended, and the
-/// rows up to that position are final. Waits (polling, up to
-/// [`HORIZON_WAIT`]) for that on the same `xmax`: a fresh one per try would
-/// never be passed under steady writes. Returns nothing (try again later)
-/// if a transaction older than `xmax` is still running after that; xids
-/// are cluster-wide, so a long transaction in any database delays delivery.
+/// always before its outbox row) below it. Once the oldest transaction
+/// still running is at or above it, all of them have ended, and the rows
+/// up to that position are final. Waits (polling, up to [`HORIZON_WAIT`])
+/// for that on the same horizon: a fresh one per try would never be passed
+/// under steady writes. Returns nothing (try again later) if an older
+/// transaction is still running after that; xids are cluster-wide, so a
+/// long transaction in any database delays delivery.
 pub async fn outbox_deliverable(
     conn: &mut PgConnection,
     cache: &ReceiverCache,
@@ -342,7 +343,13 @@ pub async fn outbox_deliverable(
     let Some(last) = last else {
         return Ok(Vec::new());
     };
-    let horizon: i64 = query("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+    // The next transaction id to be handed out: every transaction that
+    // already holds a position <= `last` took its id before that position
+    // and so has a smaller one. (A snapshot's xmax is not this: it is the
+    // latest *completed* id + 1, and transactions still running may hold
+    // larger ids; waiting on it let the relay pass positions in flight.)
+    // Taking it costs this one-statement transaction an id of its own.
+    let horizon: i64 = query("SELECT pg_current_xact_id()::text::bigint")
         .fetch_one(&mut *conn)
         .await
         .and_then(|r| r.try_get(0))
