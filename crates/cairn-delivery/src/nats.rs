@@ -128,9 +128,20 @@ async fn publish(js: &jetstream::Context, m: &Outgoing) -> Result<(), String> {
         .publish_with_headers(m.subject.clone(), headers, m.body.clone())
         .await
         .map_err(|e| format!("publishing to {}: {e}", m.subject))?;
-    ack.await
-        .map(|_| ())
-        .map_err(|e| format!("waiting for the JetStream ack on {}: {e}", m.subject))
+    let ack = ack
+        .await
+        .map_err(|e| format!("waiting for the JetStream ack on {}: {e}", m.subject))?;
+    if ack.duplicate {
+        // Expected after a retry; anything else means two messages shared
+        // an id, and the broker kept only the first.
+        tracing::warn!(
+            id = %m.id,
+            subject = %m.subject,
+            stream_seq = ack.sequence,
+            "JetStream dropped the message as a duplicate of its id"
+        );
+    }
+    Ok(())
 }
 
 /// Publish one lane in order, each message after the previous ack; stop
