@@ -4,9 +4,9 @@
 //!
 //! Checked: every event acknowledged by either node reaches the consumer
 //! at least once; by id, nothing is delivered that was not acknowledged;
-//! each unit's events arrive (first appearances) in the order they were
-//! acknowledged, though consecutive events of a unit were written through
-//! different nodes; each (group, unit) completion arrives under exactly one
+//! each unit's events stand in the broker (first copies, in stream or
+//! partition order) in the order they were acknowledged, though
+//! consecutive events of a unit were written through different nodes; each (group, unit) completion arrives under exactly one
 //! message id, matches the completions the API lists, and follows the
 //! event that completed it; requests never waited for the broker.
 //!
@@ -50,8 +50,11 @@ const ROUNDS: usize = 20;
 /// No request may take this long: the request path never waits for a broker.
 const SLOW: Duration = Duration::from_secs(2);
 
-/// Messages as the consumer received them, in arrival order (parsed JSON).
-type Received = Arc<Mutex<Vec<Value>>>;
+/// Messages as the consumer received them (parsed JSON), each with its
+/// position in the broker: the JetStream stream sequence, or for Kafka the
+/// broker generation (restarts) and the offset, which orders one unit's
+/// messages since they share a partition.
+type Received = Arc<Mutex<Vec<(u64, Value)>>>;
 
 /// A broker the test runs itself, so it can kill it.
 trait Broker {
@@ -62,6 +65,9 @@ trait Broker {
     /// A consumer that keeps reading (reconnecting through outages) and
     /// pushes every message it receives.
     fn spawn_consumer(&self, received: Received) -> JoinHandle<()>;
+    /// For a failure message: where the broker holds messages of these
+    /// events, if it can tell.
+    async fn find(&self, event_ids: &[String]) -> String;
 }
 
 fn skip(reason: &str) {
@@ -130,6 +136,36 @@ impl Broker for Nats {
         self.child = Some(start_nats(self.port, self.dir.path()).await);
     }
 
+    async fn find(&self, event_ids: &[String]) -> String {
+        let Ok(client) = async_nats::connect(self.url()).await else {
+            return "(broker unreachable)".into();
+        };
+        let js = jetstream::new(client);
+        let Ok(mut stream) = js.get_stream(&self.stream).await else {
+            return "(no stream)".into();
+        };
+        let Ok(info) = stream.info().await else {
+            return "(no stream info)".into();
+        };
+        let last = info.state.last_sequence;
+        let mut found = Vec::new();
+        for seq in 1..=last {
+            let Ok(m) = stream.get_raw_message(seq).await else {
+                continue;
+            };
+            let body: Value = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
+            if let Some(id) = body["data"]["events"][0]["id"].as_str()
+                && event_ids.iter().any(|e| e == id)
+                && body["source"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("cairn/receivers/"))
+            {
+                found.push(format!("{id} at stream seq {seq} of {last}"));
+            }
+        }
+        format!("in the stream: {found:?}")
+    }
+
     fn spawn_consumer(&self, received: Received) -> JoinHandle<()> {
         let (url, stream) = (self.url(), self.stream.clone());
         tokio::spawn(async move {
@@ -162,7 +198,8 @@ impl Broker for Nats {
                 };
                 while let Some(Ok(m)) = messages.next().await {
                     let body: Value = serde_json::from_slice(&m.payload).unwrap();
-                    received.lock().unwrap().push(body);
+                    let position = m.info().map(|i| i.stream_sequence).unwrap();
+                    received.lock().unwrap().push((position, body));
                     // A lost ack means a redelivery: the check dedups by id.
                     let _ = m.ack().await;
                 }
@@ -231,6 +268,10 @@ impl Broker for Tansu {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
+    async fn find(&self, _event_ids: &[String]) -> String {
+        "(tansu: not inspected)".into()
+    }
+
     fn spawn_consumer(&self, received: Received) -> JoinHandle<()> {
         let (brokers, topic) = (self.brokers(), self.topic.clone());
         let generation = Arc::clone(&self.generation);
@@ -260,7 +301,11 @@ impl Broker for Tansu {
                     };
                     let body: Value =
                         serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
-                    received.lock().unwrap().push(body);
+                    let offset = u64::try_from(m.offset()).unwrap();
+                    received
+                        .lock()
+                        .unwrap()
+                        .push(((current << 40) | offset, body));
                 }
             }
         })
@@ -376,34 +421,69 @@ async fn ingest(nodes: &[String], receivers: &[String; 2], phase: usize, acked: 
     }
 }
 
-/// Wait until every event in `acked` has reached the consumer.
+/// Wait until every event in `acked` has reached the consumer; the ids
+/// still missing when `timeout` is up.
 async fn wait_for_events(
     received: &Received,
     acked: &HashMap<String, Vec<String>>,
     timeout: Duration,
-    context: impl Fn() -> String,
-) {
-    let expected: HashSet<&String> = acked.values().flatten().collect();
+) -> Result<(), Vec<String>> {
     let start = Instant::now();
     loop {
         let got: HashSet<String> = received
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|m| m["data"]["events"][0]["id"].as_str().map(str::to_owned))
+            .filter_map(|(_, m)| m["data"]["events"][0]["id"].as_str().map(str::to_owned))
             .collect();
-        let missing = expected.iter().filter(|id| !got.contains(**id)).count();
-        if missing == 0 {
-            return;
+        let missing: Vec<String> = acked
+            .values()
+            .flatten()
+            .filter(|id| !got.contains(*id))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
         }
-        assert!(
-            start.elapsed() < timeout,
-            "{missing} of {} acknowledged events never reached the consumer\n{}",
-            expected.len(),
-            context()
-        );
+        if start.elapsed() > timeout {
+            return Err(missing);
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Fail, saying which events are missing and what the broker holds of them.
+async fn missing<B: Broker>(
+    broker: &B,
+    database_url: &str,
+    acked: usize,
+    missing: Vec<String>,
+    logs: String,
+) -> ! {
+    let mut found = broker.find(&missing).await;
+    // What the outbox says of them (psql, when it is installed).
+    let ids = missing
+        .iter()
+        .map(|i| format!("'{i}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!(
+        "SELECT o.seq, o.id, o.type, o.event_id, o.created_at FROM outbox o WHERE o.event_id IN ({ids}); \
+         SELECT * FROM outbox_cursors; SELECT count(*) AS outbox_rows, max(seq) FROM outbox"
+    );
+    if let Ok(out) = std::process::Command::new("psql")
+        .args([database_url, "-c", &sql])
+        .output()
+    {
+        found.push_str(&format!(
+            "\noutbox:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        ));
+    }
+    panic!(
+        "{} of {acked} acknowledged events never reached the consumer: {missing:?}; {found}\n{logs}",
+        missing.len()
+    );
 }
 
 async fn create(client: &reqwest::Client, url: &str, body: Value) -> String {
@@ -471,10 +551,17 @@ async fn run<B: Broker>(mut broker: B, db_server: &str, label: &str) {
     ingest(&both, &receivers, 0, &acked).await;
     // Everything acknowledged so far is delivered before the broker dies.
     let so_far = acked.lock().unwrap().clone();
-    wait_for_events(&received, &so_far, Duration::from_secs(30), || {
-        format!("node a:\n{}\nnode b:\n{}", a.server.log(), b.server.log())
-    })
-    .await;
+    if let Err(ids) = wait_for_events(&received, &so_far, Duration::from_secs(30)).await {
+        let logs = format!("node a:\n{}\nnode b:\n{}", a.server.log(), b.server.log());
+        missing(
+            &broker,
+            &db.url,
+            so_far.values().map(Vec::len).sum(),
+            ids,
+            logs,
+        )
+        .await;
+    }
     // 2. Broker killed; both nodes keep taking events.
     broker.kill().await;
     let outage = Instant::now();
@@ -491,21 +578,31 @@ async fn run<B: Broker>(mut broker: B, db_server: &str, label: &str) {
     ingest(std::slice::from_ref(&url_b), &receivers, 2, &acked).await;
 
     let acked = acked.lock().unwrap().clone();
-    wait_for_events(&received, &acked, Duration::from_secs(90), || {
-        format!("node b:\n{}", b.server.log())
-    })
-    .await;
+    if let Err(ids) = wait_for_events(&received, &acked, Duration::from_secs(90)).await {
+        let logs = format!("node b:\n{}", b.server.log());
+        missing(
+            &broker,
+            &db.url,
+            acked.values().map(Vec::len).sum(),
+            ids,
+            logs,
+        )
+        .await;
+    }
     let expected = acked.values().map(Vec::len).sum::<usize>();
     // Let any completion still in flight arrive too.
     tokio::time::sleep(Duration::from_millis(500)).await;
     consumer.abort();
-    let received = received.lock().unwrap().clone();
+    let mut received = received.lock().unwrap().clone();
+    // In broker order (what the sink was given, in the order it kept it);
+    // a consumer's redeliveries may arrive out of it.
+    received.sort_by_key(|(position, _)| *position);
 
-    // Dedup by message id, keeping first arrivals in order.
+    // Dedup by message id, keeping each message's first copy.
     let mut ids = HashSet::new();
     let mut duplicates = 0;
     let mut first: Vec<&Value> = Vec::new();
-    for m in &received {
+    for (_, m) in &received {
         let id = m["id"].as_str().expect("every message has an id");
         if ids.insert(id) {
             first.push(m);
