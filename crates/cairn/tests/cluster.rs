@@ -6,9 +6,10 @@
 //! at least once; by id, nothing is delivered that was not acknowledged;
 //! each unit's events stand in the broker (first copies, in stream or
 //! partition order) in the order they were acknowledged, though
-//! consecutive events of a unit were written through different nodes; each (group, unit) completion arrives under exactly one
-//! message id, matches the completions the API lists, and follows the
-//! event that completed it; requests never waited for the broker.
+//! consecutive events of a unit were written through different nodes;
+//! each (group, unit) completion arrives under exactly one message id,
+//! matches the completions the API lists, and follows the event that
+//! completed it; requests never waited for the broker.
 //!
 //! Run once with NATS JetStream (its own `nats-server`, file storage, so
 //! the restart keeps the stream) and once with Kafka (its own tansu broker,
