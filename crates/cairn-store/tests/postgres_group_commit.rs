@@ -10,7 +10,7 @@ mod common;
 use cairn_domain::{CheckedEvent, NewReceiver, Receiver, Text};
 use cairn_store::postgres::{PostgresOptions, PostgresStore};
 use cairn_store::{EventFilter, PageRequest, Store, StoreError};
-use common::{event_input, new_group, receiver_input};
+use common::{event_input, gate_over_two_receivers, receiver_input};
 use serde_json::json;
 use sqlx_core::connection::Connection;
 use sqlx_core::query::query;
@@ -181,22 +181,7 @@ async fn a_batch_evaluates_each_event_as_if_written_alone() {
     let store = PostgresStore::open(&db.url, PostgresOptions::default())
         .await
         .unwrap();
-    let r1 = store
-        .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
-        .await
-        .unwrap();
-    let r2 = store
-        .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
-        .await
-        .unwrap();
-    let group = store
-        .create_group(new_group(
-            "gate",
-            true,
-            &[r1.id.to_string(), r2.id.to_string()],
-        ))
-        .await
-        .unwrap();
+    let (r1, r2, group) = gate_over_two_receivers(&store, &store, &store).await;
     // One request: r1 succeeds, r2 succeeds (the unit is complete now),
     // then r2 fails. Written one by one, the completion is recorded at the
     // second event and its message comes right after that event's.
@@ -256,22 +241,7 @@ async fn batched_final_events_on_two_nodes_complete_each_unit_once() {
         Arc::new(node().await.unwrap()),
         Arc::new(node().await.unwrap()),
     );
-    let r1 = a
-        .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
-        .await
-        .unwrap();
-    let r2 = b
-        .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
-        .await
-        .unwrap();
-    let group = a
-        .create_group(new_group(
-            "gate",
-            true,
-            &[r1.id.to_string(), r2.id.to_string()],
-        ))
-        .await
-        .unwrap();
+    let (r1, r2, group) = gate_over_two_receivers(&*a, &*b, &*a).await;
     const UNITS: usize = 200;
     // Per unit, one node gets the final events of one receiver and the
     // other node those of the other receiver (alternating by unit), in

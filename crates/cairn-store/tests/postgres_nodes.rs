@@ -10,7 +10,7 @@ use cairn_domain::group::GroupPatch;
 use cairn_domain::{CheckedEvent, GroupId, NewReceiver, Receiver, Text, Unit};
 use cairn_store::postgres::{PostgresOptions, PostgresStore};
 use cairn_store::{PageRequest, Store};
-use common::{event_input, new_group, receiver_input};
+use common::{event_input, gate_over_two_receivers, new_group, receiver_input};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -73,16 +73,8 @@ async fn concurrent_final_events_on_two_nodes_complete_each_unit_once() {
         return;
     };
     let (a, b) = (node(&db.url).await, node(&db.url).await);
-    let r1 = a
-        .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
-        .await
-        .unwrap();
-    let r2 = b
-        .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
-        .await
-        .unwrap();
+    let (r1, r2, group) = gate_over_two_receivers(&*a, &*b, &*a).await;
     let ids = [r1.id.to_string(), r2.id.to_string()];
-    let group = a.create_group(new_group("gate", true, &ids)).await.unwrap();
     // Enabled later, on node B, while the events arrive.
     let late = a
         .create_group(new_group("late", false, &ids))
@@ -175,22 +167,7 @@ async fn a_failed_final_event_on_another_node_is_seen() {
         return;
     };
     let (a, b) = (node(&db.url).await, node(&db.url).await);
-    let r1 = a
-        .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
-        .await
-        .unwrap();
-    let r2 = a
-        .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
-        .await
-        .unwrap();
-    let group = b
-        .create_group(new_group(
-            "gate",
-            true,
-            &[r1.id.to_string(), r2.id.to_string()],
-        ))
-        .await
-        .unwrap();
+    let (r1, r2, group) = gate_over_two_receivers(&*a, &*a, &*b).await;
     // r1 fails on node A, then succeeds on node B; r2 succeeds on node A:
     // node B's and A's views of the unit agree, and it completes once.
     a.create_events(vec![event(&r1, 0, false)]).await.unwrap();

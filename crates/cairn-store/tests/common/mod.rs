@@ -3,8 +3,10 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
-use cairn_domain::{EventInput, GroupInput, NewGroup, ReceiverInput};
+use cairn_domain::{EventInput, Group, GroupInput, NewGroup, NewReceiver, Receiver, ReceiverInput};
+use cairn_store::Store;
 use serde_json::json;
+use std::sync::Arc;
 
 pub fn receiver_input() -> ReceiverInput {
     serde_json::from_str(
@@ -33,6 +35,33 @@ pub fn new_group(name: &str, enabled: bool, receivers: &[String]) -> NewGroup {
         |_| true,
     )
     .unwrap()
+}
+
+/// Two receivers, made through `first` and `second`, and an enabled group
+/// "gate" over both, made through `group_on` (the same store or different
+/// nodes of one database).
+pub async fn gate_over_two_receivers(
+    first: &dyn Store,
+    second: &dyn Store,
+    group_on: &dyn Store,
+) -> (Arc<Receiver>, Arc<Receiver>, Group) {
+    let r1 = first
+        .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
+        .await
+        .unwrap();
+    let r2 = second
+        .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
+        .await
+        .unwrap();
+    let group = group_on
+        .create_group(new_group(
+            "gate",
+            true,
+            &[r1.id.to_string(), r2.id.to_string()],
+        ))
+        .await
+        .unwrap();
+    (r1, r2, group)
 }
 
 /// A database created for one test and dropped when this goes away.
