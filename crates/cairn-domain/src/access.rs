@@ -373,6 +373,77 @@ pub fn decide(subject: &Subject<'_>, request: &Request<'_>) -> Decision {
     }
 }
 
+/// How a caller proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// A local user's access token.
+    User,
+    /// An API key.
+    ApiKey,
+    /// A bearer token from the configured OIDC issuer.
+    Oidc,
+    /// Authentication is off: everyone may do everything.
+    Anonymous,
+}
+
+/// An authenticated caller with everything [`decide`] needs, resolved once
+/// per request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// `user:<name>`, `key:<id>`, `oidc:<subject>` or `anonymous`.
+    pub id: String,
+    pub kind: PrincipalKind,
+    pub roles: Vec<Role>,
+    /// When not empty, a request must also match one of these (an API
+    /// key's scopes): scopes only narrow what the roles allow.
+    pub scopes: Vec<PermissionPattern>,
+    pub grants: Vec<Grant>,
+    /// The login session of a user's access token.
+    pub session: Option<String>,
+    /// The API key used, if any (its public id).
+    pub key_id: Option<String>,
+}
+
+impl Principal {
+    /// Everyone, when authentication is off.
+    pub fn anonymous() -> Self {
+        Self {
+            id: "anonymous".to_owned(),
+            kind: PrincipalKind::Anonymous,
+            roles: Role::builtin("admin").into_iter().collect(),
+            scopes: Vec::new(),
+            grants: Vec::new(),
+            session: None,
+            key_id: None,
+        }
+    }
+
+    /// [`decide`] for this principal, within its scopes.
+    pub fn decide(&self, request: &Request<'_>) -> Decision {
+        let needed = request.permission;
+        if !self.scopes.is_empty() && !self.scopes.iter().any(|s| s.matches(needed)) {
+            return Decision::Denied { needed };
+        }
+        decide(
+            &Subject {
+                principal: &self.id,
+                roles: &self.roles,
+                grants: &self.grants,
+            },
+            request,
+        )
+    }
+
+    /// Whether the principal holds the permission everywhere (no target).
+    pub fn may(&self, resource: Resource, action: Action) -> bool {
+        self.decide(&Request {
+            permission: Permission::new(resource, action),
+            target: None,
+        })
+        .is_allowed()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

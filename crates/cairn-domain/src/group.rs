@@ -31,6 +31,9 @@ pub struct NewGroup {
     pub description: Text,
     pub enabled: bool,
     pub receiver_ids: Vec<ReceiverId>,
+    /// The principal creating it, stored as its owner; `None` when
+    /// authentication is off.
+    pub owner: Option<String>,
 }
 
 impl GroupInput {
@@ -77,6 +80,7 @@ impl NewGroup {
                     description,
                     enabled: enabled.unwrap_or(false),
                     receiver_ids,
+                    owner: None,
                 })
             }
             _ => Err(errors),
@@ -212,6 +216,8 @@ pub struct Group {
     pub receiver_ids: Vec<ReceiverId>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The principal that created it (not part of the EPR wire shape).
+    pub owner: Option<String>,
 }
 
 /// Why a change of a group's receivers is refused.

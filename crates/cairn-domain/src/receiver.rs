@@ -129,6 +129,9 @@ pub struct NewReceiver {
     pub version: Text,
     pub description: Text,
     pub schema: ReceiverSchema,
+    /// The principal creating it (`user:<name>`, `key:<id>`...), stored as
+    /// its owner; `None` when authentication is off.
+    pub owner: Option<String>,
 }
 
 impl NewReceiver {
@@ -169,6 +172,7 @@ impl NewReceiver {
                     version,
                     description,
                     schema,
+                    owner: None,
                 })
             }
             _ => Err(errors),
@@ -202,6 +206,8 @@ pub struct Receiver {
     pub schema: ReceiverSchema,
     pub fingerprint: String,
     pub created_at: Timestamp,
+    /// The principal that created it (not part of the EPR wire shape).
+    pub owner: Option<String>,
 }
 
 impl serde::Serialize for Receiver {

@@ -77,6 +77,7 @@ impl ReceiverCache {
             schema,
             fingerprint: row.fingerprint,
             created_at: row.created_at,
+            owner: None,
         });
         self.insert(receiver.clone());
         Ok(receiver)

@@ -6,6 +6,7 @@
 //! - each change writes its outbox messages in the same transaction;
 //! - completions are evaluated in the transaction that could cause them.
 
+pub mod access;
 pub mod cache;
 pub(crate) mod clock;
 pub mod postgres;

@@ -177,6 +177,7 @@ pub async fn insert_receiver(
         schema: new.schema,
         fingerprint,
         created_at: now,
+        owner: new.owner,
     };
     query(
         "INSERT INTO receivers (id, name, type, version, description, schema, fingerprint, created_at)
@@ -576,6 +577,7 @@ pub async fn insert_group(ctx: &mut WriteCtx<'_>, new: NewGroup) -> StoreResult<
         receiver_ids: new.receiver_ids,
         created_at: now,
         updated_at: now,
+        owner: new.owner,
     };
     query(
         "INSERT INTO groups (id, name, type, version, description, enabled, created_at, updated_at)

@@ -172,6 +172,8 @@ pub fn group_row(row: &PgRow) -> StoreResult<Group> {
         receiver_ids: Vec::new(),
         created_at: time(row, 6)?,
         updated_at: time(row, 7)?,
+        // Loaded by the owner migration (issue 5, in progress).
+        owner: None,
     })
 }
 

@@ -75,6 +75,7 @@ pub fn insert_receiver(ctx: &mut WriteCtx<'_>, new: NewReceiver) -> StoreResult<
         schema: new.schema,
         fingerprint,
         created_at: now,
+        owner: new.owner,
     };
     ctx.conn
         .prepare_cached(
@@ -311,6 +312,7 @@ pub fn insert_group(ctx: &mut WriteCtx<'_>, new: NewGroup) -> StoreResult<Group>
         receiver_ids: new.receiver_ids,
         created_at: now,
         updated_at: now,
+        owner: new.owner,
     };
     ctx.conn
         .prepare_cached(

@@ -141,6 +141,8 @@ pub fn group_row(row: &Row<'_>) -> rusqlite::Result<Group> {
         receiver_ids: Vec::new(),
         created_at: Timestamp::from_micros(row.get(6)?),
         updated_at: Timestamp::from_micros(row.get(7)?),
+        // Loaded by the owner migration (issue 5, in progress).
+        owner: None,
     })
 }
 
