@@ -15,6 +15,17 @@ pub enum ApiError {
     PayloadTooLarge(String),
     UnsupportedMediaType(String),
     Unavailable(String),
+    /// 401: no credentials, or credentials that do not hold.
+    Unauthorized(String),
+    /// 403: authenticated, but not allowed.
+    Forbidden(String),
+    /// 409: the change conflicts with what is stored.
+    Conflict(String),
+    /// 429, with `Retry-After` in seconds.
+    TooManyRequests {
+        message: String,
+        retry_after: u64,
+    },
     /// 500; the detail is logged, never sent.
     Internal(String),
 }
@@ -22,6 +33,23 @@ pub enum ApiError {
 impl ApiError {
     pub fn field(field: &str, message: impl std::fmt::Display) -> Self {
         Self::Invalid(vec![format!("{field}: {message}")])
+    }
+
+    /// The message a client is told (internal details are not).
+    pub fn message(&self) -> String {
+        match self {
+            Self::Invalid(msgs) => msgs.join("; "),
+            Self::Internal(_) => "internal error; see the server log".to_owned(),
+            Self::Unavailable(m) => format!("service unavailable: {m}"),
+            Self::NotFound(m)
+            | Self::MethodNotAllowed(m)
+            | Self::PayloadTooLarge(m)
+            | Self::UnsupportedMediaType(m)
+            | Self::Unauthorized(m)
+            | Self::Forbidden(m)
+            | Self::Conflict(m) => m.clone(),
+            Self::TooManyRequests { message, .. } => message.clone(),
+        }
     }
 
     pub(crate) fn status(&self) -> StatusCode {
@@ -32,6 +60,10 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,7 +134,22 @@ pub fn ok<T: Serialize>(data: T) -> Response {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let mut extra: Option<(header::HeaderName, HeaderValue)> = None;
         let errors = match self {
+            Self::Unauthorized(m) => {
+                extra = Some((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"cairn\""),
+                ));
+                vec![m]
+            }
+            Self::TooManyRequests {
+                message,
+                retry_after,
+            } => {
+                extra = Some((header::RETRY_AFTER, HeaderValue::from(retry_after)));
+                vec![message]
+            }
             Self::Invalid(msgs) => msgs,
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
@@ -115,8 +162,14 @@ impl IntoResponse for ApiError {
             Self::NotFound(m)
             | Self::MethodNotAllowed(m)
             | Self::PayloadTooLarge(m)
-            | Self::UnsupportedMediaType(m) => vec![m],
+            | Self::UnsupportedMediaType(m)
+            | Self::Forbidden(m)
+            | Self::Conflict(m) => vec![m],
         };
-        envelope(status, (), &errors, None)
+        let mut res = envelope(status, (), &errors, None);
+        if let Some((name, value)) = extra {
+            res.headers_mut().insert(name, value);
+        }
+        res
     }
 }

@@ -2,6 +2,7 @@
 //! GraphQL API, health routes and `/metrics`. Handlers parse input into domain types, call the
 //! store, and render the envelope; they hold no business rules of their own.
 
+pub mod auth;
 pub mod counted;
 pub mod error;
 pub mod extract;
@@ -51,10 +52,12 @@ pub struct AppState {
     /// This node's live feed (GraphQL subscriptions), woken after every
     /// successful write like the relay (`None`: no subscriptions).
     pub live: Option<cairn_delivery::live::LiveHandle>,
+    /// Authentication: credentials, sessions, the audit log.
+    pub auth: Arc<auth::Auth>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
+    pub fn new(store: Arc<dyn Store>, config: ApiConfig, auth: Arc<auth::Auth>) -> Self {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_micros()).unwrap_or(0))
@@ -67,6 +70,7 @@ impl AppState {
             sinks: cairn_delivery::relay::StatusHandle::default(),
             relay_wake: None,
             live: None,
+            auth,
         }
     }
 
@@ -98,9 +102,14 @@ pub fn router(state: AppState) -> Router {
 /// `axum::serve`.
 pub fn app(
     state: AppState,
-) -> axum::routing::IntoMakeService<tower_http::normalize_path::NormalizePath<Router>> {
+) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<
+    tower_http::normalize_path::NormalizePath<Router>,
+    std::net::SocketAddr,
+> {
     use tower::Layer;
     let normalized =
         tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(router(state));
-    axum::ServiceExt::<axum::extract::Request>::into_make_service(normalized)
+    axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+        std::net::SocketAddr,
+    >(normalized)
 }

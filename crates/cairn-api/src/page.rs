@@ -73,6 +73,40 @@ impl Page {
         Self { limit, after }
     }
 
+    /// As [`Page::parse`] for lists keyed by names rather than ULIDs
+    /// (users, roles, keys).
+    pub fn parse_named(q: &QueryMap, errors: &mut Vec<String>) -> Self {
+        let mut only_limit = q.0.clone();
+        only_limit.remove("cursor");
+        let limit = Self::parse(&QueryMap(only_limit), errors).limit;
+        let after = match q.get("cursor") {
+            None => None,
+            Some(c) => match decode_named(c) {
+                Some(key) => Some(key),
+                None => {
+                    errors.push("cursor: is not a cursor this server issued".to_owned());
+                    None
+                }
+            },
+        };
+        Self { limit, after }
+    }
+
+    /// As [`Page::finish`], for lists parsed with [`Page::parse_named`].
+    pub fn finish_named<T>(
+        &self,
+        rows: &mut Vec<T>,
+        key_of: impl Fn(&T) -> String,
+    ) -> Option<String> {
+        if rows.len() > self.limit as usize {
+            rows.truncate(self.limit as usize);
+            rows.last()
+                .map(|r| URL_SAFE_NO_PAD.encode(format!("{NAMED_PREFIX}{}", key_of(r))))
+        } else {
+            None
+        }
+    }
+
     /// Ask the store for one row more than the page, to learn if more exist.
     pub fn request(&self) -> PageRequest {
         PageRequest {
@@ -90,6 +124,14 @@ impl Page {
             None
         }
     }
+}
+
+const NAMED_PREFIX: &str = "cairn1n:";
+
+fn decode_named(cursor: &str) -> Option<String> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    text.strip_prefix(NAMED_PREFIX).map(str::to_owned)
 }
 
 fn encode(id: &str) -> String {

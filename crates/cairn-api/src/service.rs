@@ -2,8 +2,15 @@
 //! resolvers): parse loose input into domain types with every rule of the
 //! domain, then call the store. Neither surface validates anything itself,
 //! so both report the same field errors and a refused write stores nothing.
+//!
+//! Every operation takes the [`Caller`] and asks it for the permission it
+//! needs (`cairn_domain::access::decide` through [`Caller::require`]),
+//! with the receiver or group acted on as the target where there is one,
+//! so REST and GraphQL enforce one policy.
 
+use crate::auth::Caller;
 use crate::error::ApiError;
+use cairn_domain::access::{Action, ObjectRef, Permission, Resource, Target};
 use cairn_domain::group::{GroupPatch, GroupPatchInput, ReceiverIdsInput};
 use cairn_domain::{
     CheckedEvent, EventId, EventInput, FieldErrors, Group, GroupId, GroupInput, NewGroup,
@@ -13,25 +20,60 @@ use cairn_store::{GroupStatus, Store};
 use std::collections::HashSet;
 use std::sync::Arc;
 
+/// The caller must hold `resource:action` everywhere (reads, creating
+/// receivers and groups).
+pub async fn require(caller: &Caller, resource: Resource, action: Action) -> Result<(), ApiError> {
+    caller
+        .require(Permission::new(resource, action), None)
+        .await
+}
+
 pub async fn create_receiver(
     store: &dyn Store,
+    caller: &Caller,
     input: ReceiverInput,
 ) -> Result<ReceiverId, ApiError> {
-    let receiver = NewReceiver::parse(input)?;
+    require(caller, Resource::Receivers, Action::Create).await?;
+    let mut receiver = NewReceiver::parse(input)?;
+    receiver.owner = caller.owner();
     Ok(store.create_receiver(receiver).await?.id)
 }
 
-/// Apply every event rule at once (fields, receiver, schema).
-pub async fn check_event(store: &dyn Store, input: EventInput) -> Result<CheckedEvent, ApiError> {
+/// Apply every event rule at once (fields, receiver, schema), then the
+/// caller must hold `events:create` on the event's receiver (everywhere,
+/// as its owner, or by a grant).
+pub async fn check_event(
+    store: &dyn Store,
+    caller: &Caller,
+    input: EventInput,
+) -> Result<CheckedEvent, ApiError> {
+    caller
+        .require_somewhere(Permission::new(Resource::Events, Action::Create))
+        .await?;
     let receiver = match input.receiver_hint() {
         Some(id) => store.receiver(id).await?,
         None => None,
     };
-    Ok(CheckedEvent::parse(input, receiver)?)
+    let checked = CheckedEvent::parse(input, receiver)?;
+    let receiver = checked.receiver();
+    caller
+        .require(
+            Permission::new(Resource::Events, Action::Create),
+            Some(Target {
+                object: ObjectRef::Receiver(receiver.id),
+                owner: receiver.owner.as_deref(),
+            }),
+        )
+        .await?;
+    Ok(checked)
 }
 
-pub async fn create_event(store: &dyn Store, input: EventInput) -> Result<EventId, ApiError> {
-    let checked = check_event(store, input).await?;
+pub async fn create_event(
+    store: &dyn Store,
+    caller: &Caller,
+    input: EventInput,
+) -> Result<EventId, ApiError> {
+    let checked = check_event(store, caller, input).await?;
     let ids = store.create_events(vec![checked]).await?;
     ids.first()
         .copied()
@@ -51,26 +93,56 @@ async fn existing(
         .collect())
 }
 
-pub async fn create_group(store: &dyn Store, input: GroupInput) -> Result<GroupId, ApiError> {
+pub async fn create_group(
+    store: &dyn Store,
+    caller: &Caller,
+    input: GroupInput,
+) -> Result<GroupId, ApiError> {
+    require(caller, Resource::Groups, Action::Create).await?;
     let known = existing(store, input.receiver_hints()).await?;
-    let group = NewGroup::parse(input, |id| known.contains(&id))?;
+    let mut group = NewGroup::parse(input, |id| known.contains(&id))?;
+    group.owner = caller.owner();
     Ok(store.create_group(group).await?.id)
+}
+
+/// The caller must hold `groups:update` on this group (everywhere, as its
+/// owner, or by a grant); 404 when there is no such group.
+async fn may_update_group(store: &dyn Store, caller: &Caller, id: GroupId) -> Result<(), ApiError> {
+    let permission = Permission::new(Resource::Groups, Action::Update);
+    caller.require_somewhere(permission).await?;
+    let group = store
+        .group(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no group with id {:?}", id.to_string())))?;
+    caller
+        .require(
+            permission,
+            Some(Target {
+                object: ObjectRef::Group(id),
+                owner: group.owner.as_deref(),
+            }),
+        )
+        .await
 }
 
 pub async fn patch_group(
     store: &dyn Store,
+    caller: &Caller,
     id: GroupId,
     input: GroupPatchInput,
 ) -> Result<Group, ApiError> {
+    may_update_group(store, caller, id).await?;
     let patch = GroupPatch::parse(input)?;
     Ok(store.update_group(id, patch).await?)
 }
 
 pub async fn add_group_receivers(
     store: &dyn Store,
+    caller: &Caller,
     id: GroupId,
     input: ReceiverIdsInput,
 ) -> Result<Group, ApiError> {
+    may_update_group(store, caller, id).await?;
     let known = existing(store, input.receiver_hints()).await?;
     let ids = input.parse(|id| known.contains(&id))?;
     Ok(store.add_group_receivers(id, ids).await?)
@@ -78,18 +150,22 @@ pub async fn add_group_receivers(
 
 pub async fn remove_group_receiver(
     store: &dyn Store,
+    caller: &Caller,
     id: GroupId,
     receiver: ReceiverId,
 ) -> Result<Group, ApiError> {
+    may_update_group(store, caller, id).await?;
     Ok(store.remove_group_receiver(id, receiver).await?)
 }
 
 /// A group's status for one unit; the unit's five fields come from `get`.
 pub async fn group_status<'a>(
     store: &dyn Store,
+    caller: &Caller,
     id: GroupId,
     get: impl Fn(&str) -> Option<&'a str>,
 ) -> Result<GroupStatus, ApiError> {
+    require(caller, Resource::Groups, Action::Read).await?;
     let mut errors = FieldErrors::default();
     let Some(unit) = Unit::parse_fields(get, &mut errors) else {
         return Err(errors.into());

@@ -1,6 +1,9 @@
+mod identity;
+
 use cairn::settings::{Overrides, Settings};
 use cairn::startup::Application;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+use identity::StoreArgs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -50,6 +53,40 @@ enum Command {
         /// Largest GraphQL query document in bytes [default: 32768].
         #[arg(long)]
         graphql_max_query_bytes: Option<usize>,
+        /// Authentication and access control: on or off [default: on].
+        /// Off lets anyone do anything; for trusted test setups only.
+        #[arg(long, value_parser = ["on", "off"])]
+        auth: Option<String>,
+    },
+    /// Local users (the store directly; stop the embedded server first).
+    User {
+        #[command(subcommand)]
+        action: identity::UserAction,
+    },
+    /// API keys.
+    Key {
+        #[command(subcommand)]
+        action: identity::KeyAction,
+    },
+    /// Custom roles (built-in: admin, maintainer, producer, reader).
+    Role {
+        #[command(subcommand)]
+        action: identity::RoleAction,
+    },
+    /// Grants of permissions on single receivers and groups.
+    Grant {
+        #[command(subcommand)]
+        action: identity::GrantAction,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        action: identity::AuditAction,
+    },
+    /// The JWT signing keys.
+    SigningKey {
+        #[command(subcommand)]
+        action: identity::SigningKeyAction,
     },
     /// The outbox relay's dead letters, read and changed in the store
     /// directly (the embedded store allows one process: stop the server
@@ -83,31 +120,6 @@ enum DeadLetterAction {
     },
 }
 
-/// Which store to open (as for `serve`).
-#[derive(Args)]
-struct StoreArgs {
-    #[arg(long, env = "CAIRN_CONFIG")]
-    config: Option<PathBuf>,
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    #[arg(long)]
-    database_url: Option<String>,
-}
-
-impl StoreArgs {
-    fn settings(self) -> Result<Settings, String> {
-        Settings::load(
-            self.config.as_deref(),
-            Overrides {
-                data_dir: self.data_dir,
-                database_url: self.database_url,
-                ..Overrides::default()
-            },
-        )
-        .map_err(|e| e.to_string())
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -123,8 +135,10 @@ fn main() -> ExitCode {
             graphql_max_complexity,
             graphql_max_list,
             graphql_max_query_bytes,
+            auth,
         } => {
             let overrides = Overrides {
+                auth,
                 listen,
                 data_dir,
                 max_body_bytes,
@@ -146,6 +160,12 @@ fn main() -> ExitCode {
             serve(settings)
         }
         Command::DeadLetters { action } => dead_letters(action),
+        Command::User { action } => identity::user(action),
+        Command::Key { action } => identity::key(action),
+        Command::Role { action } => identity::role(action),
+        Command::Grant { action } => identity::grant(action),
+        Command::Audit { action } => identity::audit(action),
+        Command::SigningKey { action } => identity::signing_key(action),
     }
 }
 
@@ -173,7 +193,7 @@ fn dead_letters(action: DeadLetterAction) -> ExitCode {
     };
     runtime.block_on(async move {
         let store = match cairn::startup::open_store(&settings).await {
-            Ok((store, _)) => store,
+            Ok(opened) => opened.store,
             Err(e) => {
                 eprintln!("cairn: {e}");
                 return ExitCode::FAILURE;

@@ -17,9 +17,52 @@ pub enum LogFormat {
     Json,
 }
 
+/// `on` (the default) or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    On,
+    Off,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// Authentication and access control, `on` or `off` (`CAIRN_AUTH`,
+    /// `--auth`). Off lets anyone do anything and says so loudly at start.
+    pub auth: AuthMode,
+    /// `iss` of the access tokens issued here (`CAIRN_AUTH_ISSUER`).
+    pub auth_issuer: String,
+    /// `aud` of the access tokens issued here (`CAIRN_AUTH_AUDIENCE`).
+    pub auth_audience: String,
+    /// `EdDSA`, `RS256` or `HS256`: algorithm of newly made signing keys
+    /// (`CAIRN_AUTH_JWT_ALGORITHM`).
+    pub auth_jwt_algorithm: String,
+    /// Access token lifetime (`CAIRN_AUTH_ACCESS_TOKEN_TTL_SECS`).
+    pub auth_access_token_ttl_secs: u64,
+    /// Refresh token lifetime (`CAIRN_AUTH_REFRESH_TOKEN_TTL_SECS`).
+    pub auth_refresh_token_ttl_secs: u64,
+    /// A login session's longest life, refreshed or not
+    /// (`CAIRN_AUTH_SESSION_TTL_SECS`).
+    pub auth_session_ttl_secs: u64,
+    /// How long a rotated-out signing key still verifies
+    /// (`CAIRN_AUTH_SIGNING_KEY_GRACE_SECS`).
+    pub auth_signing_key_grace_secs: u64,
+    /// Failed logins before the account is locked
+    /// (`CAIRN_AUTH_LOGIN_MAX_FAILURES`).
+    pub auth_login_max_failures: u32,
+    /// How long a locked account stays locked (`CAIRN_AUTH_LOGIN_LOCKOUT_SECS`).
+    pub auth_login_lockout_secs: u64,
+    /// Login and refresh attempts per client address per minute
+    /// (`CAIRN_AUTH_LOGIN_ATTEMPTS_PER_MINUTE`).
+    pub auth_login_attempts_per_minute: u32,
+    /// Require `metrics:read` on `/metrics` (`CAIRN_AUTH_PROTECT_METRICS`).
+    pub auth_protect_metrics: bool,
+    /// An external OpenID Connect issuer whose bearer tokens are accepted
+    /// (`[oidc]` table; `CAIRN_OIDC` as an inline TOML table). docs/api.md
+    /// lists the keys.
+    #[serde(default, skip_serializing)]
+    pub oidc: Option<cairn_auth::oidc::OidcConfig>,
     /// Address to listen on (`CAIRN_LISTEN`, `--listen`).
     pub listen: SocketAddr,
     /// Directory of the embedded store (`CAIRN_DATA_DIR`, `--data-dir`).
@@ -72,6 +115,19 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
+            auth: AuthMode::On,
+            auth_issuer: "cairn".to_owned(),
+            auth_audience: "cairn".to_owned(),
+            auth_jwt_algorithm: "EdDSA".to_owned(),
+            auth_access_token_ttl_secs: 15 * 60,
+            auth_refresh_token_ttl_secs: 14 * 24 * 3600,
+            auth_session_ttl_secs: 30 * 24 * 3600,
+            auth_signing_key_grace_secs: 24 * 3600,
+            auth_login_max_failures: 5,
+            auth_login_lockout_secs: 15 * 60,
+            auth_login_attempts_per_minute: 30,
+            auth_protect_metrics: false,
+            oidc: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8042)),
             data_dir: PathBuf::from("./cairn-data"),
             max_body_bytes: 1024 * 1024,
@@ -94,6 +150,19 @@ impl Default for Settings {
 }
 
 const KEYS: &[&str] = &[
+    "auth",
+    "auth_issuer",
+    "auth_audience",
+    "auth_jwt_algorithm",
+    "auth_access_token_ttl_secs",
+    "auth_refresh_token_ttl_secs",
+    "auth_session_ttl_secs",
+    "auth_signing_key_grace_secs",
+    "auth_login_max_failures",
+    "auth_login_lockout_secs",
+    "auth_login_attempts_per_minute",
+    "auth_protect_metrics",
+    "oidc",
     "listen",
     "data_dir",
     "max_body_bytes",
@@ -116,6 +185,8 @@ const KEYS: &[&str] = &[
 /// Values given on the command line; `None` leaves the lower layers alone.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -165,6 +236,27 @@ fn describe(err: figment::Error) -> String {
 }
 
 impl Settings {
+    /// The authentication settings of the API layer.
+    pub fn auth_config(&self) -> cairn_api::auth::AuthConfig {
+        use std::time::Duration;
+        cairn_api::auth::AuthConfig {
+            enabled: self.auth == AuthMode::On,
+            issuer: self.auth_issuer.clone(),
+            audience: self.auth_audience.clone(),
+            algorithm: cairn_auth::jwt::Algorithm::parse(&self.auth_jwt_algorithm)
+                .unwrap_or(cairn_auth::jwt::Algorithm::EdDSA),
+            access_token_ttl: Duration::from_secs(self.auth_access_token_ttl_secs),
+            refresh_token_ttl: Duration::from_secs(self.auth_refresh_token_ttl_secs),
+            session_ttl: Duration::from_secs(self.auth_session_ttl_secs),
+            signing_key_grace: Duration::from_secs(self.auth_signing_key_grace_secs),
+            login_max_failures: self.auth_login_max_failures,
+            login_lockout: Duration::from_secs(self.auth_login_lockout_secs),
+            login_attempts_per_minute: self.auth_login_attempts_per_minute,
+            protect_metrics: self.auth_protect_metrics,
+            oidc: self.oidc.clone(),
+        }
+    }
+
     /// Merge every layer. `config` is the `--config` file, if given.
     pub fn load(config: Option<&Path>, overrides: Overrides) -> Result<Self, SettingsError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
@@ -220,6 +312,51 @@ impl Settings {
         }
         if self.live_poll_ms == 0 {
             return bad("live_poll_ms", "must be greater than 0");
+        }
+        if cairn_auth::jwt::Algorithm::parse(&self.auth_jwt_algorithm).is_none() {
+            return bad("auth_jwt_algorithm", "must be EdDSA, RS256 or HS256");
+        }
+        for (key, value) in [
+            (
+                "auth_access_token_ttl_secs",
+                self.auth_access_token_ttl_secs,
+            ),
+            (
+                "auth_refresh_token_ttl_secs",
+                self.auth_refresh_token_ttl_secs,
+            ),
+            ("auth_session_ttl_secs", self.auth_session_ttl_secs),
+            ("auth_login_lockout_secs", self.auth_login_lockout_secs),
+        ] {
+            if value == 0 {
+                return bad(key, "must be greater than 0");
+            }
+        }
+        if self.auth_login_max_failures == 0 {
+            return bad("auth_login_max_failures", "must be greater than 0");
+        }
+        if self.auth_login_attempts_per_minute == 0 {
+            return bad("auth_login_attempts_per_minute", "must be greater than 0");
+        }
+        if self.auth_issuer.is_empty() || self.auth_audience.is_empty() {
+            return bad(
+                "auth_issuer",
+                "auth_issuer and auth_audience must not be empty",
+            );
+        }
+        if let Some(oidc) = &self.oidc {
+            if oidc.issuer.is_empty() {
+                return bad("oidc.issuer", "must not be empty");
+            }
+            if oidc.issuer == self.auth_issuer {
+                return bad("oidc.issuer", "must differ from auth_issuer");
+            }
+            if !(oidc.jwks_url.starts_with("http://") || oidc.jwks_url.starts_with("https://")) {
+                return bad("oidc.jwks_url", "must be an http:// or https:// URL");
+            }
+            if oidc.audience.is_empty() {
+                return bad("oidc.audience", "must not be empty");
+            }
         }
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty");

@@ -3,13 +3,15 @@
 
 use crate::settings::Settings;
 use axum::serve::ListenerExt;
+use cairn_api::auth::{Auth, accounts};
 use cairn_api::{ApiConfig, AppState};
 use cairn_store::Store;
+use cairn_store::access::AccessStore;
 use cairn_store::postgres::{PostgresOptions, PostgresStore};
 use cairn_store::sqlite::{OpenError, SqliteOptions, SqliteStore};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -28,12 +30,16 @@ pub enum StartupError {
     Join(String),
     #[error("starting the live feed: {0}")]
     Live(String),
+    #[error("starting authentication: {0}")]
+    Auth(String),
     #[error("configuring sinks: {0}")]
     Sinks(#[from] cairn_delivery::config::ConfigError),
 }
 
 pub struct Application {
     listener: TcpListener,
+    /// Where the first-start admin key was written, if this start made one.
+    admin_key_file: Option<PathBuf>,
     addr: SocketAddr,
     store: Arc<dyn Store>,
     state: AppState,
@@ -45,7 +51,22 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         cairn_api::metrics::install();
-        let (store, where_) = open_store(&settings).await?;
+        let opened = open_store(&settings).await?;
+        let (store, where_) = (opened.store, opened.description);
+        let auth = match start_auth(&settings, opened.access).await {
+            Ok(auth) => auth,
+            Err(e) => {
+                store.close().await;
+                return Err(e);
+            }
+        };
+        let admin_key_file = match bootstrap(&settings, &auth).await {
+            Ok(file) => file,
+            Err(e) => {
+                store.close().await;
+                return Err(e);
+            }
+        };
         let listener = match TcpListener::bind(settings.listen).await {
             Ok(l) => l,
             Err(source) => {
@@ -94,6 +115,7 @@ impl Application {
                     max_query_bytes: settings.graphql_max_query_bytes,
                 },
             },
+            auth,
         )
         .with_live(live.handle());
         if let Some(relay) = &relay {
@@ -102,6 +124,7 @@ impl Application {
         tracing::info!("listening on http://{addr} with {where_}");
         Ok(Self {
             listener,
+            admin_key_file,
             addr,
             store,
             state,
@@ -117,6 +140,11 @@ impl Application {
 
     pub fn data_dir(&self) -> &PathBuf {
         &self.data_dir
+    }
+
+    /// The file this start wrote the first admin key to, if it made one.
+    pub fn admin_key_file(&self) -> Option<&PathBuf> {
+        self.admin_key_file.as_ref()
     }
 
     /// Serve until `shutdown` resolves; then stop accepting, let in-flight
@@ -176,10 +204,103 @@ async fn start_relay(
     )))
 }
 
+/// Load the signing keys (making the first one if there is none); with
+/// authentication off, say so loudly.
+async fn start_auth(
+    settings: &Settings,
+    access: Arc<dyn AccessStore>,
+) -> Result<Arc<Auth>, StartupError> {
+    let config = settings.auth_config();
+    if !config.enabled {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF (--auth off / CAIRN_AUTH=off): anyone who can reach \
+             this server can read and write everything, including identities. \
+             Never run like this outside a trusted test setup."
+        );
+    }
+    let auth = Auth::start(config, access)
+        .await
+        .map_err(StartupError::Auth)?;
+    Ok(Arc::new(auth))
+}
+
+/// The file the first admin key is written to.
+pub fn admin_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.key")
+}
+
+/// With authentication on and no principal stored yet: make an admin API
+/// key, write it to `<data-dir>/admin.key` (mode 0600) and store only its
+/// hash. The key itself is never logged.
+async fn bootstrap(settings: &Settings, auth: &Auth) -> Result<Option<PathBuf>, StartupError> {
+    if !auth.enabled() {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        StartupError::Auth(format!(
+            "creating the data directory {}: {e}",
+            settings.data_dir.display()
+        ))
+    })?;
+    let path = admin_key_path(&settings.data_dir);
+    let pending = settings.data_dir.join(".admin.key.pending");
+    let made = accounts::bootstrap_admin_key(auth, |key| write_secret(&pending, key))
+        .await
+        .map_err(|e| StartupError::Auth(format!("making the first admin key: {}", e.message())))?;
+    if !made {
+        let _ = std::fs::remove_file(&pending);
+        return Ok(None);
+    }
+    std::fs::rename(&pending, &path).map_err(|e| {
+        StartupError::Auth(format!(
+            "moving the first admin key to {}: {e} (it is in {})",
+            path.display(),
+            pending.display()
+        ))
+    })?;
+    let shown = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+    tracing::warn!(
+        file = %shown.display(),
+        "first start with authentication on: an admin API key was created and written to {} \
+         (readable by this user only). Use it as `Authorization: Bearer $(cat {})`, create \
+         users and keys, then store it safely or revoke it.",
+        shown.display(),
+        shown.display()
+    );
+    Ok(Some(path))
+}
+
+/// Write `secret` plus a newline to a new file readable by its owner only.
+fn write_secret(path: &Path, secret: &str) -> Result<(), String> {
+    use std::io::Write;
+    let _ = std::fs::remove_file(path);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("creating {}: {e}", path.display()))?;
+    file.write_all(format!("{secret}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// An opened store: the registry and the identities, one database.
+pub struct OpenedStore {
+    pub store: Arc<dyn Store>,
+    pub access: Arc<dyn AccessStore>,
+    /// Where it is, for logs.
+    pub description: String,
+}
+
 /// Open the store the settings name (PostgreSQL when `database_url` is
 /// set, the embedded store otherwise), with a description for logs.
-pub async fn open_store(settings: &Settings) -> Result<(Arc<dyn Store>, String), StartupError> {
-    let opened: (Arc<dyn Store>, String) = match &settings.database_url {
+pub async fn open_store(settings: &Settings) -> Result<OpenedStore, StartupError> {
+    let opened: OpenedStore = match &settings.database_url {
         Some(url) => {
             let options = PostgresOptions {
                 max_connections: u32::try_from(
@@ -191,9 +312,13 @@ pub async fn open_store(settings: &Settings) -> Result<(Arc<dyn Store>, String),
                 write_queue_depth: settings.write_queue_depth,
                 ..PostgresOptions::default()
             };
-            let store = PostgresStore::open(url, options).await?;
-            let where_ = format!("the PostgreSQL store at {}", store.target());
-            (Arc::new(store), where_)
+            let store = Arc::new(PostgresStore::open(url, options).await?);
+            let description = format!("the PostgreSQL store at {}", store.target());
+            OpenedStore {
+                store: store.clone(),
+                access: store,
+                description,
+            }
         }
         None => {
             let options = SqliteOptions {
@@ -208,10 +333,12 @@ pub async fn open_store(settings: &Settings) -> Result<(Arc<dyn Store>, String),
                 .map_err(|e| StartupError::Join(e.to_string()))??;
             let dir = std::fs::canonicalize(&settings.data_dir)
                 .unwrap_or_else(|_| settings.data_dir.clone());
-            (
-                Arc::new(store),
-                format!("the embedded store in {}", dir.display()),
-            )
+            let store = Arc::new(store);
+            OpenedStore {
+                store: store.clone(),
+                access: store,
+                description: format!("the embedded store in {}", dir.display()),
+            }
         }
     };
     Ok(opened)

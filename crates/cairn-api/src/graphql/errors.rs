@@ -10,6 +10,10 @@ use async_graphql::{Context, ErrorExtensionValues, ServerError};
 pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
 pub const NOT_FOUND: &str = "NOT_FOUND";
 pub const UNAVAILABLE: &str = "UNAVAILABLE";
+pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+pub const FORBIDDEN: &str = "FORBIDDEN";
+pub const CONFLICT: &str = "CONFLICT";
+pub const RATE_LIMITED: &str = "RATE_LIMITED";
 pub const INTERNAL: &str = "INTERNAL_SERVER_ERROR";
 
 /// `(message, code, status, field)` for each problem of an API error.
@@ -26,6 +30,10 @@ fn parts(e: ApiError) -> Vec<(String, &'static str, u16, Option<String>)> {
         ApiError::MethodNotAllowed(m) => vec![(m, BAD_USER_INPUT, 405, None)],
         ApiError::PayloadTooLarge(m) => vec![(m, BAD_USER_INPUT, 413, None)],
         ApiError::UnsupportedMediaType(m) => vec![(m, BAD_USER_INPUT, 415, None)],
+        ApiError::Unauthorized(m) => vec![(m, UNAUTHENTICATED, 401, None)],
+        ApiError::Forbidden(m) => vec![(m, FORBIDDEN, 403, None)],
+        ApiError::Conflict(m) => vec![(m, CONFLICT, 409, None)],
+        ApiError::TooManyRequests { message, .. } => vec![(message, RATE_LIMITED, 429, None)],
         ApiError::Unavailable(m) => {
             tracing::warn!(detail = %m, "service unavailable");
             vec![(format!("service unavailable: {m}"), UNAVAILABLE, 503, None)]

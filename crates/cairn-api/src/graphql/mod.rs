@@ -95,6 +95,23 @@ impl NextCursors {
     }
 }
 
+/// Who is asking: put in every request's data by [`execute`] and
+/// [`subscribe`] from the authenticated request.
+pub(crate) fn caller<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a crate::auth::Caller> {
+    ctx.data::<crate::auth::Caller>()
+}
+
+/// The caller must hold `resource:action` everywhere.
+pub(crate) async fn require(
+    ctx: &Context<'_>,
+    resource: cairn_domain::access::Resource,
+    action: cairn_domain::access::Action,
+) -> async_graphql::Result<()> {
+    crate::service::require(caller(ctx)?, resource, action)
+        .await
+        .or_gql(ctx)
+}
+
 /// The store for this resolver: the request's counted view if any.
 pub(crate) fn store<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a dyn Store> {
     if let Some(s) = ctx.data_opt::<RequestStore>() {
@@ -207,6 +224,11 @@ async fn execute(
     axum::Extension(schema): axum::Extension<CairnSchema>,
     req: Request,
 ) -> Response {
+    let Some(caller) = req.extensions().get::<crate::auth::Caller>().cloned() else {
+        return api_error_response(ApiError::Unauthorized(
+            "authentication required: send Authorization: Bearer <token>".into(),
+        ));
+    };
     let body = match Json::<GraphqlBody>::from_request(req, &state).await {
         Ok(Json(body)) => body,
         Err(e) => return api_error_response(e),
@@ -252,7 +274,8 @@ async fn execute(
         .variables(variables)
         .data(RequestStore(counted.clone()))
         .data(loader::receiver_loader(counted.clone()))
-        .data(cursors.clone());
+        .data(cursors.clone())
+        .data(caller);
     if let Some(op) = operation {
         request = request.operation_name(op);
     }
@@ -300,10 +323,29 @@ fn tag_uncoded(errors: &mut [ServerError]) {
     }
 }
 
+/// The credentials of a `connection_init` payload:
+/// `{"Authorization": "Bearer <token>"}` (any case), or `{"token": "<token>"}`.
+fn init_credentials(payload: &serde_json::Value) -> Option<String> {
+    let obj = payload.as_object()?;
+    obj.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .and_then(|(_, v)| v.as_str())
+        .map(str::to_owned)
+        .or_else(|| {
+            obj.get("token")
+                .and_then(|v| v.as_str())
+                .map(|t| format!("Bearer {t}"))
+        })
+}
+
 /// Subscriptions over WebSocket; a plain GET is told what to do instead.
+/// Credentials come with the upgrade request (`Authorization` header) or,
+/// from browsers, in the `connection_init` payload.
 async fn subscribe(
     State(state): State<AppState>,
     axum::Extension(schema): axum::Extension<CairnSchema>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
+    request_id: Option<axum::Extension<crate::metrics::RequestId>>,
     protocol: Result<GraphQLProtocol, StatusCode>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -316,6 +358,9 @@ async fn subscribe(
     };
     let limit = state.config.max_body_bytes;
     let store = state.store.clone();
+    let auth = state.auth.clone();
+    let caller = caller.map(|c| c.0);
+    let request_id = request_id.map(|r| r.0.0).unwrap_or_default();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(limit)
@@ -325,6 +370,24 @@ async fn subscribe(
             data.insert(loader::receiver_loader(store));
             GraphQLWebSocket::new(socket, schema, protocol)
                 .with_data(data)
+                .on_connection_init(move |payload| async move {
+                    let mut data = Data::default();
+                    let caller = match caller {
+                        Some(c) => c,
+                        None => {
+                            let Some(header) = init_credentials(&payload) else {
+                                return Err(async_graphql::Error::new(
+                                    "authentication required: send {\"Authorization\": \"Bearer <token>\"} in connection_init",
+                                ));
+                            };
+                            crate::auth::authenticate_header(&auth, &header, &request_id, "websocket")
+                                .await
+                                .map_err(|e| async_graphql::Error::new(e.message()))?
+                        }
+                    };
+                    data.insert(caller);
+                    Ok(data)
+                })
                 .serve()
         })
         .into_response()

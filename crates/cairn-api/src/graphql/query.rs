@@ -11,6 +11,7 @@ use crate::error::ApiError;
 use crate::page::Page;
 use crate::service;
 use async_graphql::{Context, ID, InputObject, Object, Result};
+use cairn_domain::access::{Action, Resource};
 use cairn_domain::group::{GroupPatchInput, ReceiverIdsInput};
 use cairn_domain::{
     EventId, EventInput, GroupId, GroupInput, ReceiverId, ReceiverInput, Timestamp,
@@ -147,6 +148,7 @@ pub struct QueryRoot;
 impl QueryRoot {
     /// The event with this id: a one-element list, or empty if none.
     async fn events_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<Vec<EventObject>> {
+        super::require(ctx, Resource::Events, Action::Read).await?;
         let Some(eid) = EventId::parse(&id) else {
             return Ok(Vec::new());
         };
@@ -155,6 +157,7 @@ impl QueryRoot {
     }
 
     async fn event_receivers_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<Vec<EventReceiver>> {
+        super::require(ctx, Resource::Receivers, Action::Read).await?;
         let Some(rid) = ReceiverId::parse(&id) else {
             return Ok(Vec::new());
         };
@@ -167,6 +170,7 @@ impl QueryRoot {
         ctx: &Context<'_>,
         id: ID,
     ) -> Result<Vec<EventReceiverGroup>> {
+        super::require(ctx, Resource::Groups, Action::Read).await?;
         let Some(gid) = GroupId::parse(&id) else {
             return Ok(Vec::new());
         };
@@ -186,6 +190,7 @@ impl QueryRoot {
         limit: Option<i64>,
         cursor: Option<String>,
     ) -> Result<Vec<EventObject>> {
+        super::require(ctx, Resource::Events, Action::Read).await?;
         let f = event.unwrap_or_default();
         let mut errors = Vec::new();
         let page = page(ctx, limit, cursor.as_deref(), &mut errors);
@@ -251,6 +256,7 @@ impl QueryRoot {
         limit: Option<i64>,
         cursor: Option<String>,
     ) -> Result<Vec<EventReceiver>> {
+        super::require(ctx, Resource::Receivers, Action::Read).await?;
         let f = event_receiver.unwrap_or_default();
         let mut errors = Vec::new();
         let page = page(ctx, limit, cursor.as_deref(), &mut errors);
@@ -303,6 +309,7 @@ impl QueryRoot {
         limit: Option<i64>,
         cursor: Option<String>,
     ) -> Result<Vec<EventReceiverGroup>> {
+        super::require(ctx, Resource::Groups, Action::Read).await?;
         let f = event_receiver_group.unwrap_or_default();
         let mut errors = Vec::new();
         let page = page(ctx, limit, cursor.as_deref(), &mut errors);
@@ -374,7 +381,7 @@ impl QueryRoot {
                 _ => None,
             }
         };
-        let status = service::group_status(store(ctx)?, gid, get)
+        let status = service::group_status(store(ctx)?, super::caller(ctx)?, gid, get)
             .await
             .or_gql(ctx)?;
         Ok(status.into())
@@ -392,6 +399,7 @@ impl QueryRoot {
         limit: Option<i64>,
         cursor: Option<String>,
     ) -> Result<Vec<GroupCompletion>> {
+        super::require(ctx, Resource::Groups, Action::Read).await?;
         let gid = group_id(&id).or_gql(ctx)?;
         let mut errors = Vec::new();
         let page = page(ctx, limit, cursor.as_deref(), &mut errors);
@@ -442,7 +450,7 @@ impl MutationRoot {
             success: event.success.map(Value::Bool),
             event_receiver_id: event.event_receiver_id.map(|id| Value::String(id.0)),
         };
-        let id = service::create_event(store(ctx)?, input)
+        let id = service::create_event(store(ctx)?, super::caller(ctx)?, input)
             .await
             .or_gql(ctx)?;
         Ok(ID(id.to_string()))
@@ -461,7 +469,7 @@ impl MutationRoot {
             description: text(r.description),
             schema: raw(r.schema),
         };
-        let id = service::create_receiver(store(ctx)?, input)
+        let id = service::create_receiver(store(ctx)?, super::caller(ctx)?, input)
             .await
             .or_gql(ctx)?;
         Ok(ID(id.to_string()))
@@ -481,7 +489,7 @@ impl MutationRoot {
             enabled: g.enabled.map(Value::Bool),
             event_receiver_ids: ids_value(g.event_receiver_ids),
         };
-        let id = service::create_group(store(ctx)?, input)
+        let id = service::create_group(store(ctx)?, super::caller(ctx)?, input)
             .await
             .or_gql(ctx)?;
         Ok(ID(id.to_string()))
@@ -508,7 +516,7 @@ impl MutationRoot {
         let input = ReceiverIdsInput {
             event_receiver_ids: ids_value(event_receiver_ids),
         };
-        let group = service::add_group_receivers(store(ctx)?, gid, input)
+        let group = service::add_group_receivers(store(ctx)?, super::caller(ctx)?, gid, input)
             .await
             .or_gql(ctx)?;
         Ok(EventReceiverGroup(group))
@@ -532,7 +540,7 @@ impl MutationRoot {
                 ))
             })
             .or_gql(ctx)?;
-        let group = service::remove_group_receiver(store(ctx)?, gid, rid)
+        let group = service::remove_group_receiver(store(ctx)?, super::caller(ctx)?, gid, rid)
             .await
             .or_gql(ctx)?;
         Ok(EventReceiverGroup(group))
@@ -545,7 +553,7 @@ async fn set_enabled(ctx: &Context<'_>, id: &ID, enabled: bool) -> Result<ID> {
         enabled: Some(Value::Bool(enabled)),
         ..GroupPatchInput::default()
     };
-    let group = service::patch_group(store(ctx)?, gid, input)
+    let group = service::patch_group(store(ctx)?, super::caller(ctx)?, gid, input)
         .await
         .or_gql(ctx)?;
     Ok(ID(group.id.to_string()))

@@ -9,6 +9,7 @@ use crate::error::ApiError;
 use async_graphql::{Context, ID, InputObject, Result, Subscription};
 use cairn_delivery::OutboxMessage;
 use cairn_delivery::live::LiveHandle;
+use cairn_domain::access::{Action, Resource};
 use cairn_domain::message::{GROUP_CREATED, GROUP_MODIFIED};
 use cairn_domain::{Event, EventId, GroupId, JsonText, ReceiverId, Text, Timestamp, Unit};
 use futures_util::Stream;
@@ -321,6 +322,7 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         filter: Option<LiveFilter>,
     ) -> Result<impl Stream<Item = Result<EventObject>>> {
+        super::require(ctx, Resource::Events, Action::Read).await?;
         let live = live(ctx)?;
         let matcher = Matcher::new(ctx, filter.unwrap_or_default()).await?;
         Ok(stream(live, matcher, |m, change| match change {
@@ -335,6 +337,7 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         filter: Option<LiveFilter>,
     ) -> Result<impl Stream<Item = Result<GroupCompletion>>> {
+        super::require(ctx, Resource::Groups, Action::Read).await?;
         let live = live(ctx)?;
         let matcher = Matcher::new(ctx, filter.unwrap_or_default()).await?;
         Ok(stream(live, matcher, |m, change| match change {

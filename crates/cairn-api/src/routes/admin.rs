@@ -1,10 +1,13 @@
 //! Operator routes: the outbox relay's dead letters.
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ok};
 use crate::extract::{PathArgs, QueryMap};
+use crate::service;
 use axum::extract::State;
 use axum::response::Response;
+use cairn_domain::access::{Action, Resource};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -20,8 +23,10 @@ struct DeadLetterView {
 /// `GET /api/v1/admin/dead-letters?sink=&limit=`: oldest position first.
 pub async fn dead_letters(
     State(state): State<AppState>,
+    caller: Caller,
     q: QueryMap,
 ) -> Result<Response, ApiError> {
+    service::require(&caller, Resource::DeadLetters, Action::Read).await?;
     let limit = match q.get("limit") {
         None => 100,
         Some(s) => match s.parse::<u32>() {
@@ -53,8 +58,10 @@ pub async fn dead_letters(
 /// to be delivered to that sink again (before its new messages).
 pub async fn replay(
     State(state): State<AppState>,
+    caller: Caller,
     PathArgs((sink, seq)): PathArgs<(String, String)>,
 ) -> Result<Response, ApiError> {
+    service::require(&caller, Resource::DeadLetters, Action::Update).await?;
     let seq: u64 = seq
         .parse()
         .map_err(|_| ApiError::NotFound(format!("no dead letter at position {seq:?}")))?;

@@ -1,4 +1,5 @@
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, envelope, ok};
 use crate::extract::{Json, PathArgs, QueryMap};
 use crate::page::Page;
@@ -6,6 +7,7 @@ use crate::service;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use cairn_domain::access::{Action, Resource};
 use cairn_domain::{EventId, EventInput, EventView, ReceiverId, Timestamp};
 use cairn_store::EventFilter;
 use serde_json::value::RawValue;
@@ -15,9 +17,10 @@ pub const MAX_BATCH: usize = 1000;
 
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     Json(input): Json<EventInput>,
 ) -> Result<Response, ApiError> {
-    let id = service::create_event(state.store.as_ref(), input).await?;
+    let id = service::create_event(state.store.as_ref(), &caller, input).await?;
     Ok(ok(id))
 }
 
@@ -25,6 +28,7 @@ pub async fn create(
 /// whole batch with errors prefixed `[i].`.
 pub async fn batch(
     State(state): State<AppState>,
+    caller: Caller,
     Json(items): Json<Vec<Box<RawValue>>>,
 ) -> Result<Response, ApiError> {
     if items.is_empty() {
@@ -49,7 +53,7 @@ pub async fn batch(
                 continue;
             }
         };
-        match service::check_event(state.store.as_ref(), input).await {
+        match service::check_event(state.store.as_ref(), &caller, input).await {
             Ok(c) => checked.push(c),
             Err(ApiError::Invalid(msgs)) => {
                 errors.extend(msgs.into_iter().map(|m| format!("[{i}].{m}")));
@@ -66,8 +70,10 @@ pub async fn batch(
 
 pub async fn get(
     State(state): State<AppState>,
+    caller: Caller,
     PathArgs(id): PathArgs<String>,
 ) -> Result<Response, ApiError> {
+    service::require(&caller, Resource::Events, Action::Read).await?;
     let not_found = || ApiError::NotFound(format!("no event with id {id:?}"));
     let eid = EventId::parse(&id).ok_or_else(not_found)?;
     let event = state.store.event(eid).await?.ok_or_else(not_found)?;
@@ -87,7 +93,12 @@ pub async fn get(
     }]))
 }
 
-pub async fn list(State(state): State<AppState>, q: QueryMap) -> Result<Response, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: QueryMap,
+) -> Result<Response, ApiError> {
+    service::require(&caller, Resource::Events, Action::Read).await?;
     let mut errors = Vec::new();
     let page = Page::parse(&q, &mut errors);
     let success = q.bool("success", &mut errors);

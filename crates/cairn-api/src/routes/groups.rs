@@ -1,4 +1,5 @@
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, envelope, ok};
 use crate::extract::{Json, PathArgs, QueryMap};
 use crate::page::Page;
@@ -6,6 +7,7 @@ use crate::service;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use cairn_domain::access::{Action, Resource};
 use cairn_domain::group::{GroupPatchInput, ReceiverIdsInput};
 use cairn_domain::{GroupId, GroupInput, ReceiverId};
 use cairn_store::{Completion, GroupFilter};
@@ -17,16 +19,19 @@ fn group_id(id: &str) -> Result<GroupId, ApiError> {
 
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     Json(input): Json<GroupInput>,
 ) -> Result<Response, ApiError> {
-    let id = service::create_group(state.store.as_ref(), input).await?;
+    let id = service::create_group(state.store.as_ref(), &caller, input).await?;
     Ok(ok(id))
 }
 
 pub async fn get(
     State(state): State<AppState>,
+    caller: Caller,
     PathArgs(id): PathArgs<String>,
 ) -> Result<Response, ApiError> {
+    service::require(&caller, Resource::Groups, Action::Read).await?;
     let gid = group_id(&id)?;
     let group = state
         .store
@@ -36,7 +41,12 @@ pub async fn get(
     Ok(ok([group]))
 }
 
-pub async fn list(State(state): State<AppState>, q: QueryMap) -> Result<Response, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: QueryMap,
+) -> Result<Response, ApiError> {
+    service::require(&caller, Resource::Groups, Action::Read).await?;
     let mut errors = Vec::new();
     let page = Page::parse(&q, &mut errors);
     let enabled = q.bool("enabled", &mut errors);
@@ -56,26 +66,29 @@ pub async fn list(State(state): State<AppState>, q: QueryMap) -> Result<Response
 
 pub async fn patch(
     State(state): State<AppState>,
+    caller: Caller,
     PathArgs(id): PathArgs<String>,
     Json(input): Json<GroupPatchInput>,
 ) -> Result<Response, ApiError> {
     let gid = group_id(&id)?;
-    let group = service::patch_group(state.store.as_ref(), gid, input).await?;
+    let group = service::patch_group(state.store.as_ref(), &caller, gid, input).await?;
     Ok(ok(group.id))
 }
 
 pub async fn add_receivers(
     State(state): State<AppState>,
+    caller: Caller,
     PathArgs(id): PathArgs<String>,
     Json(input): Json<ReceiverIdsInput>,
 ) -> Result<Response, ApiError> {
     let gid = group_id(&id)?;
-    let group = service::add_group_receivers(state.store.as_ref(), gid, input).await?;
+    let group = service::add_group_receivers(state.store.as_ref(), &caller, gid, input).await?;
     Ok(ok(group))
 }
 
 pub async fn remove_receiver(
     State(state): State<AppState>,
+    caller: Caller,
     PathArgs((id, receiver_id)): PathArgs<(String, String)>,
 ) -> Result<Response, ApiError> {
     let gid = group_id(&id)?;
@@ -84,7 +97,7 @@ pub async fn remove_receiver(
             "event receiver {receiver_id:?} is not in group {id}"
         ))
     })?;
-    let group = service::remove_group_receiver(state.store.as_ref(), gid, rid).await?;
+    let group = service::remove_group_receiver(state.store.as_ref(), &caller, gid, rid).await?;
     Ok(ok(group))
 }
 
@@ -104,11 +117,12 @@ struct ReceiverStatusView {
 
 pub async fn status(
     State(state): State<AppState>,
+    caller: Caller,
     PathArgs(id): PathArgs<String>,
     q: QueryMap,
 ) -> Result<Response, ApiError> {
     let gid = group_id(&id)?;
-    let status = service::group_status(state.store.as_ref(), gid, |f| q.get(f)).await?;
+    let status = service::group_status(state.store.as_ref(), &caller, gid, |f| q.get(f)).await?;
     Ok(ok(StatusView {
         complete: status.complete,
         enabled: status.enabled,
@@ -151,9 +165,11 @@ impl<'a> From<&'a Completion> for CompletionView<'a> {
 
 pub async fn completions(
     State(state): State<AppState>,
+    caller: Caller,
     PathArgs(id): PathArgs<String>,
     q: QueryMap,
 ) -> Result<Response, ApiError> {
+    service::require(&caller, Resource::Groups, Action::Read).await?;
     let gid = group_id(&id)?;
     let mut errors = Vec::new();
     let page = Page::parse(&q, &mut errors);

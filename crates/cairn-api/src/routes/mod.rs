@@ -1,10 +1,16 @@
 //! One small module per resource; this file wires them into the router.
 
 mod admin;
+mod audit;
+mod auth;
 mod events;
+mod grants;
 mod groups;
+mod keys;
 mod ops;
 mod receivers;
+mod roles;
+mod users;
 
 use crate::error::ApiError;
 use crate::{AppState, metrics};
@@ -37,6 +43,30 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/admin/dead-letters/{sink}/{seq}/replay",
             post(admin::replay),
         )
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/auth/refresh", post(auth::refresh))
+        .route("/api/v1/auth/logout", post(auth::logout))
+        .route("/api/v1/auth/whoami", get(auth::whoami))
+        .route("/api/v1/auth/jwks", get(auth::jwks))
+        .route(
+            "/api/v1/auth/signing-keys/rotate",
+            post(auth::rotate_signing_key),
+        )
+        .route("/api/v1/users", post(users::create).get(users::list))
+        .route(
+            "/api/v1/users/{name}",
+            get(users::get).patch(users::patch).delete(users::delete),
+        )
+        .route("/api/v1/keys", post(keys::create).get(keys::list))
+        .route("/api/v1/keys/{id}", get(keys::get).delete(keys::revoke))
+        .route("/api/v1/roles", post(roles::create).get(roles::list))
+        .route(
+            "/api/v1/roles/{name}",
+            get(roles::get).delete(roles::delete),
+        )
+        .route("/api/v1/grants", post(grants::create).get(grants::list))
+        .route("/api/v1/grants/{id}", delete(grants::delete))
+        .route("/api/v1/audit", get(audit::list))
         .route("/healthz/liveness", get(ops::liveness))
         .route("/healthz/readiness", get(ops::readiness))
         .route("/healthz/status", get(ops::status))
@@ -47,6 +77,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::wake_relay,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::layer,
         ))
         .layer(middleware::from_fn(metrics::track))
         .layer(middleware::from_fn(metrics::request_id))
