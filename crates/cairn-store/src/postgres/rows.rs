@@ -70,6 +70,8 @@ pub fn receiver_row(row: &PgRow) -> StoreResult<ReceiverRow> {
         schema: col(row, 5)?,
         fingerprint: col(row, 6)?,
         created_at: time(row, 7)?,
+        // Loaded by the owner migration (issue 5, in progress).
+        owner: None,
     })
 }
 

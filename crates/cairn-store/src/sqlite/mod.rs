@@ -4,6 +4,7 @@
 //! together (group commit) with `synchronous = FULL` in WAL mode, so a
 //! returned write is on disk. Reads use a pool of read-only connections.
 
+mod access;
 mod checkpoint;
 mod ops;
 mod pool;

@@ -79,8 +79,9 @@ pub fn insert_receiver(ctx: &mut WriteCtx<'_>, new: NewReceiver) -> StoreResult<
     };
     ctx.conn
         .prepare_cached(
-            "INSERT INTO receivers (id, name, type, version, description, schema, fingerprint, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO receivers (id, name, type, version, description, schema, fingerprint,
+                                    created_at, owner)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .and_then(|mut st| {
             st.execute(params![
@@ -91,7 +92,8 @@ pub fn insert_receiver(ctx: &mut WriteCtx<'_>, new: NewReceiver) -> StoreResult<
                 receiver.description.as_str(),
                 receiver.schema.text().as_str(),
                 receiver.fingerprint,
-                now.micros()
+                now.micros(),
+                receiver.owner,
             ])
         })
         .map_err(db("inserting a receiver"))?;
@@ -316,8 +318,9 @@ pub fn insert_group(ctx: &mut WriteCtx<'_>, new: NewGroup) -> StoreResult<Group>
     };
     ctx.conn
         .prepare_cached(
-            "INSERT INTO groups (id, name, type, version, description, enabled, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            "INSERT INTO groups (id, name, type, version, description, enabled, created_at,
+                                 updated_at, owner)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
         )
         .and_then(|mut st| {
             st.execute(params![
@@ -327,7 +330,8 @@ pub fn insert_group(ctx: &mut WriteCtx<'_>, new: NewGroup) -> StoreResult<Group>
                 group.version.as_str(),
                 group.description.as_str(),
                 group.enabled,
-                now.micros()
+                now.micros(),
+                group.owner,
             ])
         })
         .map_err(db("inserting a group"))?;

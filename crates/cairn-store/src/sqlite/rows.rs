@@ -36,7 +36,7 @@ id_getter!(group_id, GroupId, "group");
 id_getter!(completion_id, CompletionId, "completion");
 
 pub const RECEIVER_COLUMNS: &str =
-    "id, name, type, version, description, schema, fingerprint, created_at";
+    "id, name, type, version, description, schema, fingerprint, created_at, owner";
 
 pub fn receiver_row(row: &Row<'_>) -> rusqlite::Result<ReceiverRow> {
     Ok(ReceiverRow {
@@ -48,6 +48,7 @@ pub fn receiver_row(row: &Row<'_>) -> rusqlite::Result<ReceiverRow> {
         schema: row.get(5)?,
         fingerprint: row.get(6)?,
         created_at: Timestamp::from_micros(row.get(7)?),
+        owner: row.get(8)?,
     })
 }
 
@@ -127,7 +128,7 @@ pub fn load_event(conn: &Connection, id: EventId) -> StoreResult<Option<Event>> 
 }
 
 pub const GROUP_COLUMNS: &str =
-    "id, name, type, version, description, enabled, created_at, updated_at";
+    "id, name, type, version, description, enabled, created_at, updated_at, owner";
 
 /// A group row without its receivers (filled by [`fill_receivers`]).
 pub fn group_row(row: &Row<'_>) -> rusqlite::Result<Group> {
@@ -141,8 +142,7 @@ pub fn group_row(row: &Row<'_>) -> rusqlite::Result<Group> {
         receiver_ids: Vec::new(),
         created_at: Timestamp::from_micros(row.get(6)?),
         updated_at: Timestamp::from_micros(row.get(7)?),
-        // Loaded by the owner migration (issue 5, in progress).
-        owner: None,
+        owner: row.get(8)?,
     })
 }
 

@@ -126,6 +126,116 @@ CREATE TABLE outbox_replays (
 DROP INDEX IF EXISTS outbox_undelivered;
 ALTER TABLE outbox DROP COLUMN delivered_at;
 "#,
+    r#"
+-- Access control (issue 5): who created each receiver and group, and the
+-- identities, grants, sessions, signing keys and audit log of
+-- `cairn_store::access`. Lists of names and patterns are JSON arrays.
+ALTER TABLE receivers ADD COLUMN owner TEXT;
+ALTER TABLE groups ADD COLUMN owner TEXT;
+
+CREATE TABLE users (
+    name          TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    roles         TEXT NOT NULL,
+    disabled      INTEGER NOT NULL,
+    failed_logins INTEGER NOT NULL,
+    locked_until  INTEGER,
+    last_login_at INTEGER,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE api_keys (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    secret_hash  TEXT NOT NULL,
+    principal    TEXT NOT NULL,
+    roles        TEXT NOT NULL,
+    scopes       TEXT NOT NULL,
+    expires_at   INTEGER,
+    revoked_at   INTEGER,
+    last_used_at INTEGER,
+    created_at   INTEGER NOT NULL,
+    created_by   TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX api_keys_by_principal ON api_keys (principal, id);
+
+CREATE TABLE roles (
+    name        TEXT PRIMARY KEY,
+    permissions TEXT NOT NULL,
+    on_grant    TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE grants (
+    id          TEXT PRIMARY KEY,
+    principal   TEXT NOT NULL,
+    object_kind TEXT NOT NULL CHECK (object_kind IN ('receiver', 'group')),
+    object_id   TEXT NOT NULL,
+    permissions TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    created_by  TEXT NOT NULL
+) WITHOUT ROWID;
+-- Every request reads its principal's grants.
+CREATE INDEX grants_by_principal ON grants (principal, id);
+CREATE INDEX grants_by_object ON grants (object_kind, object_id, id);
+
+CREATE TABLE sessions (
+    id             TEXT PRIMARY KEY,
+    principal      TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL,
+    revoked_at     INTEGER,
+    revoked_reason TEXT
+) WITHOUT ROWID;
+CREATE INDEX sessions_by_principal ON sessions (principal);
+
+-- One family of tokens per session; `used_at` is set when a token is
+-- rotated, and presenting a used token again revokes its session.
+CREATE TABLE refresh_tokens (
+    hash       TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (id),
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER
+) WITHOUT ROWID;
+CREATE INDEX refresh_tokens_by_session ON refresh_tokens (session_id);
+
+CREATE TABLE signing_keys (
+    seq         INTEGER PRIMARY KEY,
+    kid         TEXT NOT NULL UNIQUE,
+    algorithm   TEXT NOT NULL,
+    private_key TEXT NOT NULL,
+    public_key  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    retired_at  INTEGER
+);
+-- At most one key signs: every unretired row has the same indexed value.
+CREATE UNIQUE INDEX signing_keys_one_current ON signing_keys ((retired_at IS NULL))
+    WHERE retired_at IS NULL;
+
+-- Append-only: the triggers below refuse every UPDATE and DELETE.
+CREATE TABLE audit_log (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          INTEGER NOT NULL,
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    request_id  TEXT NOT NULL,
+    client_addr TEXT NOT NULL
+);
+CREATE INDEX audit_log_by_actor ON audit_log (actor, seq);
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only: UPDATE refused');
+END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only: DELETE refused');
+END;
+"#,
 ];
 
 /// Bring the database to the newest schema, in one transaction.
@@ -187,6 +297,115 @@ mod tests {
             .query_row("SELECT id FROM outbox", [], |r| r.get(0))
             .unwrap();
         assert_eq!(id, "m1");
+        // Running it again is a no-op.
+        migrate(&mut conn).unwrap();
+    }
+
+    fn columns(conn: &Connection, table: &str) -> Vec<String> {
+        conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// A database of schema 3 with a receiver, a group over it and an
+    /// outbox row gains the owner columns (empty for existing rows) and the
+    /// access tables, and keeps its rows.
+    #[test]
+    fn schema_3_gains_owners_and_access_tables_and_keeps_its_rows() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO receivers (id, name, type, version, description, schema, fingerprint, created_at)
+             VALUES ('r1', 'build', 'ci.build', '1', 'd', '{}', 'f', 1);
+             INSERT INTO groups (id, name, type, version, description, enabled, created_at, updated_at)
+             VALUES ('g1', 'gate', 'release.ready', '1', 'd', 1, 2, 3);
+             INSERT INTO group_receivers (group_id, receiver_id, position) VALUES ('g1', 'r1', 0);
+             INSERT INTO outbox (id, type, ordering_key, message, created_at)
+             VALUES ('m1', 't', 'k', '{}', 1);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        assert!(columns(&conn, "receivers").iter().any(|c| c == "owner"));
+        assert!(columns(&conn, "groups").iter().any(|c| c == "owner"));
+        let (name, owner): (String, Option<String>) = conn
+            .query_row(
+                "SELECT name, owner FROM receivers WHERE id = 'r1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((name.as_str(), owner), ("build", None));
+        let (name, enabled, owner): (String, bool, Option<String>) = conn
+            .query_row(
+                "SELECT name, enabled, owner FROM groups WHERE id = 'g1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((name.as_str(), enabled, owner), ("gate", true, None));
+        let members: i64 = conn
+            .query_row("SELECT count(*) FROM group_receivers", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(members, 1);
+        let outbox: String = conn
+            .query_row("SELECT id FROM outbox", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(outbox, "m1");
+        for table in [
+            "users",
+            "api_keys",
+            "roles",
+            "grants",
+            "sessions",
+            "refresh_tokens",
+            "signing_keys",
+            "audit_log",
+        ] {
+            let n: i64 = conn
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, 0, "{table}");
+        }
+        // The audit log takes appends and refuses changes.
+        conn.execute_batch(
+            "INSERT INTO audit_log (at, actor, action, target, outcome, detail, request_id, client_addr)
+             VALUES (1, 'cli', 'key.create', 'key:k', 'success', '', '', '');",
+        )
+        .unwrap();
+        let update = conn
+            .execute("UPDATE audit_log SET actor = 'x'", [])
+            .unwrap_err();
+        assert!(update.to_string().contains("append-only"), "{update}");
+        let delete = conn.execute("DELETE FROM audit_log", []).unwrap_err();
+        assert!(delete.to_string().contains("append-only"), "{delete}");
+        // Only one signing key may be unretired.
+        conn.execute_batch(
+            "INSERT INTO signing_keys (kid, algorithm, private_key, public_key, created_at)
+             VALUES ('k1', 'HS256', 's', '', 1);",
+        )
+        .unwrap();
+        let second = conn.execute(
+            "INSERT INTO signing_keys (kid, algorithm, private_key, public_key, created_at)
+             VALUES ('k2', 'HS256', 's', '', 2)",
+            [],
+        );
+        assert!(second.is_err());
+        conn.execute_batch(
+            "UPDATE signing_keys SET retired_at = 2 WHERE kid = 'k1';
+             INSERT INTO signing_keys (kid, algorithm, private_key, public_key, created_at)
+             VALUES ('k2', 'HS256', 's', '', 2);",
+        )
+        .unwrap();
         // Running it again is a no-op.
         migrate(&mut conn).unwrap();
     }
