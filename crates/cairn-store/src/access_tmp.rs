@@ -151,5 +151,5 @@ macro_rules! stub {
         }
     };
 }
-stub!(crate::sqlite::SqliteStore);
+
 stub!(crate::postgres::PostgresStore);

@@ -142,6 +142,11 @@ impl Application {
         &self.data_dir
     }
 
+    /// This node's authentication state (signing keys, settings).
+    pub fn auth(&self) -> Arc<Auth> {
+        self.state.auth.clone()
+    }
+
     /// The file this start wrote the first admin key to, if it made one.
     pub fn admin_key_file(&self) -> Option<&PathBuf> {
         self.admin_key_file.as_ref()

@@ -147,7 +147,8 @@ impl Auth {
         self.config.enabled
     }
 
-    pub(crate) fn ring(&self) -> Arc<KeyRing> {
+    /// The signing keys in force on this node.
+    pub fn ring(&self) -> Arc<KeyRing> {
         match self.keys.read() {
             Ok(k) => k.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),

@@ -845,7 +845,14 @@ async fn ws_connect(app: &TestApp) -> Ws {
         res.headers()["sec-websocket-protocol"],
         "graphql-transport-ws"
     );
-    send(&mut ws, json!({"type": "connection_init"})).await;
+    // Credentials in the connection_init payload, as browsers send them.
+    let init = match &app.admin_key {
+        Some(key) => {
+            json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {key}")}})
+        }
+        None => json!({"type": "connection_init"}),
+    };
+    send(&mut ws, init).await;
     assert_eq!(next(&mut ws).await["type"], json!("connection_ack"));
     ws
 }

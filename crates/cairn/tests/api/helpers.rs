@@ -32,6 +32,12 @@ pub struct TestApp {
     /// Kept alive for as long as the app; removed on drop.
     pub data_dir: TempDir,
     pub settings: Settings,
+    /// The first-start admin API key (`<data-dir>/admin.key`), which
+    /// `client` sends on every request; `None` with authentication off.
+    pub admin_key: Option<String>,
+    /// The app's authentication state: tests sign tokens with its real
+    /// signing key to check how claims are verified.
+    pub auth: std::sync::Arc<cairn_api::auth::Auth>,
     /// The app's PostgreSQL database, when the suite runs against one.
     pub database: Option<TestDatabase>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -55,11 +61,14 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         }
     };
     configure(&mut settings);
-    let (addr, shutdown, handle) = start(settings.clone()).await;
+    let (addr, shutdown, handle, auth) = start(settings.clone()).await;
+    let admin_key = read_admin_key(&data_dir);
     TestApp {
         address: format!("http://{addr}"),
         addr,
-        client: new_client(),
+        client: client_with(admin_key.as_deref()),
+        admin_key,
+        auth,
         data_dir,
         settings,
         database,
@@ -153,10 +162,33 @@ fn point_at(settings: &mut Settings, data_dir: &TempDir) {
     settings.data_dir = data_dir.path().to_path_buf();
 }
 
-fn new_client() -> reqwest::Client {
+/// The admin key the app wrote on its first start, if it did.
+fn read_admin_key(data_dir: &TempDir) -> Option<String> {
+    std::fs::read_to_string(data_dir.path().join("admin.key"))
+        .ok()
+        .map(|k| k.trim().to_owned())
+}
+
+/// A client sending no credentials.
+pub fn new_client() -> reqwest::Client {
+    client_with(None)
+}
+
+/// A client sending `Authorization: Bearer <token>` on every request.
+pub fn client_with(token: Option<&str>) -> reqwest::Client {
+    let mut headers = HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}")
+                .parse()
+                .expect("a token is a valid header value"),
+        );
+    }
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(60))
+        .default_headers(headers)
         .build()
         .expect("failed to build the HTTP client")
 }
@@ -167,11 +199,13 @@ async fn start(
     SocketAddr,
     oneshot::Sender<()>,
     JoinHandle<Result<(), String>>,
+    std::sync::Arc<cairn_api::auth::Auth>,
 ) {
     let app = Application::build(settings)
         .await
         .expect("failed to build the application");
     let addr = app.local_addr();
+    let auth = app.auth();
     let (tx, rx) = oneshot::channel::<()>();
     // Dropping the sender (e.g. when the TestApp is dropped) also stops the app.
     let shutdown = async move {
@@ -182,7 +216,7 @@ async fn start(
             .await
             .map_err(|e| format!("{e:?}"))
     });
-    (addr, tx, handle)
+    (addr, tx, handle, auth)
 }
 
 impl TestApp {
@@ -220,10 +254,11 @@ impl TestApp {
         self.stop().await;
         let mut settings = self.settings.clone();
         point_at(&mut settings, &self.data_dir);
-        let (addr, shutdown, handle) = start(settings).await;
+        let (addr, shutdown, handle, auth) = start(settings).await;
+        self.auth = auth;
         self.addr = addr;
         self.address = format!("http://{addr}");
-        self.client = new_client();
+        self.client = client_with(self.admin_key.as_deref());
         self.shutdown = Some(shutdown);
         self.handle = Some(handle);
     }
