@@ -12,6 +12,8 @@ use cairn_store::access::SigningKeyRecord;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use rand_core::{OsRng, RngCore};
+#[cfg(test)]
+use rsa::traits::PrivateKeyParts;
 use rsa::traits::PublicKeyParts;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -65,9 +67,10 @@ pub fn generate_key(algorithm: Algorithm, now: Timestamp) -> Result<SigningKeyRe
             let private = key
                 .to_pkcs8_der()
                 .map_err(|e| CryptoError(format!("encoding an Ed25519 key as PKCS#8: {e}")))?;
-            let public = key.verifying_key().to_public_key_der().map_err(|e| {
-                CryptoError(format!("encoding an Ed25519 public key as SPKI: {e}"))
-            })?;
+            let public = key
+                .verifying_key()
+                .to_public_key_der()
+                .map_err(|e| CryptoError(format!("encoding an Ed25519 public key as SPKI: {e}")))?;
             (private.as_bytes().to_vec(), public.as_bytes().to_vec())
         }
         Algorithm::RS256 => {
@@ -186,8 +189,8 @@ impl LoadedKey {
                         "signing key {kid}: private_key is not a PKCS#8 Ed25519 key: {e}"
                     ))
                 })?;
-                let verifying =
-                    ed25519_dalek::VerifyingKey::from_public_key_der(&public()?).map_err(|e| {
+                let verifying = ed25519_dalek::VerifyingKey::from_public_key_der(&public()?)
+                    .map_err(|e| {
                         CryptoError(format!(
                             "signing key {kid}: public_key is not an Ed25519 SPKI key: {e}"
                         ))
@@ -213,11 +216,12 @@ impl LoadedKey {
                         "signing key {kid}: private_key is not a PKCS#8 RSA key: {e}"
                     ))
                 })?;
-                let verifying = rsa::RsaPublicKey::from_public_key_der(&public()?).map_err(|e| {
-                    CryptoError(format!(
-                        "signing key {kid}: public_key is not an RSA SPKI key: {e}"
-                    ))
-                })?;
+                let verifying =
+                    rsa::RsaPublicKey::from_public_key_der(&public()?).map_err(|e| {
+                        CryptoError(format!(
+                            "signing key {kid}: public_key is not an RSA SPKI key: {e}"
+                        ))
+                    })?;
                 if verifying != signing.to_public_key() {
                     return Err(CryptoError(format!(
                         "signing key {kid}: public_key does not match private_key"
@@ -332,7 +336,10 @@ pub(crate) fn check_signature(
 }
 
 /// An integer claim (seconds since the epoch).
-pub(crate) fn int_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, TokenError> {
+pub(crate) fn int_claim(
+    claims: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<i64>, TokenError> {
     match claims.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v.as_i64().map(Some).ok_or(TokenError::Malformed),
@@ -472,5 +479,487 @@ impl KeyRing {
     pub fn jwks(&self) -> serde_json::Value {
         let keys: Vec<Value> = self.keys.values().filter_map(|k| k.jwk.clone()).collect();
         json!({ "keys": keys })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use rsa::traits::PrivateKeyParts;
+    use std::sync::OnceLock;
+
+    const ISS: &str = "https://cairn.test";
+    const AUD: &str = "cairn";
+    const NOW: i64 = 1_800_000_000;
+
+    pub(crate) fn ts(secs: i64) -> Timestamp {
+        Timestamp::from_micros(secs * 1_000_000)
+    }
+
+    /// RSA key generation is slow: one key per test binary.
+    pub(crate) fn rsa_record() -> SigningKeyRecord {
+        static KEY: OnceLock<SigningKeyRecord> = OnceLock::new();
+        KEY.get_or_init(|| generate_key(Algorithm::RS256, ts(NOW - 100)).unwrap())
+            .clone()
+    }
+
+    fn record(alg: Algorithm) -> SigningKeyRecord {
+        match alg {
+            Algorithm::RS256 => rsa_record(),
+            other => generate_key(other, ts(NOW - 100)).unwrap(),
+        }
+    }
+
+    fn claims() -> Claims {
+        Claims {
+            sub: "user:alice".into(),
+            iss: ISS.into(),
+            aud: AUD.into(),
+            exp: NOW + 300,
+            nbf: NOW - 5,
+            iat: NOW - 5,
+            jti: random_token(16),
+            sid: "session-1".into(),
+        }
+    }
+
+    fn b64(v: &Value) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    }
+
+    /// A token from a hand-made header and payload, signed by `sign`.
+    fn forge(header: &Value, payload: &Value, sign: impl Fn(&[u8]) -> String) -> String {
+        let signed = format!("{}.{}", b64(header), b64(payload));
+        let sig = sign(signed.as_bytes());
+        format!("{signed}.{sig}")
+    }
+
+    /// Sign anything with a stored key, bypassing KeyRing's checks.
+    fn sign_with(record: &SigningKeyRecord, header: &Value, payload: &Value) -> String {
+        let key = LoadedKey::load(record).unwrap();
+        forge(header, payload, |m| {
+            jsonwebtoken::crypto::sign(m, &key.encoding, key.algorithm.jwt()).unwrap()
+        })
+    }
+
+    fn hmac_with(secret: &[u8]) -> impl Fn(&[u8]) -> String {
+        let key = EncodingKey::from_secret(secret);
+        move |m| jsonwebtoken::crypto::sign(m, &key, jsonwebtoken::Algorithm::HS256).unwrap()
+    }
+
+    fn ring(records: &[SigningKeyRecord]) -> KeyRing {
+        KeyRing::new(records, ts(NOW), 3600).unwrap()
+    }
+
+    fn verify(ring: &KeyRing, token: &str) -> Result<Claims, TokenError> {
+        ring.verify(token, ISS, AUD, NOW, 0)
+    }
+
+    fn header(rec: &SigningKeyRecord) -> Value {
+        json!({"alg": rec.algorithm, "kid": rec.kid, "typ": "JWT"})
+    }
+
+    fn payload() -> Value {
+        serde_json::to_value(claims()).unwrap()
+    }
+
+    const ALL: [Algorithm; 3] = [Algorithm::EdDSA, Algorithm::RS256, Algorithm::HS256];
+
+    #[test]
+    fn roundtrip_every_algorithm() {
+        for alg in ALL {
+            let rec = record(alg);
+            assert_eq!(rec.algorithm, alg.as_str());
+            assert_eq!(rec.public_key.is_empty(), alg == Algorithm::HS256);
+            let ring = ring(std::slice::from_ref(&rec));
+            assert_eq!(ring.current_kid(), Some(rec.kid.as_str()));
+            let c = claims();
+            let token = ring.sign(&c).unwrap();
+            assert_eq!(KeyRing::peek_kid(&token).as_deref(), Some(rec.kid.as_str()));
+            assert!(ring.knows(&rec.kid));
+            assert!(!ring.knows("other"));
+            let header = decode_object(token.split('.').next().unwrap()).unwrap();
+            assert_eq!(header["alg"], alg.as_str(), "{alg:?}");
+            assert_eq!(verify(&ring, &token), Ok(c), "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn generated_keys_are_fresh() {
+        let a = generate_key(Algorithm::EdDSA, ts(NOW)).unwrap();
+        let b = generate_key(Algorithm::EdDSA, ts(NOW)).unwrap();
+        assert_ne!(a.kid, b.kid);
+        assert_ne!(a.private_key, b.private_key);
+        let h = generate_key(Algorithm::HS256, ts(NOW)).unwrap();
+        assert!(STANDARD.decode(&h.private_key).unwrap().len() >= 32);
+        assert_eq!(a.created_at, ts(NOW));
+        assert_eq!(a.retired_at, None);
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        for alg in ALL {
+            let rec = record(alg);
+            let ring = ring(std::slice::from_ref(&rec));
+            for none in ["none", "None", "NONE", ""] {
+                let token = forge(&json!({"alg": none, "kid": rec.kid}), &payload(), |_| {
+                    String::new()
+                });
+                assert_eq!(verify(&ring, &token), Err(TokenError::WrongAlgorithm));
+            }
+            let no_alg = forge(&json!({"kid": rec.kid}), &payload(), |_| String::new());
+            assert_eq!(verify(&ring, &no_alg), Err(TokenError::WrongAlgorithm));
+        }
+    }
+
+    #[test]
+    fn hs256_signed_with_a_public_key_is_refused() {
+        for alg in [Algorithm::RS256, Algorithm::EdDSA] {
+            let rec = record(alg);
+            let ring = ring(std::slice::from_ref(&rec));
+            let der = STANDARD.decode(&rec.public_key).unwrap();
+            let jwk = ring.jwks()["keys"][0].to_string();
+            let hs = json!({"alg": "HS256", "kid": rec.kid});
+            for secret in [der.as_slice(), rec.public_key.as_bytes(), jwk.as_bytes()] {
+                let token = forge(&hs, &payload(), hmac_with(secret));
+                assert_eq!(verify(&ring, &token), Err(TokenError::WrongAlgorithm));
+            }
+        }
+    }
+
+    #[test]
+    fn a_token_claiming_another_algorithm_than_its_key_is_refused() {
+        let ed = record(Algorithm::EdDSA);
+        let rsa = record(Algorithm::RS256);
+        let hs = record(Algorithm::HS256);
+        let ring = ring(&[ed.clone(), rsa.clone(), hs.clone()]);
+        // Correctly signed by the EdDSA key, but naming the RSA key's kid.
+        let token = sign_with(&ed, &json!({"alg": "EdDSA", "kid": rsa.kid}), &payload());
+        assert_eq!(verify(&ring, &token), Err(TokenError::WrongAlgorithm));
+        // Naming the EdDSA key's kid with the RSA algorithm.
+        let token = sign_with(&rsa, &json!({"alg": "RS256", "kid": ed.kid}), &payload());
+        assert_eq!(verify(&ring, &token), Err(TokenError::WrongAlgorithm));
+        // Signed by the right key but another algorithm spelled in the header.
+        let token = sign_with(&hs, &json!({"alg": "HS512", "kid": hs.kid}), &payload());
+        assert_eq!(verify(&ring, &token), Err(TokenError::WrongAlgorithm));
+        // Signed by another key of the same algorithm under this kid.
+        let other = record(Algorithm::EdDSA);
+        let token = sign_with(&other, &header(&ed), &payload());
+        assert_eq!(verify(&ring, &token), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn tampered_tokens_are_refused() {
+        for alg in ALL {
+            let rec = record(alg);
+            let ring = ring(std::slice::from_ref(&rec));
+            let token = ring.sign(&claims()).unwrap();
+            let parts: Vec<&str> = token.split('.').collect();
+            // Payload changed (another subject), signature kept.
+            let mut evil = payload();
+            evil["sub"] = json!("user:root");
+            let forged = format!("{}.{}.{}", parts[0], b64(&evil), parts[2]);
+            assert_eq!(verify(&ring, &forged), Err(TokenError::BadSignature));
+            // Signature changed in its first character.
+            let sig = parts[2];
+            let flipped = if sig.starts_with('A') { "B" } else { "A" };
+            let forged = format!("{}.{}.{flipped}{}", parts[0], parts[1], &sig[1..]);
+            assert_eq!(verify(&ring, &forged), Err(TokenError::BadSignature));
+            // Signature dropped or truncated.
+            let forged = format!("{}.{}.", parts[0], parts[1]);
+            assert_eq!(verify(&ring, &forged), Err(TokenError::BadSignature));
+            let forged = format!("{}.{}.{}", parts[0], parts[1], &sig[..sig.len() / 2]);
+            assert!(matches!(
+                verify(&ring, &forged),
+                Err(TokenError::BadSignature | TokenError::Malformed)
+            ));
+        }
+    }
+
+    #[test]
+    fn expiry_and_not_before() {
+        let rec = record(Algorithm::EdDSA);
+        let ring = ring(std::slice::from_ref(&rec));
+        let mut c = claims();
+        c.exp = NOW - 10;
+        let token = ring.sign(&c).unwrap();
+        assert_eq!(verify(&ring, &token), Err(TokenError::Expired));
+        assert_eq!(
+            ring.verify(&token, ISS, AUD, NOW, 9),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(ring.verify(&token, ISS, AUD, NOW, 11), Ok(c.clone()));
+        c.exp = NOW;
+        let token = ring.sign(&c).unwrap();
+        assert_eq!(verify(&ring, &token), Err(TokenError::Expired));
+        assert_eq!(ring.verify(&token, ISS, AUD, NOW - 1, 0), Ok(c));
+
+        let mut c = claims();
+        c.nbf = NOW + 100;
+        let token = ring.sign(&c).unwrap();
+        assert_eq!(verify(&ring, &token), Err(TokenError::NotYetValid));
+        assert_eq!(
+            ring.verify(&token, ISS, AUD, NOW, 99),
+            Err(TokenError::NotYetValid)
+        );
+        assert_eq!(ring.verify(&token, ISS, AUD, NOW, 100), Ok(c.clone()));
+        assert_eq!(ring.verify(&token, ISS, AUD, NOW + 100, 0), Ok(c));
+    }
+
+    #[test]
+    fn wrong_issuer_or_audience() {
+        let rec = record(Algorithm::HS256);
+        let ring = ring(std::slice::from_ref(&rec));
+        let token = ring.sign(&claims()).unwrap();
+        assert_eq!(
+            ring.verify(&token, "https://evil.test", AUD, NOW, 0),
+            Err(TokenError::WrongIssuer)
+        );
+        assert_eq!(
+            ring.verify(&token, ISS, "other", NOW, 0),
+            Err(TokenError::WrongAudience)
+        );
+        let mut p = payload();
+        p["aud"] = json!([AUD]);
+        let token = sign_with(&rec, &header(&rec), &p);
+        assert_eq!(verify(&ring, &token), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn unknown_or_missing_kid() {
+        let rec = record(Algorithm::EdDSA);
+        let ring = ring(std::slice::from_ref(&rec));
+        let other = record(Algorithm::EdDSA);
+        let token = KeyRing::new(std::slice::from_ref(&other), ts(NOW), 0)
+            .unwrap()
+            .sign(&claims())
+            .unwrap();
+        assert_eq!(verify(&ring, &token), Err(TokenError::UnknownKey));
+        let token = sign_with(&rec, &json!({"alg": "EdDSA"}), &payload());
+        assert_eq!(KeyRing::peek_kid(&token), None);
+        assert_eq!(verify(&ring, &token), Err(TokenError::UnknownKey));
+        let token = sign_with(&rec, &json!({"alg": "EdDSA", "kid": 7}), &payload());
+        assert_eq!(verify(&ring, &token), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn every_required_claim_is_required() {
+        let rec = record(Algorithm::HS256);
+        let ring = ring(std::slice::from_ref(&rec));
+        for name in REQUIRED_CLAIMS {
+            for replacement in [None, Some(Value::Null)] {
+                let mut p = payload();
+                match &replacement {
+                    None => p.as_object_mut().unwrap().remove(name),
+                    Some(v) => p.as_object_mut().unwrap().insert(name.into(), v.clone()),
+                };
+                let token = sign_with(&rec, &header(&rec), &p);
+                assert_eq!(
+                    verify(&ring, &token),
+                    Err(TokenError::MissingClaim(name.to_owned())),
+                    "{name} = {replacement:?}"
+                );
+            }
+        }
+        // Present with the wrong type.
+        let mut p = payload();
+        p["exp"] = json!("tomorrow");
+        let token = sign_with(&rec, &header(&rec), &p);
+        assert_eq!(verify(&ring, &token), Err(TokenError::Malformed));
+        let mut p = payload();
+        p["sub"] = json!(42);
+        let token = sign_with(&rec, &header(&rec), &p);
+        assert_eq!(verify(&ring, &token), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn malformed_tokens() {
+        let rec = record(Algorithm::HS256);
+        let ring = ring(std::slice::from_ref(&rec));
+        let good = ring.sign(&claims()).unwrap();
+        let p: Vec<&str> = good.split('.').collect();
+        let cases = [
+            String::new(),
+            "abc".into(),
+            "a.b".into(),
+            format!("{good}.x"),
+            format!("!!!.{}.{}", p[1], p[2]),
+            format!("{}.{}.{}", b64(&json!(["not", "object"])), p[1], p[2]),
+            format!("{}={}", &good[..good.len() - 1], &good[good.len() - 1..]),
+        ];
+        for case in &cases {
+            assert_eq!(verify(&ring, case), Err(TokenError::Malformed), "{case:?}");
+        }
+        // Signed payload that is not JSON.
+        let key = LoadedKey::load(&rec).unwrap();
+        let signed = format!("{}.{}", b64(&header(&rec)), URL_SAFE_NO_PAD.encode(b"nope"));
+        let sig = jsonwebtoken::crypto::sign(signed.as_bytes(), &key.encoding, key.algorithm.jwt())
+            .unwrap();
+        assert_eq!(
+            verify(&ring, &format!("{signed}.{sig}")),
+            Err(TokenError::Malformed)
+        );
+        // A critical header extension is not understood.
+        let mut h = header(&rec);
+        h["crit"] = json!(["exp"]);
+        let token = sign_with(&rec, &h, &payload());
+        assert_eq!(verify(&ring, &token), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn rotation_keeps_retired_keys_for_the_grace_period() {
+        let mut old = generate_key(Algorithm::EdDSA, ts(NOW - 5000)).unwrap();
+        let old_token = ring(std::slice::from_ref(&old)).sign(&claims()).unwrap();
+        old.retired_at = Some(ts(NOW - 1000));
+        let new = generate_key(Algorithm::EdDSA, ts(NOW - 1000)).unwrap();
+        let records = [old.clone(), new.clone()];
+
+        // Within grace: the old key still verifies; the new one signs.
+        let within = KeyRing::new(&records, ts(NOW), 1000).unwrap();
+        assert!(within.knows(&old.kid));
+        assert_eq!(within.current_kid(), Some(new.kid.as_str()));
+        assert!(verify(&within, &old_token).is_ok());
+        let fresh = within.sign(&claims()).unwrap();
+        assert_eq!(KeyRing::peek_kid(&fresh).as_deref(), Some(new.kid.as_str()));
+        assert_eq!(within.jwks()["keys"].as_array().unwrap().len(), 2);
+
+        // After grace: the old key is gone.
+        let after = KeyRing::new(&records, ts(NOW), 999).unwrap();
+        assert!(!after.knows(&old.kid));
+        assert_eq!(verify(&after, &old_token), Err(TokenError::UnknownKey));
+        assert!(verify(&after, &fresh).is_ok());
+        assert_eq!(after.jwks()["keys"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_newest_unretired_key_signs() {
+        let a = generate_key(Algorithm::EdDSA, ts(NOW - 300)).unwrap();
+        let b = generate_key(Algorithm::HS256, ts(NOW - 200)).unwrap();
+        let mut c = generate_key(Algorithm::EdDSA, ts(NOW - 100)).unwrap();
+        c.retired_at = Some(ts(NOW - 50));
+        for order in [
+            vec![a.clone(), b.clone(), c.clone()],
+            vec![c.clone(), b.clone(), a.clone()],
+        ] {
+            let ring = KeyRing::new(&order, ts(NOW), 3600).unwrap();
+            assert_eq!(ring.current_kid(), Some(b.kid.as_str()));
+            let token = ring.sign(&claims()).unwrap();
+            assert_eq!(KeyRing::peek_kid(&token).as_deref(), Some(b.kid.as_str()));
+        }
+        // Only retired keys: verification works, signing does not.
+        let ring = KeyRing::new(std::slice::from_ref(&c), ts(NOW), 3600).unwrap();
+        assert_eq!(ring.current_kid(), None);
+        assert!(ring.sign(&claims()).is_err());
+        assert!(
+            KeyRing::new(&[], ts(NOW), 0)
+                .unwrap()
+                .sign(&claims())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn bad_stored_keys_do_not_load() {
+        let ed = record(Algorithm::EdDSA);
+        let other = record(Algorithm::EdDSA);
+        let rsa = record(Algorithm::RS256);
+        let mut mismatched = ed.clone();
+        mismatched.public_key = other.public_key.clone();
+        let mut bad_b64 = ed.clone();
+        bad_b64.private_key = "***".into();
+        let mut unknown = ed.clone();
+        unknown.algorithm = "ES256".into();
+        let mut swapped = ed.clone();
+        swapped.algorithm = "RS256".into();
+        let mut rsa_as_ed = rsa.clone();
+        rsa_as_ed.algorithm = "EdDSA".into();
+        let mut short = record(Algorithm::HS256);
+        short.private_key = STANDARD.encode([7u8; 16]);
+        let mut empty_kid = ed.clone();
+        empty_kid.kid = String::new();
+        for bad in [
+            mismatched, bad_b64, unknown, swapped, rsa_as_ed, short, empty_kid,
+        ] {
+            assert!(
+                KeyRing::new(std::slice::from_ref(&bad), ts(NOW), 0).is_err(),
+                "{bad:?} loaded"
+            );
+        }
+        assert!(KeyRing::new(&[ed.clone(), ed], ts(NOW), 0).is_err());
+    }
+
+    #[test]
+    fn jwks_has_public_keys_only() {
+        let ed = record(Algorithm::EdDSA);
+        let rsa = record(Algorithm::RS256);
+        let hs = record(Algorithm::HS256);
+        let ring = ring(&[ed.clone(), rsa.clone(), hs.clone()]);
+        let jwks = ring.jwks();
+        let keys = jwks["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 2);
+        let text = jwks.to_string();
+        for private in ["d", "p", "q", "dp", "dq", "qi", "k", "oth"] {
+            for key in keys {
+                assert!(key.get(private).is_none(), "{private} in {key}");
+            }
+        }
+        assert!(!text.contains(&hs.kid));
+        let secret = STANDARD.decode(&hs.private_key).unwrap();
+        assert!(!text.contains(&URL_SAFE_NO_PAD.encode(&secret)));
+        assert!(!text.contains(&hs.private_key));
+        let ed_der = STANDARD.decode(&ed.private_key).unwrap();
+        let seed = ed25519_dalek::SigningKey::from_pkcs8_der(&ed_der)
+            .unwrap()
+            .to_bytes();
+        assert!(!text.contains(&URL_SAFE_NO_PAD.encode(seed)));
+        let rsa_private =
+            rsa::RsaPrivateKey::from_pkcs8_der(&STANDARD.decode(&rsa.private_key).unwrap())
+                .unwrap();
+        let d = URL_SAFE_NO_PAD.encode(rsa_private.d().to_bytes_be());
+        assert!(!text.contains(&d[..40]));
+
+        // The published keys verify tokens the ring signs.
+        let token_by = |rec: &SigningKeyRecord| {
+            KeyRing::new(std::slice::from_ref(rec), ts(NOW), 0)
+                .unwrap()
+                .sign(&claims())
+                .unwrap()
+        };
+        for key in keys {
+            let kid = key["kid"].as_str().unwrap();
+            let (token, decoding, alg) = if kid == ed.kid {
+                assert_eq!(key["kty"], "OKP");
+                assert_eq!(key["crv"], "Ed25519");
+                (
+                    token_by(&ed),
+                    DecodingKey::from_ed_components(key["x"].as_str().unwrap()).unwrap(),
+                    jsonwebtoken::Algorithm::EdDSA,
+                )
+            } else {
+                assert_eq!(kid, rsa.kid);
+                assert_eq!(key["kty"], "RSA");
+                assert_eq!(key["e"], "AQAB");
+                (
+                    token_by(&rsa),
+                    DecodingKey::from_rsa_components(
+                        key["n"].as_str().unwrap(),
+                        key["e"].as_str().unwrap(),
+                    )
+                    .unwrap(),
+                    jsonwebtoken::Algorithm::RS256,
+                )
+            };
+            assert_eq!(key["alg"], alg_name(alg));
+            let (signed, sig) = token.rsplit_once('.').unwrap();
+            assert!(jsonwebtoken::crypto::verify(sig, signed.as_bytes(), &decoding, alg).unwrap());
+        }
+    }
+
+    fn alg_name(alg: jsonwebtoken::Algorithm) -> &'static str {
+        match alg {
+            jsonwebtoken::Algorithm::EdDSA => "EdDSA",
+            jsonwebtoken::Algorithm::RS256 => "RS256",
+            _ => "other",
+        }
     }
 }
