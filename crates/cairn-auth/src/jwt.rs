@@ -12,8 +12,6 @@ use cairn_store::access::SigningKeyRecord;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use rand_core::{OsRng, RngCore};
-#[cfg(test)]
-use rsa::traits::PrivateKeyParts;
 use rsa::traits::PublicKeyParts;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -380,10 +378,10 @@ impl KeyRing {
         // (created_at, kid) of the newest unretired key.
         let mut current: Option<(Timestamp, String)> = None;
         for record in records {
-            if let Some(retired) = record.retired_at {
-                if now.micros().saturating_sub(retired.micros()) > grace_micros {
-                    continue;
-                }
+            if let Some(retired) = record.retired_at
+                && now.micros().saturating_sub(retired.micros()) > grace_micros
+            {
+                continue;
             }
             let key = LoadedKey::load(record)?;
             let unretired = record.retired_at.is_none_or(|r| r > now);
