@@ -21,6 +21,8 @@ pub struct ReceiverRow {
     pub schema: String,
     pub fingerprint: String,
     pub created_at: Timestamp,
+    /// The principal that created it, if stored.
+    pub owner: Option<String>,
 }
 
 impl ReceiverCache {
@@ -77,7 +79,7 @@ impl ReceiverCache {
             schema,
             fingerprint: row.fingerprint,
             created_at: row.created_at,
-            owner: None,
+            owner: row.owner,
         });
         self.insert(receiver.clone());
         Ok(receiver)

@@ -48,6 +48,8 @@ pub fn receiver_row(row: &Row<'_>) -> rusqlite::Result<ReceiverRow> {
         schema: row.get(5)?,
         fingerprint: row.get(6)?,
         created_at: Timestamp::from_micros(row.get(7)?),
+        // Not stored by the embedded store yet (issue 5, in progress).
+        owner: None,
     })
 }
 
