@@ -1341,3 +1341,151 @@ async fn owners_of_receivers_and_groups_round_trip() {
         Some("key:k1")
     );
 }
+
+#[tokio::test]
+async fn nul_characters_are_refused_on_writes_and_match_nothing_on_reads() {
+    let Some(db) = common::pg_test_db("nul_characters_are_refused").await else {
+        return;
+    };
+    let store = node(&db.url).await;
+    let nul = "a\0b";
+    // Writes name the field that PostgreSQL cannot store.
+    // Every such field is named (the test user's hash contains its name).
+    match store.create_user(user(nul)).await.unwrap_err() {
+        StoreError::Invalid(errors) => {
+            let fields: Vec<_> = errors.0.iter().map(|e| e.field.as_str()).collect();
+            assert_eq!(fields, ["name", "password_hash"]);
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    let mut bad = user("alice");
+    bad.roles.push(nul.into());
+    assert_eq!(
+        invalid_field(store.create_user(bad).await.unwrap_err()),
+        "roles"
+    );
+    let mut bad = key("k1", "key:k1");
+    bad.name = nul.into();
+    assert_eq!(
+        invalid_field(store.create_api_key(bad.clone()).await.unwrap_err()),
+        "name"
+    );
+    assert_eq!(
+        invalid_field(store.bootstrap_api_key(bad).await.unwrap_err()),
+        "name"
+    );
+    let mut bad = role("ops");
+    bad.on_grant.push(nul.into());
+    assert_eq!(
+        invalid_field(store.create_role(bad).await.unwrap_err()),
+        "on_grant"
+    );
+    assert_eq!(
+        invalid_field(
+            store
+                .create_grant(grant("g1", "user:alice", "receiver", nul))
+                .await
+                .unwrap_err()
+        ),
+        "object_id"
+    );
+    assert_eq!(
+        invalid_field(
+            store
+                .create_session(session("S1", "user:alice", HOUR), token(nul, HOUR))
+                .await
+                .unwrap_err()
+        ),
+        "hash"
+    );
+    assert_eq!(
+        invalid_field(
+            store
+                .ensure_signing_key(SigningKeyRecord {
+                    algorithm: nul.into(),
+                    ..signing_key("kid1", 0)
+                })
+                .await
+                .unwrap_err()
+        ),
+        "algorithm"
+    );
+    assert_eq!(
+        invalid_field(store.list_users(page(10, Some(nul))).await.unwrap_err()),
+        "after"
+    );
+    // Nothing was stored by any of them.
+    assert!(store.list_users(page(10, None)).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_api_keys(None, page(10, None))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.session("S1").await.unwrap(), None);
+    assert!(store.signing_keys().await.unwrap().is_empty());
+
+    // Lookups by such a key find nothing.
+    store.create_user(user("alice")).await.unwrap();
+    assert_eq!(store.user(nul).await.unwrap(), None);
+    assert!(is_not_found(
+        &store
+            .record_login_failure(nul, at(0), 3, HOUR)
+            .await
+            .unwrap_err()
+    ));
+    assert!(is_not_found(
+        &store.delete_user(nul, at(0)).await.unwrap_err()
+    ));
+    assert_eq!(store.api_key(nul).await.unwrap(), None);
+    store.touch_api_key(nul, at(0)).await.unwrap();
+    assert_eq!(store.role(nul).await.unwrap(), None);
+    assert!(store.roles(&[nul.to_owned()]).await.unwrap().is_empty());
+    assert!(store.grants_of(nul).await.unwrap().is_empty());
+    assert_eq!(store.session(nul).await.unwrap(), None);
+    assert_eq!(
+        store
+            .rotate_refresh_token(nul, token("t2", HOUR), at(0))
+            .await
+            .unwrap(),
+        RefreshOutcome::Unknown
+    );
+    assert_eq!(
+        store
+            .revoke_sessions_of(nul, "logout", at(0))
+            .await
+            .unwrap(),
+        0
+    );
+
+    // An audit entry about such input is recorded, the NUL replaced.
+    let seq = store
+        .append_audit(audit(1, "anonymous", "auth.login", "failure"))
+        .await
+        .unwrap();
+    let mut odd = audit(2, "anonymous", "auth.login", "failure");
+    odd.detail = format!("unknown user {nul:?} {nul}");
+    let odd_seq = store.append_audit(odd).await.unwrap();
+    assert!(odd_seq > seq);
+    let listed = store
+        .list_audit(AuditFilter {
+            limit: 1,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed[0].seq, odd_seq);
+    assert_eq!(listed[0].entry.detail, "unknown user \"a\\0b\" a\u{FFFD}b");
+    assert!(
+        store
+            .list_audit(AuditFilter {
+                actor: Some(nul.into()),
+                limit: 10,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -23,7 +23,11 @@
 //!
 //! A name or id already taken is `Invalid` naming the field (the unique
 //! violation is mapped, never reported as an internal error); a missing
-//! row is `NotFound`.
+//! row is `NotFound`. PostgreSQL text cannot hold NUL characters, so a
+//! write carrying one is `Invalid` naming the field, and a lookup by a key
+//! containing one finds nothing without asking the server (no stored key
+//! can contain one); audit entries have theirs replaced (U+FFFD) so that an
+//! attempt is always recorded.
 
 use super::rows::{col, db, time};
 use super::{ListQuery, Param, PostgresStore, text};
@@ -61,6 +65,68 @@ fn invalid(field: &str, message: impl Into<String>) -> StoreError {
     let mut errors = FieldErrors::default();
     errors.push(field, message);
     StoreError::Invalid(errors)
+}
+
+/// Whether PostgreSQL can store `s` (text cannot hold NUL). A key that it
+/// cannot store matches no row.
+fn storable(s: &str) -> bool {
+    !s.contains('\0')
+}
+
+/// Collects the fields of a write that PostgreSQL cannot store.
+#[derive(Default)]
+struct Storable(FieldErrors);
+
+impl Storable {
+    fn text(mut self, field: &str, value: &str) -> Self {
+        if !storable(value) {
+            self.0.push(field, "must not contain NUL characters");
+        }
+        self
+    }
+
+    fn opt(self, field: &str, value: Option<&str>) -> Self {
+        match value {
+            Some(v) => self.text(field, v),
+            None => self,
+        }
+    }
+
+    fn list(self, field: &str, values: &[String]) -> Self {
+        match values.iter().find(|v| !storable(v)) {
+            Some(v) => self.text(field, v),
+            None => self,
+        }
+    }
+
+    fn check(self) -> StoreResult<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Invalid(self.0))
+        }
+    }
+}
+
+/// Audit text as PostgreSQL can store it: NUL replaced by U+FFFD, so that
+/// an entry about odd input is still recorded.
+fn loggable(s: String) -> String {
+    if storable(&s) {
+        s
+    } else {
+        s.replace('\0', "\u{FFFD}")
+    }
+}
+
+/// A page cursor PostgreSQL can compare.
+fn check_page(page: &PageRequest) -> StoreResult<()> {
+    Storable::default()
+        .opt("after", page.after.as_deref())
+        .check()
+}
+
+fn no_user(name: &str) -> StoreError {
+    StoreError::NotFound(format!("no user named {name:?}"))
 }
 
 fn opt_time(row: &PgRow, idx: usize) -> StoreResult<Option<Timestamp>> {
@@ -231,6 +297,15 @@ async fn page_by_name<T>(
 }
 
 async fn insert_api_key(conn: &mut PgConnection, key: &ApiKeyRecord) -> StoreResult<()> {
+    Storable::default()
+        .text("id", &key.id)
+        .text("name", &key.name)
+        .text("secret_hash", &key.secret_hash)
+        .text("principal", &key.principal)
+        .list("roles", &key.roles)
+        .list("scopes", &key.scopes)
+        .text("created_by", &key.created_by)
+        .check()?;
     query(AssertSqlSafe(format!(
         "INSERT INTO api_keys ({API_KEY_COLUMNS})
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
@@ -274,6 +349,15 @@ async fn insert_signing_key(conn: &mut PgConnection, key: &SigningKeyRecord) -> 
         format!("a signing key with kid {:?} exists already", key.kid),
     ))?;
     Ok(())
+}
+
+fn check_signing_key(key: &SigningKeyRecord) -> StoreResult<()> {
+    Storable::default()
+        .text("kid", &key.kid)
+        .text("algorithm", &key.algorithm)
+        .text("private_key", &key.private_key)
+        .text("public_key", &key.public_key)
+        .check()
 }
 
 async fn insert_refresh_token(
@@ -371,6 +455,11 @@ impl AccessStore for PostgresStore {
                 format!("must be 1 to 64 characters, not {length}"),
             ));
         }
+        Storable::default()
+            .text("name", &user.name)
+            .text("password_hash", &user.password_hash)
+            .list("roles", &user.roles)
+            .check()?;
         query(AssertSqlSafe(format!(
             "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         )))
@@ -394,6 +483,9 @@ impl AccessStore for PostgresStore {
     }
 
     async fn user(&self, name: &str) -> StoreResult<Option<UserRecord>> {
+        if !storable(name) {
+            return Ok(None);
+        }
         query(AssertSqlSafe(format!(
             "SELECT {USER_COLUMNS} FROM users WHERE name = $1"
         )))
@@ -406,6 +498,7 @@ impl AccessStore for PostgresStore {
     }
 
     async fn list_users(&self, page: PageRequest) -> StoreResult<Vec<UserRecord>> {
+        check_page(&page)?;
         let mut conn = self.conn().await?;
         page_by_name(
             &mut conn,
@@ -424,6 +517,13 @@ impl AccessStore for PostgresStore {
         patch: UserPatch,
         now: Timestamp,
     ) -> StoreResult<UserRecord> {
+        if !storable(name) {
+            return Err(no_user(name));
+        }
+        Storable::default()
+            .opt("password_hash", patch.password_hash.as_deref())
+            .list("roles", patch.roles.as_deref().unwrap_or_default())
+            .check()?;
         query(AssertSqlSafe(format!(
             "UPDATE users SET
                  password_hash = COALESCE($2, password_hash),
@@ -446,11 +546,14 @@ impl AccessStore for PostgresStore {
         .map_err(db("updating a user"))?
         .map(|r| user_row(&r))
         .transpose()?
-        .ok_or_else(|| StoreError::NotFound(format!("no user named {name:?}")))
+        .ok_or_else(|| no_user(name))
     }
 
     async fn delete_user(&self, name: &str, now: Timestamp) -> StoreResult<()> {
         let context = "deleting a user";
+        if !storable(name) {
+            return Err(no_user(name));
+        }
         let principal = user_principal(name);
         let mut tx = self.pool.begin().await.map_err(db(context))?;
         let deleted = query("DELETE FROM users WHERE name = $1")
@@ -459,7 +562,7 @@ impl AccessStore for PostgresStore {
             .await
             .map_err(db(context))?;
         if deleted.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("no user named {name:?}")));
+            return Err(no_user(name));
         }
         query(
             "UPDATE sessions SET revoked_at = $2, revoked_reason = 'user deleted'
@@ -494,6 +597,9 @@ impl AccessStore for PostgresStore {
         threshold: u32,
         lock_for_micros: i64,
     ) -> StoreResult<LoginFailure> {
+        if !storable(name) {
+            return Err(no_user(name));
+        }
         let until = now.micros().saturating_add(lock_for_micros.max(0));
         // Every right-hand side reads the row as it was before this update,
         // and the row lock makes concurrent failures count one by one.
@@ -517,7 +623,7 @@ impl AccessStore for PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db("counting a failed login"))?
-        .ok_or_else(|| StoreError::NotFound(format!("no user named {name:?}")))?;
+        .ok_or_else(|| no_user(name))?;
         Ok(LoginFailure {
             failed_logins: uncount(col(&row, 0)?),
             locked_until: opt_time(&row, 1)?,
@@ -525,6 +631,9 @@ impl AccessStore for PostgresStore {
     }
 
     async fn record_login_success(&self, name: &str, now: Timestamp) -> StoreResult<()> {
+        if !storable(name) {
+            return Err(no_user(name));
+        }
         let done = query(
             "UPDATE users SET failed_logins = 0, locked_until = NULL, last_login_at = $2
              WHERE name = $1",
@@ -535,7 +644,7 @@ impl AccessStore for PostgresStore {
         .await
         .map_err(db("recording a login"))?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("no user named {name:?}")));
+            return Err(no_user(name));
         }
         Ok(())
     }
@@ -546,6 +655,9 @@ impl AccessStore for PostgresStore {
     }
 
     async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        if !storable(id) {
+            return Ok(None);
+        }
         query(AssertSqlSafe(format!(
             "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1"
         )))
@@ -562,6 +674,10 @@ impl AccessStore for PostgresStore {
         principal: Option<&str>,
         page: PageRequest,
     ) -> StoreResult<Vec<ApiKeyRecord>> {
+        check_page(&page)?;
+        if !principal.is_none_or(storable) {
+            return Ok(Vec::new());
+        }
         let mut q = ListQuery::new("api_keys", API_KEY_COLUMNS);
         q.eq("principal", text(principal.map(str::to_owned)));
         let mut conn = self.conn().await?;
@@ -569,6 +685,9 @@ impl AccessStore for PostgresStore {
     }
 
     async fn revoke_api_key(&self, id: &str, now: Timestamp) -> StoreResult<ApiKeyRecord> {
+        if !storable(id) {
+            return Err(StoreError::NotFound(format!("no API key with id {id:?}")));
+        }
         query(AssertSqlSafe(format!(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1
              RETURNING {API_KEY_COLUMNS}"
@@ -584,6 +703,9 @@ impl AccessStore for PostgresStore {
     }
 
     async fn touch_api_key(&self, id: &str, now: Timestamp) -> StoreResult<()> {
+        if !storable(id) {
+            return Ok(());
+        }
         // GREATEST ignores NULL; a late, older touch never moves it back.
         query("UPDATE api_keys SET last_used_at = GREATEST(last_used_at, $2) WHERE id = $1")
             .bind(id)
@@ -596,6 +718,16 @@ impl AccessStore for PostgresStore {
 
     async fn bootstrap_api_key(&self, key: ApiKeyRecord) -> StoreResult<bool> {
         let context = "storing the bootstrap API key";
+        // Refuse what cannot be stored before taking the locks.
+        Storable::default()
+            .text("id", &key.id)
+            .text("name", &key.name)
+            .text("secret_hash", &key.secret_hash)
+            .text("principal", &key.principal)
+            .list("roles", &key.roles)
+            .list("scopes", &key.scopes)
+            .text("created_by", &key.created_by)
+            .check()?;
         let mut tx = self.pool.begin().await.map_err(db(context))?;
         // Conflicts with itself and with every write to either table, and is
         // granted only once those in flight ended: the check below (a new
@@ -622,6 +754,12 @@ impl AccessStore for PostgresStore {
     }
 
     async fn create_role(&self, role: RoleRecord) -> StoreResult<()> {
+        Storable::default()
+            .text("name", &role.name)
+            .list("permissions", &role.permissions)
+            .list("on_grant", &role.on_grant)
+            .text("description", &role.description)
+            .check()?;
         query(AssertSqlSafe(format!(
             "INSERT INTO roles ({ROLE_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
         )))
@@ -641,6 +779,9 @@ impl AccessStore for PostgresStore {
     }
 
     async fn role(&self, name: &str) -> StoreResult<Option<RoleRecord>> {
+        if !storable(name) {
+            return Ok(None);
+        }
         query(AssertSqlSafe(format!(
             "SELECT {ROLE_COLUMNS} FROM roles WHERE name = $1"
         )))
@@ -653,6 +794,11 @@ impl AccessStore for PostgresStore {
     }
 
     async fn roles(&self, names: &[String]) -> StoreResult<Vec<RoleRecord>> {
+        let names: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| storable(n))
+            .collect();
         if names.is_empty() {
             return Ok(Vec::new());
         }
@@ -669,6 +815,7 @@ impl AccessStore for PostgresStore {
     }
 
     async fn list_roles(&self, page: PageRequest) -> StoreResult<Vec<RoleRecord>> {
+        check_page(&page)?;
         let mut conn = self.conn().await?;
         page_by_name(
             &mut conn,
@@ -682,6 +829,9 @@ impl AccessStore for PostgresStore {
     }
 
     async fn delete_role(&self, name: &str) -> StoreResult<()> {
+        if !storable(name) {
+            return Err(StoreError::NotFound(format!("no role named {name:?}")));
+        }
         let done = query("DELETE FROM roles WHERE name = $1")
             .bind(name)
             .execute(&self.pool)
@@ -703,6 +853,13 @@ impl AccessStore for PostgresStore {
                 ),
             ));
         }
+        Storable::default()
+            .text("id", &grant.id)
+            .text("principal", &grant.principal)
+            .text("object_id", &grant.object_id)
+            .list("permissions", &grant.permissions)
+            .text("created_by", &grant.created_by)
+            .check()?;
         query(AssertSqlSafe(format!(
             "INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
         )))
@@ -724,6 +881,9 @@ impl AccessStore for PostgresStore {
     }
 
     async fn grants_of(&self, principal: &str) -> StoreResult<Vec<GrantRecord>> {
+        if !storable(principal) {
+            return Ok(Vec::new());
+        }
         query(AssertSqlSafe(format!(
             "SELECT {GRANT_COLUMNS} FROM grants WHERE principal = $1 ORDER BY id"
         )))
@@ -741,6 +901,11 @@ impl AccessStore for PostgresStore {
         filter: GrantFilter,
         page: PageRequest,
     ) -> StoreResult<Vec<GrantRecord>> {
+        check_page(&page)?;
+        let filters = [&filter.principal, &filter.object_kind, &filter.object_id];
+        if !filters.iter().all(|f| f.as_deref().is_none_or(storable)) {
+            return Ok(Vec::new());
+        }
         let mut q = ListQuery::new("grants", GRANT_COLUMNS);
         q.eq("principal", text(filter.principal))
             .eq("object_kind", text(filter.object_kind))
@@ -750,6 +915,9 @@ impl AccessStore for PostgresStore {
     }
 
     async fn delete_grant(&self, id: &str) -> StoreResult<GrantRecord> {
+        if !storable(id) {
+            return Err(StoreError::NotFound(format!("no grant with id {id:?}")));
+        }
         query(AssertSqlSafe(format!(
             "DELETE FROM grants WHERE id = $1 RETURNING {GRANT_COLUMNS}"
         )))
@@ -774,6 +942,12 @@ impl AccessStore for PostgresStore {
                 "is set exactly when revoked_at is",
             ));
         }
+        Storable::default()
+            .text("id", &session.id)
+            .text("principal", &session.principal)
+            .opt("revoked_reason", session.revoked_reason.as_deref())
+            .text("hash", &first.hash)
+            .check()?;
         let mut tx = self.pool.begin().await.map_err(db(context))?;
         query(AssertSqlSafe(format!(
             "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
@@ -796,6 +970,9 @@ impl AccessStore for PostgresStore {
     }
 
     async fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
+        if !storable(id) {
+            return Ok(None);
+        }
         query(AssertSqlSafe(format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"
         )))
@@ -817,6 +994,10 @@ impl AccessStore for PostgresStore {
         now: Timestamp,
     ) -> StoreResult<RefreshOutcome> {
         let context = "presenting a refresh token";
+        if !storable(hash) {
+            return Ok(RefreshOutcome::Unknown);
+        }
+        Storable::default().text("hash", &next.hash).check()?;
         for _ in 0..RETRIES {
             let mut tx = self.pool.begin().await.map_err(db(context))?;
             // The one decision: mark it used only if nobody did. A second
@@ -864,6 +1045,10 @@ impl AccessStore for PostgresStore {
         reason: &str,
         now: Timestamp,
     ) -> StoreResult<SessionRecord> {
+        if !storable(id) {
+            return Err(StoreError::NotFound(format!("no session with id {id:?}")));
+        }
+        Storable::default().text("reason", reason).check()?;
         query(AssertSqlSafe(format!(
             "UPDATE sessions SET
                  revoked_reason = CASE WHEN revoked_at IS NULL THEN $2 ELSE revoked_reason END,
@@ -889,6 +1074,10 @@ impl AccessStore for PostgresStore {
         reason: &str,
         now: Timestamp,
     ) -> StoreResult<u64> {
+        Storable::default().text("reason", reason).check()?;
+        if !storable(principal) {
+            return Ok(0);
+        }
         let done = query(
             "UPDATE sessions SET revoked_at = $3, revoked_reason = $2
              WHERE principal = $1 AND revoked_at IS NULL AND expires_at > $3",
@@ -916,6 +1105,7 @@ impl AccessStore for PostgresStore {
 
     async fn ensure_signing_key(&self, key: SigningKeyRecord) -> StoreResult<SigningKeyRecord> {
         let context = "ensuring a signing key";
+        check_signing_key(&key)?;
         for _ in 0..RETRIES {
             // Waits for a racing insert of an unretired key to end; if that
             // one committed, this inserts nothing.
@@ -954,6 +1144,7 @@ impl AccessStore for PostgresStore {
 
     async fn rotate_signing_key(&self, key: SigningKeyRecord, now: Timestamp) -> StoreResult<()> {
         let context = "rotating the signing key";
+        check_signing_key(&key)?;
         let mut tx = self.pool.begin().await.map_err(db(context))?;
         // Rotations (and first inserts) run one after the other, each
         // retiring what the previous one stored.
@@ -971,6 +1162,16 @@ impl AccessStore for PostgresStore {
     }
 
     async fn append_audit(&self, entry: NewAuditEntry) -> StoreResult<u64> {
+        let entry = NewAuditEntry {
+            actor: loggable(entry.actor),
+            action: loggable(entry.action),
+            target: loggable(entry.target),
+            outcome: loggable(entry.outcome),
+            detail: loggable(entry.detail),
+            request_id: loggable(entry.request_id),
+            client_addr: loggable(entry.client_addr),
+            ..entry
+        };
         let seq: i64 = query(
             "INSERT INTO audit_log
                  (at, actor, action, target, outcome, detail, request_id, client_addr)
@@ -992,6 +1193,10 @@ impl AccessStore for PostgresStore {
     }
 
     async fn list_audit(&self, filter: AuditFilter) -> StoreResult<Vec<AuditEntry>> {
+        let filters = [&filter.actor, &filter.action, &filter.outcome];
+        if !filters.iter().all(|f| f.as_deref().is_none_or(storable)) {
+            return Ok(Vec::new());
+        }
         let mut clauses = Vec::new();
         let mut params = Vec::new();
         let mut add = |clause: &str, value: Option<Param>| {
