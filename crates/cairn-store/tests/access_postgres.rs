@@ -1489,3 +1489,87 @@ async fn nul_characters_are_refused_on_writes_and_match_nothing_on_reads() {
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_presentations_of_one_token_rotate_once_and_revoke_once() {
+    let Some(db) = common::pg_test_db("many_presentations_of_one_token").await else {
+        return;
+    };
+    let (a, b) = (node(&db.url).await, node(&db.url).await);
+    const PRESENTERS: usize = 8;
+    for round in 0..5 {
+        let sid = format!("S{round}");
+        let first = format!("t{round}");
+        a.create_session(session(&sid, "user:alice", HOUR), token(&first, HOUR))
+            .await
+            .unwrap();
+        let barrier = Arc::new(Barrier::new(PRESENTERS));
+        let tasks: Vec<_> = (0..PRESENTERS)
+            .map(|i| {
+                let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let (barrier, first) = (barrier.clone(), first.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store
+                        .rotate_refresh_token(&first, token(&format!("{first}-{i}"), HOUR), at(1))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let (mut rotated, mut reused, mut revoked) = (0, 0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                RefreshOutcome::Rotated(_) => rotated += 1,
+                RefreshOutcome::Reused(_) => reused += 1,
+                RefreshOutcome::Revoked(_) => revoked += 1,
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+        // The first rotates, the next revokes for reuse, the rest find the
+        // family revoked; none fails (no deadlock between them).
+        assert_eq!(
+            (rotated, reused, revoked),
+            (1, 1, PRESENTERS - 2),
+            "round {round}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_waits_for_a_revocation_in_flight_and_sees_it() {
+    let Some(db) = common::pg_test_db("a_rotation_waits_for_a_revocation").await else {
+        return;
+    };
+    let store = node(&db.url).await;
+    store
+        .create_session(session("S1", "user:alice", HOUR), token("t1", HOUR))
+        .await
+        .unwrap();
+    // Another node's logout, not committed yet.
+    let mut other = PgConnection::connect(&db.url).await.unwrap();
+    query("BEGIN").execute(&mut other).await.unwrap();
+    query("UPDATE sessions SET revoked_at = $1, revoked_reason = 'logout' WHERE id = 'S1'")
+        .bind(T0 + 5)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let rotation = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .rotate_refresh_token("t1", token("t2", HOUR), at(10))
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!rotation.is_finished(), "the rotation waits for the logout");
+    query("COMMIT").execute(&mut other).await.unwrap();
+    let outcome = rotation.await.unwrap();
+    let RefreshOutcome::Revoked(s) = outcome else {
+        panic!("expected Revoked, got {outcome:?}");
+    };
+    assert_eq!(s.revoked_reason.as_deref(), Some("logout"));
+    other.close().await.unwrap();
+}

@@ -6,9 +6,11 @@
 //! them is kept by one statement, one transaction or a constraint:
 //!
 //! - a refresh token rotates with one conditional `UPDATE ... WHERE used_at
-//!   IS NULL`: of two concurrent presentations the second waits for the
-//!   first's row lock, re-checks the condition, matches nothing and then
-//!   sees the token used, which is reuse (the session is revoked);
+//!   IS NULL` (after locking its live session row in the same statement):
+//!   of two concurrent presentations the second waits for the first,
+//!   re-checks the condition, matches nothing and then sees the token
+//!   used, which is reuse (the session is revoked); a revocation of the
+//!   session and a rotation take turns too;
 //! - `bootstrap_api_key` checks and inserts under `LOCK TABLE users,
 //!   api_keys IN SHARE ROW EXCLUSIVE MODE`, which conflicts with itself and
 //!   with every insert into either table, so no user or key can appear
@@ -1000,14 +1002,25 @@ impl AccessStore for PostgresStore {
         Storable::default().text("hash", &next.hash).check()?;
         for _ in 0..RETRIES {
             let mut tx = self.pool.begin().await.map_err(db(context))?;
-            // The one decision: mark it used only if nobody did. A second
-            // presentation waits here for the first's row lock and, once
-            // that commits, re-checks `used_at IS NULL` and matches nothing.
+            // The one decision, in one statement. The session is locked
+            // first (FOR NO KEY UPDATE: it still lets the new token's
+            // foreign key check through), so presentations of one family's
+            // tokens and the session's revocation take turns: a revocation
+            // that committed first is seen (the lock re-reads the row) and
+            // one that comes later waits for this rotation. Then the token
+            // is marked used only if nobody did: a second presentation of
+            // it, let through once the first committed, re-checks
+            // `used_at IS NULL` on the updated row and matches nothing.
             let rotated = query(AssertSqlSafe(format!(
-                "UPDATE refresh_tokens t SET used_at = $2
-                 FROM sessions s
-                 WHERE t.hash = $1 AND t.used_at IS NULL AND t.expires_at > $2
-                   AND s.id = t.session_id AND s.revoked_at IS NULL AND s.expires_at > $2
+                "WITH s AS (
+                     SELECT {SESSION_COLUMNS} FROM sessions
+                     WHERE id = (SELECT session_id FROM refresh_tokens WHERE hash = $1)
+                       AND revoked_at IS NULL AND expires_at > $2
+                     FOR NO KEY UPDATE)
+                 UPDATE refresh_tokens t SET used_at = $2
+                 FROM s
+                 WHERE t.hash = $1 AND t.session_id = s.id
+                   AND t.used_at IS NULL AND t.expires_at > $2
                  RETURNING {}",
                 SESSION_COLUMNS
                     .split(", ")
