@@ -55,6 +55,14 @@ fn user(name: &str) -> UserRecord {
     }
 }
 
+/// The users that the keys, sessions and grants of a test belong to (a
+/// `user:<name>` principal must exist).
+async fn people(store: &PostgresStore) {
+    for name in ["alice", "bob", "carol"] {
+        store.create_user(user(name)).await.unwrap();
+    }
+}
+
 fn key(id: &str, principal: &str) -> ApiKeyRecord {
     ApiKeyRecord {
         id: id.to_owned(),
@@ -411,6 +419,7 @@ async fn api_keys_are_stored_listed_revoked_and_touched() {
         return;
     };
     let store = node(&db.url).await;
+    people(&store).await;
     store.create_api_key(key("k3", "user:alice")).await.unwrap();
     store.create_api_key(key("k1", "key:k1")).await.unwrap();
     store.create_api_key(key("k2", "user:alice")).await.unwrap();
@@ -608,6 +617,7 @@ async fn grants_are_created_filtered_and_deleted() {
         return;
     };
     let store = node(&db.url).await;
+    people(&store).await;
     let all = [
         grant("g1", "user:alice", "receiver", "R1"),
         grant("g2", "user:bob", "receiver", "R1"),
@@ -687,6 +697,7 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
         return;
     };
     let store = node(&db.url).await;
+    people(&store).await;
     let s = session("S1", "user:alice", 10 * HOUR);
     store
         .create_session(s.clone(), token("t1", HOUR))
@@ -767,6 +778,7 @@ async fn expired_tokens_and_sessions_do_not_rotate() {
         return;
     };
     let store = node(&db.url).await;
+    people(&store).await;
     store
         .create_session(session("S1", "user:alice", 10 * HOUR), token("t1", HOUR))
         .await
@@ -803,6 +815,7 @@ async fn sessions_are_revoked_once_and_by_principal() {
         return;
     };
     let store = node(&db.url).await;
+    people(&store).await;
     store
         .create_session(session("S1", "user:alice", HOUR), token("a1", HOUR))
         .await
@@ -870,6 +883,7 @@ async fn one_token_presented_on_two_nodes_at_once_rotates_exactly_once() {
         return;
     };
     let (a, b) = (node(&db.url).await, node(&db.url).await);
+    people(&a).await;
     const ROUNDS: usize = 25;
     for round in 0..ROUNDS {
         let sid = format!("S{round:02}");
@@ -919,6 +933,7 @@ async fn revocations_on_one_node_are_seen_by_the_other_at_once() {
         return;
     };
     let (a, b) = (node(&db.url).await, node(&db.url).await);
+    people(&a).await;
     a.create_api_key(key("k1", "key:k1")).await.unwrap();
     a.create_session(session("S1", "user:alice", HOUR), token("t1", HOUR))
         .await
@@ -1496,6 +1511,7 @@ async fn many_presentations_of_one_token_rotate_once_and_revoke_once() {
         return;
     };
     let (a, b) = (node(&db.url).await, node(&db.url).await);
+    people(&a).await;
     const PRESENTERS: usize = 8;
     for round in 0..5 {
         let sid = format!("S{round}");
@@ -1542,6 +1558,7 @@ async fn a_rotation_waits_for_a_revocation_in_flight_and_sees_it() {
         return;
     };
     let store = node(&db.url).await;
+    people(&store).await;
     store
         .create_session(session("S1", "user:alice", HOUR), token("t1", HOUR))
         .await
@@ -1571,5 +1588,59 @@ async fn a_rotation_waits_for_a_revocation_in_flight_and_sees_it() {
         panic!("expected Revoked, got {outcome:?}");
     };
     assert_eq!(s.revoked_reason.as_deref(), Some("logout"));
+    other.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn credentials_and_grants_need_their_user_even_while_it_is_being_deleted() {
+    let Some(db) = common::pg_test_db("credentials_and_grants_need_their_user").await else {
+        return;
+    };
+    let store = node(&db.url).await;
+    // No such user: nothing is stored for it.
+    let e = store
+        .create_api_key(key("k1", "user:ghost"))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid_field(e), "principal");
+    let e = store
+        .create_session(session("S1", "user:ghost", HOUR), token("t1", HOUR))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid_field(e), "principal");
+    let e = store
+        .create_grant(grant("g1", "user:ghost", "receiver", "R1"))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid_field(e), "principal");
+    assert_eq!(store.api_key("k1").await.unwrap(), None);
+    assert_eq!(store.session("S1").await.unwrap(), None);
+    assert!(store.grants_of("user:ghost").await.unwrap().is_empty());
+    // Other principals have no user to need.
+    store
+        .create_grant(grant("g2", "oidc:sub-1", "group", "G1"))
+        .await
+        .unwrap();
+    store.create_api_key(key("k2", "key:k2")).await.unwrap();
+
+    // A key issued while the user's deletion is in flight (on another node)
+    // waits for it and is then refused: it cannot outlive the user.
+    store.create_user(user("alice")).await.unwrap();
+    let mut other = PgConnection::connect(&db.url).await.unwrap();
+    query("BEGIN").execute(&mut other).await.unwrap();
+    query("DELETE FROM users WHERE name = 'alice'")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let issue = tokio::spawn({
+        let store = store.clone();
+        async move { store.create_api_key(key("k3", "user:alice")).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!issue.is_finished(), "the key waits for the deletion");
+    query("COMMIT").execute(&mut other).await.unwrap();
+    let e = issue.await.unwrap().unwrap_err();
+    assert_eq!(invalid_field(e), "principal");
+    assert_eq!(store.api_key("k3").await.unwrap(), None);
     other.close().await.unwrap();
 }

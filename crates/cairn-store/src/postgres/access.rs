@@ -21,6 +21,10 @@
 //!   `rotate_signing_key` locks the table first so that two rotations run
 //!   one after the other;
 //! - a failed login is counted (and the account locked) by one `UPDATE`;
+//! - keys, sessions and grants for `user:<name>` are stored only while the
+//!   user exists, holding its row (`FOR KEY SHARE`) until commit, so that
+//!   `delete_user` (which deletes the row, then revokes and deletes what
+//!   belongs to it, in one transaction) never leaves one behind;
 //! - the audit log refuses `UPDATE`, `DELETE` and `TRUNCATE` (a trigger).
 //!
 //! A name or id already taken is `Invalid` naming the field (the unique
@@ -298,7 +302,27 @@ async fn page_by_name<T>(
     rows.iter().map(map).collect()
 }
 
-async fn insert_api_key(conn: &mut PgConnection, key: &ApiKeyRecord) -> StoreResult<()> {
+/// For a principal `user:<name>`, require the user and hold its row
+/// (`FOR KEY SHARE`) until the transaction ends: a concurrent
+/// [`AccessStore::delete_user`] waits for this transaction and then revokes
+/// or deletes what it stored, and one that committed first is seen here.
+/// Other principals (`key:`, `oidc:`) have no row to require.
+async fn require_user_of(conn: &mut PgConnection, principal: &str) -> StoreResult<()> {
+    let Some(name) = principal.strip_prefix("user:") else {
+        return Ok(());
+    };
+    let found = query("SELECT 1 FROM users WHERE name = $1 FOR KEY SHARE")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db("looking up a principal's user"))?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(invalid("principal", format!("no user named {name:?}"))),
+    }
+}
+
+fn check_api_key(key: &ApiKeyRecord) -> StoreResult<()> {
     Storable::default()
         .text("id", &key.id)
         .text("name", &key.name)
@@ -307,7 +331,12 @@ async fn insert_api_key(conn: &mut PgConnection, key: &ApiKeyRecord) -> StoreRes
         .list("roles", &key.roles)
         .list("scopes", &key.scopes)
         .text("created_by", &key.created_by)
-        .check()?;
+        .check()
+}
+
+/// Insert a checked key, inside a transaction.
+async fn insert_api_key(conn: &mut PgConnection, key: &ApiKeyRecord) -> StoreResult<()> {
+    require_user_of(conn, &key.principal).await?;
     query(AssertSqlSafe(format!(
         "INSERT INTO api_keys ({API_KEY_COLUMNS})
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
@@ -652,8 +681,11 @@ impl AccessStore for PostgresStore {
     }
 
     async fn create_api_key(&self, key: ApiKeyRecord) -> StoreResult<()> {
-        let mut conn = self.conn().await?;
-        insert_api_key(&mut conn, &key).await
+        let context = "storing an API key";
+        check_api_key(&key)?;
+        let mut tx = self.pool.begin().await.map_err(db(context))?;
+        insert_api_key(&mut tx, &key).await?;
+        tx.commit().await.map_err(db(context))
     }
 
     async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
@@ -721,15 +753,7 @@ impl AccessStore for PostgresStore {
     async fn bootstrap_api_key(&self, key: ApiKeyRecord) -> StoreResult<bool> {
         let context = "storing the bootstrap API key";
         // Refuse what cannot be stored before taking the locks.
-        Storable::default()
-            .text("id", &key.id)
-            .text("name", &key.name)
-            .text("secret_hash", &key.secret_hash)
-            .text("principal", &key.principal)
-            .list("roles", &key.roles)
-            .list("scopes", &key.scopes)
-            .text("created_by", &key.created_by)
-            .check()?;
+        check_api_key(&key)?;
         let mut tx = self.pool.begin().await.map_err(db(context))?;
         // Conflicts with itself and with every write to either table, and is
         // granted only once those in flight ended: the check below (a new
@@ -862,6 +886,9 @@ impl AccessStore for PostgresStore {
             .list("permissions", &grant.permissions)
             .text("created_by", &grant.created_by)
             .check()?;
+        let context = "storing a grant";
+        let mut tx = self.pool.begin().await.map_err(db(context))?;
+        require_user_of(&mut tx, &grant.principal).await?;
         query(AssertSqlSafe(format!(
             "INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
         )))
@@ -872,14 +899,14 @@ impl AccessStore for PostgresStore {
         .bind(grant.permissions.as_slice())
         .bind(grant.created_at.micros())
         .bind(grant.created_by.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(taken(
-            "storing a grant",
+            context,
             "id",
             format!("a grant with id {:?} exists already", grant.id),
         ))?;
-        Ok(())
+        tx.commit().await.map_err(db(context))
     }
 
     async fn grants_of(&self, principal: &str) -> StoreResult<Vec<GrantRecord>> {
@@ -951,6 +978,7 @@ impl AccessStore for PostgresStore {
             .text("hash", &first.hash)
             .check()?;
         let mut tx = self.pool.begin().await.map_err(db(context))?;
+        require_user_of(&mut tx, &session.principal).await?;
         query(AssertSqlSafe(format!(
             "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
         )))
