@@ -220,6 +220,9 @@ fn grant_row(row: &PgRow) -> StoreResult<GrantRecord> {
 }
 
 const SESSION_COLUMNS: &str = "id, principal, created_at, expires_at, revoked_at, revoked_reason";
+/// [`SESSION_COLUMNS`] of a session aliased `s`.
+const SESSION_COLUMNS_OF_S: &str =
+    "s.id, s.principal, s.created_at, s.expires_at, s.revoked_at, s.revoked_reason";
 
 /// The [`SESSION_COLUMNS`] starting at column `first`.
 fn session_at(row: &PgRow, first: usize) -> StoreResult<SessionRecord> {
@@ -429,14 +432,9 @@ async fn refresh_refusal(
 ) -> StoreResult<Option<RefreshOutcome>> {
     let context = "presenting a refresh token";
     let row = query(AssertSqlSafe(format!(
-        "SELECT t.used_at, t.expires_at, {}
+        "SELECT t.used_at, t.expires_at, {SESSION_COLUMNS_OF_S}
          FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
-         WHERE t.hash = $1",
-        SESSION_COLUMNS
-            .split(", ")
-            .map(|c| format!("s.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+         WHERE t.hash = $1"
     )))
     .bind(hash)
     .fetch_optional(&mut *conn)
@@ -1049,12 +1047,7 @@ impl AccessStore for PostgresStore {
                  FROM s
                  WHERE t.hash = $1 AND t.session_id = s.id
                    AND t.used_at IS NULL AND t.expires_at > $2
-                 RETURNING {}",
-                SESSION_COLUMNS
-                    .split(", ")
-                    .map(|c| format!("s.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                 RETURNING {SESSION_COLUMNS_OF_S}"
             )))
             .bind(hash)
             .bind(now.micros())
