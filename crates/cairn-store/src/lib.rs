@@ -7,7 +7,6 @@
 //! - completions are evaluated in the transaction that could cause them.
 
 pub mod access;
-mod access_tmp;
 pub mod cache;
 pub(crate) mod clock;
 pub mod postgres;

@@ -5,7 +5,10 @@
 //! locks and constraints (see `ops.rs` and docs/postgres.md), never from
 //! in-process coordination. Queries are runtime queries with bound
 //! parameters. Connections are plain TCP: TLS is not built in yet.
+//! `access.rs` implements [`crate::access::AccessStore`] (identities,
+//! sessions, signing keys, audit log) on the same pool.
 
+mod access;
 mod ops;
 mod rows;
 mod schema;

@@ -180,8 +180,9 @@ pub async fn insert_receiver(
         owner: new.owner,
     };
     query(
-        "INSERT INTO receivers (id, name, type, version, description, schema, fingerprint, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO receivers
+             (id, name, type, version, description, schema, fingerprint, created_at, owner)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(receiver.id.to_string())
     .bind(receiver.name.as_str())
@@ -191,6 +192,7 @@ pub async fn insert_receiver(
     .bind(receiver.schema.text().as_str())
     .bind(receiver.fingerprint.as_str())
     .bind(now.micros())
+    .bind(receiver.owner.as_deref())
     .execute(&mut *ctx.conn)
     .await
     .map_err(db("inserting a receiver"))?;
@@ -213,7 +215,7 @@ async fn groups_of(
     }
     let found = query(
         "SELECT g.id, g.name, g.type, g.version, g.description, g.enabled, g.created_at,
-                g.updated_at, gr.receiver_id
+                g.updated_at, g.owner, gr.receiver_id
          FROM groups g JOIN group_receivers gr ON gr.group_id = g.id
          WHERE gr.receiver_id = ANY($1)
          ORDER BY g.id
@@ -229,7 +231,7 @@ async fn groups_of(
         if !group.enabled {
             continue;
         }
-        let member = rows::receiver_id(row, 8)?;
+        let member = rows::receiver_id(row, 9)?;
         let group = match filled.get(&group.id) {
             Some(g) => g.clone(),
             None => {
@@ -580,8 +582,9 @@ pub async fn insert_group(ctx: &mut WriteCtx<'_>, new: NewGroup) -> StoreResult<
         owner: new.owner,
     };
     query(
-        "INSERT INTO groups (id, name, type, version, description, enabled, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        "INSERT INTO groups
+             (id, name, type, version, description, enabled, created_at, updated_at, owner)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
     )
     .bind(group.id.to_string())
     .bind(group.name.as_str())
@@ -590,6 +593,7 @@ pub async fn insert_group(ctx: &mut WriteCtx<'_>, new: NewGroup) -> StoreResult<
     .bind(group.description.as_str())
     .bind(group.enabled)
     .bind(now.micros())
+    .bind(group.owner.as_deref())
     .execute(&mut *ctx.conn)
     .await
     .map_err(db("inserting a group"))?;

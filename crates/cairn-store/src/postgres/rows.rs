@@ -25,7 +25,7 @@ pub fn db(context: &'static str) -> impl Fn(sqlx_core::Error) -> StoreError {
     }
 }
 
-fn col<'r, T>(row: &'r PgRow, idx: usize) -> StoreResult<T>
+pub fn col<'r, T>(row: &'r PgRow, idx: usize) -> StoreResult<T>
 where
     T: sqlx_core::decode::Decode<'r, sqlx_postgres::Postgres>
         + sqlx_core::types::Type<sqlx_postgres::Postgres>,
@@ -53,12 +53,12 @@ fn text(row: &PgRow, idx: usize) -> StoreResult<Text> {
     Ok(Text::from_stored(col::<String>(row, idx)?))
 }
 
-fn time(row: &PgRow, idx: usize) -> StoreResult<Timestamp> {
+pub fn time(row: &PgRow, idx: usize) -> StoreResult<Timestamp> {
     Ok(Timestamp::from_micros(col::<i64>(row, idx)?))
 }
 
 pub const RECEIVER_COLUMNS: &str =
-    "id, name, type, version, description, schema, fingerprint, created_at";
+    "id, name, type, version, description, schema, fingerprint, created_at, owner";
 
 pub fn receiver_row(row: &PgRow) -> StoreResult<ReceiverRow> {
     Ok(ReceiverRow {
@@ -70,8 +70,7 @@ pub fn receiver_row(row: &PgRow) -> StoreResult<ReceiverRow> {
         schema: col(row, 5)?,
         fingerprint: col(row, 6)?,
         created_at: time(row, 7)?,
-        // Loaded by the owner migration (issue 5, in progress).
-        owner: None,
+        owner: col(row, 8)?,
     })
 }
 
@@ -83,7 +82,7 @@ pub async fn load_receivers(
 ) -> StoreResult<Vec<Arc<Receiver>>> {
     let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
     let rows = query(
-        "SELECT id, name, type, version, description, schema, fingerprint, created_at
+        "SELECT id, name, type, version, description, schema, fingerprint, created_at, owner
          FROM receivers WHERE id = ANY($1)",
     )
     .bind(ids)
@@ -104,7 +103,7 @@ pub async fn load_receiver(
         return Ok(Some(r));
     }
     let row = query(
-        "SELECT id, name, type, version, description, schema, fingerprint, created_at
+        "SELECT id, name, type, version, description, schema, fingerprint, created_at, owner
          FROM receivers WHERE id = $1",
     )
     .bind(id.to_string())
@@ -160,9 +159,10 @@ pub async fn load_event(conn: &mut PgConnection, id: EventId) -> StoreResult<Opt
 }
 
 pub const GROUP_COLUMNS: &str =
-    "id, name, type, version, description, enabled, created_at, updated_at";
+    "id, name, type, version, description, enabled, created_at, updated_at, owner";
 
-/// A group row without its receivers (filled by [`fill_receivers`]).
+/// A group row ([`GROUP_COLUMNS`]) without its receivers (filled by
+/// [`fill_receivers`]).
 pub fn group_row(row: &PgRow) -> StoreResult<Group> {
     Ok(Group {
         id: group_id(row, 0)?,
@@ -174,8 +174,7 @@ pub fn group_row(row: &PgRow) -> StoreResult<Group> {
         receiver_ids: Vec::new(),
         created_at: time(row, 6)?,
         updated_at: time(row, 7)?,
-        // Loaded by the owner migration (issue 5, in progress).
-        owner: None,
+        owner: col(row, 8)?,
     })
 }
 
@@ -203,11 +202,11 @@ pub async fn load_group(
 ) -> StoreResult<Option<Group>> {
     let sql = match lock {
         Lock::None => {
-            "SELECT id, name, type, version, description, enabled, created_at, updated_at
+            "SELECT id, name, type, version, description, enabled, created_at, updated_at, owner
              FROM groups WHERE id = $1"
         }
         Lock::Update => {
-            "SELECT id, name, type, version, description, enabled, created_at, updated_at
+            "SELECT id, name, type, version, description, enabled, created_at, updated_at, owner
              FROM groups WHERE id = $1 FOR UPDATE"
         }
     };

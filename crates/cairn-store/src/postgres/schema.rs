@@ -24,6 +24,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "outbox_drop_delivered_at",
         include_str!("../../migrations/postgres/0003_outbox_drop_delivered_at.sql"),
     ),
+    (
+        4,
+        "access",
+        include_str!("../../migrations/postgres/0004_access.sql"),
+    ),
+    (
+        5,
+        "owners",
+        include_str!("../../migrations/postgres/0005_owners.sql"),
+    ),
 ];
 
 /// `hashtextextended('cairn.migrations', 0)` would do as well; any fixed
