@@ -357,8 +357,15 @@ async fn a_chunked_body_over_the_limit_is_413() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 }
 
-/// Send one raw HTTP/1.1 request and return the whole response.
+/// Send one raw HTTP/1.1 request (with the app's admin key, if it has
+/// one) and return the whole response.
 async fn raw_exchange(app: &TestApp, request: &str) -> Vec<u8> {
+    let request = match (&app.admin_key, request.split_once("\r\n")) {
+        (Some(key), Some((line, rest))) => {
+            format!("{line}\r\nAuthorization: Bearer {key}\r\n{rest}")
+        }
+        _ => request.to_owned(),
+    };
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut out = Vec::new();
