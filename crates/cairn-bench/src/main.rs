@@ -52,6 +52,12 @@ struct Args {
     #[arg(long)]
     url: Option<String>,
 
+    /// Bearer token (API key) for an attached server with authentication
+    /// on (env CAIRN_BENCH_TOKEN). A spawned server's first-start admin key
+    /// is read from its data dir.
+    #[arg(long, env = "CAIRN_BENCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
     /// Process id of the attached server, to report its memory and CPU use.
     #[arg(long, requires = "url")]
     pid: Option<u32>,
@@ -468,7 +474,27 @@ async fn bench(args: &Args, target: &mut Target, machine: &Machine) -> Result<Re
         .copied()
         .max()
         .unwrap_or(1);
+    let token = match (&args.token, &target.spawned) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(server)) => std::fs::read_to_string(server.data_dir().join("admin.key"))
+            .ok()
+            .map(|k| k.trim().to_owned()),
+        (None, None) => None,
+    };
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        println!("auth: requests carry an API key (authentication on)");
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}")
+                .parse()
+                .map_err(|e| format!("the token is not a valid header value: {e}"))?,
+        );
+    } else {
+        println!("auth: requests carry no credentials (the server must run with auth off)");
+    }
     let client = Client::builder()
+        .default_headers(headers)
         .http1_only()
         .no_proxy()
         .pool_max_idle_per_host(max_conc)

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Server, client, listening_address, post_json};
+use support::{Server, client, get_json, listening_address, post_json};
 
 const WRITERS: usize = 8;
 const MAX_PER_WRITER: usize = 20_000;
@@ -28,7 +28,7 @@ struct Tally {
 async fn acknowledged_events_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path());
-    let client = client();
+    let client = server.client();
 
     let (status, body) = post_json(
         &client,
@@ -277,7 +277,8 @@ async fn scrape(client: &reqwest::Client, server: &Server) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemas_compile_once_per_receiver_not_per_event() {
     let dir = tempfile::tempdir().unwrap();
-    let client = client();
+    // The first start writes the admin key; later starts keep using it.
+    let client;
     let event = |rid: &str, i: usize| {
         json!({"name": "n", "version": "1", "release": "r", "platform_id": "p",
                "package": "k", "description": "d", "payload": {"i": i},
@@ -285,6 +286,7 @@ async fn schemas_compile_once_per_receiver_not_per_event() {
     };
     let rid = {
         let server = Server::start(dir.path());
+        client = server.client();
         let (status, body) = post_json(
             &client,
             &server.url("/api/v1/receivers"),
@@ -389,4 +391,82 @@ fn an_unreachable_database_url_stops_start_up_naming_the_setting() {
     assert!(stderr.contains("database_url"), "{stderr}");
     assert!(stderr.contains("127.0.0.1:1/cairn"), "{stderr}");
     assert!(!stderr.contains("listening on"), "{stderr}");
+}
+
+/// Secure by default: the first start writes an admin key to
+/// `<data-dir>/admin.key` (0600), logs where it is but never the key, and
+/// every `/api/v1` request needs credentials. A restart keeps the key and
+/// makes no new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_writes_the_admin_key_once_and_never_logs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let key_file = dir.path().join("admin.key");
+    let key = server.admin_key().expect("admin.key written").to_owned();
+    assert!(key.starts_with("cairn_"), "{key}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "admin.key must be readable by its owner only");
+    }
+    let log = server.log();
+    assert!(log.contains("admin.key"), "the log says where: {log}");
+    assert!(!log.contains(&key), "the key itself is never logged");
+    let (status, body) = get_json(&client(), &server.url("/api/v1/receivers"))
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = get_json(&server.client(), &server.url("/api/v1/auth/whoami"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["roles"], json!(["admin"]), "{body}");
+    // Health stays open.
+    let (status, _) = get_json(&client(), &server.url("/healthz/liveness"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+
+    server.kill();
+    let server = Server::start(dir.path());
+    assert_eq!(
+        server.admin_key(),
+        Some(key.as_str()),
+        "the key file is kept"
+    );
+    assert!(!server.log().contains("admin.key"), "no second key is made");
+    let (status, body) = get_json(&server.client(), &server.url("/api/v1/auth/whoami"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "the key still works after a restart: {body}");
+}
+
+/// `--auth off`: a loud warning, no key file, everything open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_off_warns_and_writes_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--auth", "off"], &[]);
+    assert!(server.admin_key().is_none());
+    assert!(!dir.path().join("admin.key").exists());
+    assert!(
+        server.log().contains("AUTHENTICATION IS OFF"),
+        "log:\n{}",
+        server.log()
+    );
+    let (status, body) = post_json(
+        &client(),
+        &server.url("/api/v1/receivers"),
+        &json!({"name": "c", "type": "t", "version": "1", "description": "d", "schema": {}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    // CAIRN_AUTH=off does the same.
+    let dir2 = tempfile::tempdir().unwrap();
+    let server2 = Server::start_with(dir2.path(), &[], &[("CAIRN_AUTH", "off")]);
+    let (status, _) = get_json(&client(), &server2.url("/api/v1/receivers"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
 }

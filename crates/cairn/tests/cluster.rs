@@ -40,7 +40,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Server, client, get_json, post_json};
+use support::{Server, get_json, post_json};
 use tokio::task::JoinHandle;
 
 /// Units written concurrently; each unit's events are written one after
@@ -376,8 +376,13 @@ type Acked = Arc<Mutex<HashMap<String, Vec<String>>>>;
 /// Each unit's writer posts `ROUNDS` events one after another, the k-th
 /// through `nodes[(unit + k) % len]`, alternating receivers, a few of them
 /// failures. Every request must succeed quickly.
-async fn ingest(nodes: &[String], receivers: &[String; 2], phase: usize, acked: &Acked) {
-    let client = client();
+async fn ingest(
+    client: &reqwest::Client,
+    nodes: &[String],
+    receivers: &[String; 2],
+    phase: usize,
+    acked: &Acked,
+) {
     let mut writers = Vec::new();
     for u in 0..UNITS {
         let (client, nodes, receivers, acked) = (
@@ -518,7 +523,13 @@ async fn run<B: Broker>(mut broker: B, db_server: &str, label: &str) {
     let sinks = format!("[{}]", broker.sink());
     let mut a = start_node(&db.url, &sinks);
     let b = start_node(&db.url, &sinks);
-    let client = client();
+    // Node a started first on the fresh database and wrote the admin key;
+    // both nodes accept it (one database).
+    assert!(
+        b.server.admin_key().is_none(),
+        "only the first node writes a key"
+    );
+    let client = a.server.client();
     let (url_a, url_b) = (a.server.url(""), b.server.url(""));
 
     let schema = json!({"type": "object", "required": ["seq"]});
@@ -549,7 +560,7 @@ async fn run<B: Broker>(mut broker: B, db_server: &str, label: &str) {
     let both = [url_a.clone(), url_b.clone()];
 
     // 1. Both nodes, broker up.
-    ingest(&both, &receivers, 0, &acked).await;
+    ingest(&client, &both, &receivers, 0, &acked).await;
     // Everything acknowledged so far is delivered before the broker dies.
     let so_far = acked.lock().unwrap().clone();
     if let Err(ids) = wait_for_events(&received, &so_far, Duration::from_secs(30)).await {
@@ -566,7 +577,7 @@ async fn run<B: Broker>(mut broker: B, db_server: &str, label: &str) {
     // 2. Broker killed; both nodes keep taking events.
     broker.kill().await;
     let outage = Instant::now();
-    ingest(&both, &receivers, 1, &acked).await;
+    ingest(&client, &both, &receivers, 1, &acked).await;
     eprintln!(
         "{label}: {} creates during the outage took {:?}",
         UNITS * ROUNDS,
@@ -576,7 +587,7 @@ async fn run<B: Broker>(mut broker: B, db_server: &str, label: &str) {
     //    its relay takes over whatever node a was delivering.
     broker.restart().await;
     a.server.kill();
-    ingest(std::slice::from_ref(&url_b), &receivers, 2, &acked).await;
+    ingest(&client, std::slice::from_ref(&url_b), &receivers, 2, &acked).await;
 
     let acked = acked.lock().unwrap().clone();
     if let Err(ids) = wait_for_events(&received, &acked, Duration::from_secs(90)).await {

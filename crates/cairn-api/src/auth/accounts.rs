@@ -1141,6 +1141,12 @@ pub async fn create_grant(
             new.principal
         ));
     }
+    if let Some(user) = new.principal.strip_prefix("user:")
+        && valid_principal(&new.principal)
+        && auth.access.user(user).await?.is_none()
+    {
+        errors.push(format!("principal: no user named {user:?}"));
+    }
     let permissions = parse_patterns("permissions", &new.permissions, &mut errors);
     if new.permissions.is_empty() {
         errors.push("permissions: must name at least one permission".into());

@@ -95,3 +95,26 @@ async fn metrics_are_prometheus_text() {
         "counted the 3 events: {events_created}"
     );
 }
+
+/// Health and metrics answer without credentials; the API does not.
+#[tokio::test]
+async fn health_and_metrics_are_open_the_api_is_not() {
+    let app = spawn_app().await;
+    let anonymous = new_client();
+    for path in [
+        "/healthz/liveness",
+        "/healthz/readiness",
+        "/healthz/status",
+        "/metrics",
+    ] {
+        let res = anonymous.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+    }
+    let res = anonymous
+        .get(app.url("/api/v1/receivers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer realm=\"cairn\"");
+}

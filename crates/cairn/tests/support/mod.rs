@@ -15,6 +15,8 @@ use std::time::Duration;
 pub struct Server {
     pub child: Child,
     address: String,
+    /// The first-start admin key in the data dir (authentication on).
+    admin_key: Option<String>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -65,6 +67,9 @@ impl Server {
             Ok(address) => Self {
                 child,
                 address,
+                admin_key: std::fs::read_to_string(data_dir.join("admin.key"))
+                    .ok()
+                    .map(|k| k.trim().to_owned()),
                 log,
             },
             Err(e) => {
@@ -76,6 +81,16 @@ impl Server {
                 );
             }
         }
+    }
+
+    /// The admin key this server's data dir holds, if any.
+    pub fn admin_key(&self) -> Option<&str> {
+        self.admin_key.as_deref()
+    }
+
+    /// A client sending this server's admin key.
+    pub fn client(&self) -> reqwest::Client {
+        client_with(self.admin_key())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -116,10 +131,24 @@ pub fn listening_address(line: &str) -> Option<String> {
     Some(format!("http://{hostport}"))
 }
 
+/// A client sending no credentials.
 pub fn client() -> reqwest::Client {
+    client_with(None)
+}
+
+/// A client sending `Authorization: Bearer <key>` on every request.
+pub fn client_with(key: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {key}").parse().unwrap(),
+        );
+    }
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(15))
+        .default_headers(headers)
         .build()
         .unwrap()
 }
