@@ -399,7 +399,16 @@ pub async fn login(auth: &Arc<Auth>, ctx: &Caller, body: Fields) -> Result<Token
     auth.access.record_login_success(&name, now).await?;
     let principal = format!("user:{name}");
     let pair = new_session(auth, &principal, now).await?;
-    ctx.audit(AuditNote {
+    // From here on the caller is known: the entry names them as the actor.
+    let mut who = (*ctx.principal).clone();
+    who.id = principal.clone();
+    Caller::new(
+        Arc::new(who),
+        ctx.request_id.clone(),
+        ctx.client_addr.clone(),
+        Some(auth.access.clone()),
+    )
+    .audit(AuditNote {
         action: "auth.login",
         target: &principal,
         outcome: "success",

@@ -1123,7 +1123,12 @@ async fn subscriptions_see_writes_made_on_another_node() {
         return;
     };
     let url = db.url.clone();
-    let b = spawn_app_with(|s| s.database_url = Some(url)).await;
+    let mut b = spawn_app_with(|s| s.database_url = Some(url)).await;
+    assert!(
+        b.admin_key.is_none(),
+        "only the first node makes the admin key"
+    );
+    b.use_key(a.admin_key.clone());
     let rid = b.create_receiver().await;
     let mut ws = ws_connect(&a).await;
     subscribe(

@@ -230,6 +230,13 @@ impl TestApp {
         }
     }
 
+    /// Send `key` from now on (a second node on the same database has no
+    /// admin key file of its own: the first node made it).
+    pub fn use_key(&mut self, key: Option<String>) {
+        self.client = client_with(key.as_deref());
+        self.admin_key = key;
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
