@@ -126,10 +126,31 @@ impl Auth {
                 .await
                 .map_err(|e| format!("generating a signing key: {e}"))?
                 .map_err(|e| format!("generating a signing key: {e}"))?;
-        access
+        let active = access
             .ensure_signing_key(generated)
             .await
             .map_err(|e| format!("storing the first signing key: {e}"))?;
+        // A changed `auth_jwt_algorithm` takes effect at the next start:
+        // the current key is retired (it verifies through the grace
+        // period) and a key of the configured algorithm signs from now on.
+        if active.algorithm != algorithm.as_str() {
+            let key = tokio::task::spawn_blocking(move || {
+                cairn_auth::jwt::generate_key(algorithm, now())
+            })
+            .await
+            .map_err(|e| format!("generating a signing key: {e}"))?
+            .map_err(|e| format!("generating a signing key: {e}"))?;
+            tracing::info!(
+                from = %active.algorithm,
+                to = algorithm.as_str(),
+                kid = %key.kid,
+                "auth_jwt_algorithm changed: rotating the signing key"
+            );
+            access
+                .rotate_signing_key(key, now())
+                .await
+                .map_err(|e| format!("rotating the signing key: {e}"))?;
+        }
         let ring = load_ring(access.as_ref(), &config).await?;
         let oidc = config.oidc.clone().map(OidcVerifier::new);
         Ok(Self {

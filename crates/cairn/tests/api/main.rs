@@ -22,3 +22,4 @@ mod nats_outage;
 mod persistence;
 mod receivers;
 mod request_ids;
+mod signing_keys;

@@ -38,6 +38,8 @@ mod persistence;
 mod receivers;
 #[path = "../api/request_ids.rs"]
 mod request_ids;
+#[path = "../api/signing_keys.rs"]
+mod signing_keys;
 
 /// This target must run every module of the embedded-store suite.
 #[test]
