@@ -6,6 +6,7 @@
 /// The store this target runs the suite against.
 pub const SUITE_STORE: &str = "sqlite";
 
+mod auth_accounts;
 mod auth_matrix;
 mod auth_support;
 mod auth_tokens;

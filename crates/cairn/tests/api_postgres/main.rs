@@ -6,6 +6,8 @@
 /// The store this target runs the suite against.
 pub const SUITE_STORE: &str = "postgres";
 
+#[path = "../api/auth_accounts.rs"]
+mod auth_accounts;
 #[path = "../api/auth_matrix.rs"]
 mod auth_matrix;
 #[path = "../api/auth_support.rs"]
