@@ -8,6 +8,7 @@ pub const SUITE_STORE: &str = "sqlite";
 
 mod auth_accounts;
 mod auth_matrix;
+mod auth_oidc;
 mod auth_support;
 mod auth_tokens;
 mod batch;

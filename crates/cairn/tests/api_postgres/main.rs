@@ -10,6 +10,8 @@ pub const SUITE_STORE: &str = "postgres";
 mod auth_accounts;
 #[path = "../api/auth_matrix.rs"]
 mod auth_matrix;
+#[path = "../api/auth_oidc.rs"]
+mod auth_oidc;
 #[path = "../api/auth_support.rs"]
 mod auth_support;
 #[path = "../api/auth_tokens.rs"]
