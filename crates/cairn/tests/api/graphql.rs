@@ -1123,7 +1123,15 @@ async fn subscriptions_see_writes_made_on_another_node() {
         return;
     };
     let url = db.url.clone();
-    let b = spawn_app_with(|s| s.database_url = Some(url)).await;
+    let mut b = spawn_app_with(|s| s.database_url = Some(url)).await;
+    // Node B shares A's store, so it made no admin key of its own: it
+    // takes A's.
+    assert!(
+        b.admin_key.is_none(),
+        "only the first node writes admin.key"
+    );
+    b.admin_key = a.admin_key.clone();
+    b.client = client_with(b.admin_key.as_deref());
     let rid = b.create_receiver().await;
     let mut ws = ws_connect(&a).await;
     subscribe(
