@@ -419,8 +419,16 @@ async fn without_credentials_every_api_route_is_401_but_the_public_ones() {
         }
     }
     // GraphQL queries, mutations and subscriptions too.
-    let (status, body) = graphql_as(None, &app, "{ event_receivers { id } }").await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let a = send_as(
+        &anonymous,
+        &app,
+        Method::POST,
+        "/api/v1/graphql/query",
+        Some(&json!({"query": "{ event_receivers { id } }"})),
+    )
+    .await;
+    assert_unauthorized(&a, "anonymous GraphQL query");
+    let body = a.body;
     assert!(
         graphql_codes(&body).contains(&"UNAUTHENTICATED".to_owned()),
         "{body}"
@@ -443,6 +451,57 @@ async fn without_credentials_every_api_route_is_401_but_the_public_ones() {
         "a subscription socket with bad credentials is not acknowledged"
     );
     assert_eq!(receiver_count(&app).await, 3, "nothing was created");
+}
+
+#[tokio::test]
+async fn with_auth_off_every_route_is_open_and_no_admin_key_is_written() {
+    let app = spawn_app_with(|s| s.auth = cairn::settings::AuthMode::Off).await;
+    assert!(app.admin_key.is_none());
+    assert!(!app.data_dir.path().join("admin.key").exists());
+    // The fixtures are made without credentials too: app.client sends none.
+    let f = fixtures(&app).await;
+    let anonymous = new_client();
+    // Routes whose input the table leaves for the route to refuse.
+    let refused_by_the_route = [
+        "/api/v1/auth/logout".to_owned(), // no session to end: 400
+        "/api/v1/admin/dead-letters/nosink/1/replay".to_owned(), // 404
+        format!("/api/v1/groups/{}/receivers/{}", f.g0, f.r2), // not a member
+    ];
+    for r in rest_table(&f) {
+        let a = call(&app, &anonymous, &r).await;
+        let cell = format!("anonymous {} {}", r.method, r.path);
+        if refused_by_the_route.contains(&r.path) {
+            assert!(
+                a.status.is_client_error(),
+                "{cell}: {} {}",
+                a.status,
+                a.body
+            );
+            assert!(
+                !matches!(a.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
+                "{cell}: {}",
+                a.body
+            );
+        } else {
+            assert!(a.status.is_success(), "{cell}: {} {}", a.status, a.body);
+        }
+    }
+    let w = send_as(&anonymous, &app, Method::GET, "/api/v1/auth/whoami", None).await;
+    assert_eq!(w.body["data"]["kind"], json!("anonymous"));
+    for (field, query, _) in graphql_table(&f) {
+        let (status, body) = graphql_as(None, &app, &query).await;
+        assert_eq!(status, StatusCode::OK, "{field}: {body}");
+        let codes = graphql_codes(&body);
+        assert!(
+            !codes
+                .iter()
+                .any(|c| c == "FORBIDDEN" || c == "UNAUTHENTICATED"),
+            "{field}: {body}"
+        );
+    }
+    // Subscriptions need no connection_init credentials either.
+    let (_ws, first) = ws_open(&app, None).await;
+    assert_eq!(first.unwrap()["type"], json!("connection_ack"));
 }
 
 // ---- GraphQL -----------------------------------------------------------------------
