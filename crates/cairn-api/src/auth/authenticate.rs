@@ -17,6 +17,8 @@ use cairn_domain::{GroupId, ReceiverId};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+const GRAPHQL_QUERY: &str = "/api/v1/graphql/query";
+
 /// Requests that need no credentials under `/api/v1`.
 fn is_public(method: &Method, path: &str) -> bool {
     match (method, path) {
@@ -35,7 +37,7 @@ fn is_public(method: &Method, path: &str) -> bool {
 /// WebSockets).
 fn is_subscription_upgrade(req: &Request) -> bool {
     req.method() == Method::GET
-        && req.uri().path() == "/api/v1/graphql/query"
+        && req.uri().path() == GRAPHQL_QUERY
         && req.headers().contains_key(header::UPGRADE)
 }
 
@@ -51,6 +53,12 @@ fn client_addr(req: &Request) -> String {
 pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let metrics = path == "/metrics";
+    // GraphQL clients get refusals as GraphQL errors.
+    let reject: fn(ApiError) -> Response = if path == GRAPHQL_QUERY {
+        crate::graphql::api_error_response
+    } else {
+        IntoResponse::into_response
+    };
     if !(path.starts_with("/api/v1/") || path == "/api/v1" || metrics) {
         return next.run(req).await;
     }
@@ -85,14 +93,14 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     let header = match header {
         None if public || is_subscription_upgrade(&req) => return next.run(req).await,
         None => {
-            return ApiError::Unauthorized(
+            return reject(ApiError::Unauthorized(
                 "authentication required: send Authorization: Bearer <token>".into(),
-            )
-            .into_response();
+            ));
         }
         Some(Err(_)) => {
-            return ApiError::Unauthorized("the Authorization header is not valid text".into())
-                .into_response();
+            return reject(ApiError::Unauthorized(
+                "the Authorization header is not valid text".into(),
+            ));
         }
         Some(Ok(h)) => h,
     };
@@ -117,7 +125,7 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
         // Login and refresh take their credentials in the body; a stale
         // header must not stop them.
         Err(_) if public => next.run(req).await,
-        Err(e) => e.into_response(),
+        Err(e) => reject(e),
     }
 }
 

@@ -190,10 +190,20 @@ fn json(status: StatusCode, body: &async_graphql::Response) -> Response {
     }
 }
 
-fn api_error_response(e: ApiError) -> Response {
+/// An API error as a GraphQL response (401s keep their
+/// `WWW-Authenticate` challenge).
+pub(crate) fn api_error_response(e: ApiError) -> Response {
     let status = e.status();
+    let challenge = matches!(e, ApiError::Unauthorized(_));
     let errors = errors::request_errors(e);
-    error_response(status, errors)
+    let mut res = error_response(status, errors);
+    if challenge {
+        res.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer realm=\"cairn\""),
+        );
+    }
+    res
 }
 
 /// The HTTP status of an answer: 200 once execution started; for

@@ -6,6 +6,11 @@
 /// The store this target runs the suite against.
 pub const SUITE_STORE: &str = "sqlite";
 
+mod auth_accounts;
+mod auth_matrix;
+mod auth_oidc;
+mod auth_support;
+mod auth_tokens;
 mod batch;
 mod completion;
 mod delivery;

@@ -6,6 +6,16 @@
 /// The store this target runs the suite against.
 pub const SUITE_STORE: &str = "postgres";
 
+#[path = "../api/auth_accounts.rs"]
+mod auth_accounts;
+#[path = "../api/auth_matrix.rs"]
+mod auth_matrix;
+#[path = "../api/auth_oidc.rs"]
+mod auth_oidc;
+#[path = "../api/auth_support.rs"]
+mod auth_support;
+#[path = "../api/auth_tokens.rs"]
+mod auth_tokens;
 #[path = "../api/batch.rs"]
 mod batch;
 #[path = "../api/completion.rs"]
