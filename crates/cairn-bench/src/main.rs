@@ -476,7 +476,7 @@ async fn bench(args: &Args, target: &mut Target, machine: &Machine) -> Result<Re
         .unwrap_or(1);
     let token = match (&args.token, &target.spawned) {
         (Some(t), _) => Some(t.clone()),
-        (None, Some(server)) => std::fs::read_to_string(server.data_dir().join("admin.key"))
+        (None, Some(server)) => std::fs::read_to_string(server.admin_key_file())
             .ok()
             .map(|k| k.trim().to_owned()),
         (None, None) => None,

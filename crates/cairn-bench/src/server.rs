@@ -161,6 +161,11 @@ impl SpawnedServer {
         }
     }
 
+    /// Where the server writes its first-start admin key.
+    pub fn admin_key_file(&self) -> std::path::PathBuf {
+        self.data_dir.path().join("data").join("admin.key")
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
     }

@@ -58,6 +58,12 @@ async fn changing_the_algorithm_rotates_the_key_and_old_tokens_still_verify() {
     // the HS256 secret.
     let (_, jwks) = app.get("/api/v1/auth/jwks").await;
     let keys = jwks["data"]["keys"].as_array().expect("keys");
-    assert!(keys.iter().any(|k| k["kid"] == header_of(&old)["kid"]), "{jwks}");
-    assert!(keys.iter().all(|k| k["kid"] != header_of(&new)["kid"]), "{jwks}");
+    assert!(
+        keys.iter().any(|k| k["kid"] == header_of(&old)["kid"]),
+        "{jwks}"
+    );
+    assert!(
+        keys.iter().all(|k| k["kid"] != header_of(&new)["kid"]),
+        "{jwks}"
+    );
 }
