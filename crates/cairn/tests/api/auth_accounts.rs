@@ -310,7 +310,8 @@ async fn the_audit_log_records_who_did_what_from_where() {
         ),
         (
             "rid-login-ok",
-            "unauthenticated",
+            // A successful login names the user as the actor.
+            hank.as_str(),
             "auth.login",
             hank.as_str(),
             "success",
