@@ -217,6 +217,16 @@ pub struct AuditFilter {
     pub limit: u32,
 }
 
+/// A credential's record with what authenticating a request by it needs:
+/// the user it acts as (when it is `user:<name>` and that user is still
+/// stored) and every grant of its principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential<T> {
+    pub record: T,
+    pub user: Option<UserRecord>,
+    pub grants: Vec<GrantRecord>,
+}
+
 /// Storage of identities, grants, sessions, signing keys and the audit log.
 ///
 /// Lists take [`PageRequest`] (ids after `after`, ascending), except the
@@ -259,6 +269,24 @@ pub trait AccessStore: Send + Sync + 'static {
         principal: Option<&str>,
         page: PageRequest,
     ) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// The key with its user and grants, for authenticating one request.
+    /// Implementations answer in one read where they can; this default
+    /// reads the three apart.
+    async fn api_key_credential(&self, id: &str) -> StoreResult<Option<Credential<ApiKeyRecord>>> {
+        let Some(record) = self.api_key(id).await? else {
+            return Ok(None);
+        };
+        let user = match record.principal.strip_prefix("user:") {
+            Some(name) => self.user(name).await?,
+            None => None,
+        };
+        let grants = self.grants_of(&record.principal).await?;
+        Ok(Some(Credential {
+            record,
+            user,
+            grants,
+        }))
+    }
     /// Set `revoked_at` (kept if already set). `NotFound` if no such key.
     async fn revoke_api_key(&self, id: &str, now: Timestamp) -> StoreResult<ApiKeyRecord>;
     /// Set `last_used_at` (callers throttle this; it never fails a request).
@@ -295,6 +323,23 @@ pub trait AccessStore: Send + Sync + 'static {
         first: NewRefreshToken,
     ) -> StoreResult<()>;
     async fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
+    /// The session with its user and grants, for authenticating one
+    /// request by an access token (one read where the store can).
+    async fn session_credential(&self, id: &str) -> StoreResult<Option<Credential<SessionRecord>>> {
+        let Some(record) = self.session(id).await? else {
+            return Ok(None);
+        };
+        let user = match record.principal.strip_prefix("user:") {
+            Some(name) => self.user(name).await?,
+            None => None,
+        };
+        let grants = self.grants_of(&record.principal).await?;
+        Ok(Some(Credential {
+            record,
+            user,
+            grants,
+        }))
+    }
     /// Present refresh token `hash`: see [`RefreshOutcome`].
     async fn rotate_refresh_token(
         &self,

@@ -1268,3 +1268,83 @@ async fn receivers_and_groups_keep_their_owner() {
     let store = check(open(&dir)).await;
     store.close().await;
 }
+
+/// What authenticating one request reads, in one go: the key or session,
+/// the user it acts as, its principal's grants; and exactly what the
+/// separate reads give.
+#[tokio::test]
+async fn credentials_come_with_their_user_and_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let receiver = store
+        .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
+        .await
+        .unwrap();
+    store.create_user(user("alice")).await.unwrap();
+    store
+        .create_api_key(key("aaaaaaaaaaaaaaaa", "user:alice"))
+        .await
+        .unwrap();
+    store
+        .create_api_key(key("bbbbbbbbbbbbbbbb", "key:bbbbbbbbbbbbbbbb"))
+        .await
+        .unwrap();
+    let grant = GrantRecord {
+        id: "01G1".to_owned(),
+        principal: "user:alice".to_owned(),
+        object_kind: "receiver".to_owned(),
+        object_id: receiver.id.to_string(),
+        permissions: vec!["events:create".to_owned()],
+        created_at: at(4),
+        created_by: "cli".to_owned(),
+    };
+    store.create_grant(grant.clone()).await.unwrap();
+    store
+        .create_session(session("01S1", "user:alice", 1000), token("h1", 900))
+        .await
+        .unwrap();
+
+    let c = store
+        .api_key_credential("aaaaaaaaaaaaaaaa")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        Some(c.record),
+        store.api_key("aaaaaaaaaaaaaaaa").await.unwrap()
+    );
+    assert_eq!(c.user, store.user("alice").await.unwrap());
+    assert_eq!(c.grants, vec![grant.clone()]);
+
+    let c = store
+        .api_key_credential("bbbbbbbbbbbbbbbb")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.user, None, "a standalone key acts as no user");
+    assert!(c.grants.is_empty());
+
+    let c = store.session_credential("01S1").await.unwrap().unwrap();
+    assert_eq!(Some(c.record), store.session("01S1").await.unwrap());
+    assert_eq!(c.user.map(|u| u.name), Some("alice".to_owned()));
+    assert_eq!(c.grants, vec![grant]);
+
+    assert!(
+        store
+            .api_key_credential("cccccccccccccccc")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.session_credential("01S9").await.unwrap().is_none());
+
+    // A deleted user is gone from its key's credential (the key is revoked).
+    store.delete_user("alice", at(5)).await.unwrap();
+    let c = store
+        .api_key_credential("aaaaaaaaaaaaaaaa")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.user, None);
+    assert!(c.record.revoked_at.is_some());
+}

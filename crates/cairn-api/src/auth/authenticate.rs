@@ -236,9 +236,11 @@ async fn api_key_principal(auth: &Arc<Auth>, token: &str) -> Result<Principal, R
         return Err(refuse("the API key is malformed", None));
     };
     let who = Some(format!("key:{id}"));
-    let Some(key) = auth.access.api_key(id).await? else {
+    // One read: the key, the user it may act as, its principal's grants.
+    let Some(credential) = auth.access.api_key_credential(id).await? else {
         return Err(refuse("unknown API key", who));
     };
+    let key = credential.record;
     if !apikey::verify_secret(secret, &key.secret_hash) {
         return Err(refuse("the API key's secret does not match", who));
     }
@@ -249,11 +251,8 @@ async fn api_key_principal(auth: &Arc<Auth>, token: &str) -> Result<Principal, R
     if key.expires_at.is_some_and(|t| t <= now) {
         return Err(refuse("the API key has expired", who));
     }
-    if let Some(user) = key.principal.strip_prefix("user:") {
-        match auth.access.user(user).await? {
-            Some(u) if !u.disabled => {}
-            _ => return Err(refuse("the API key's user is disabled or gone", who)),
-        }
+    if key.principal.starts_with("user:") && credential.user.as_ref().is_none_or(|u| u.disabled) {
+        return Err(refuse("the API key's user is disabled or gone", who));
     }
     if auth.touch_due(&key.id) {
         let access = auth.access.clone();
@@ -271,7 +270,7 @@ async fn api_key_principal(auth: &Arc<Auth>, token: &str) -> Result<Principal, R
         .map(|s| PermissionPattern::parse(s))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::Internal(format!("stored scope of key {}: {e}", key.id)))?;
-    let grants = grants_of(auth, &key.principal).await?;
+    let grants = grants_from(credential.grants)?;
     Ok(Principal {
         id: key.principal.clone(),
         kind: PrincipalKind::ApiKey,
@@ -306,9 +305,11 @@ async fn access_token_principal(auth: &Arc<Auth>, token: &str) -> Result<Princip
         )
         .map_err(|e| refuse(e.to_string(), None))?;
     let who = Some(claims.sub.clone());
-    let Some(session) = auth.access.session(&claims.sid).await? else {
+    // One read: the session, its user, the user's grants.
+    let Some(credential) = auth.access.session_credential(&claims.sid).await? else {
         return Err(refuse("the token's session does not exist", who));
     };
+    let session = credential.record;
     if session.revoked_at.is_some() {
         return Err(refuse(
             "the token's session has ended (logged out or revoked)",
@@ -318,15 +319,15 @@ async fn access_token_principal(auth: &Arc<Auth>, token: &str) -> Result<Princip
     if session.principal != claims.sub {
         return Err(refuse("the token's session belongs to someone else", who));
     }
-    let Some(name) = claims.sub.strip_prefix("user:") else {
+    if !claims.sub.starts_with("user:") {
         return Err(refuse("the token's subject is not a user", who));
-    };
-    let user = match auth.access.user(name).await? {
+    }
+    let user = match credential.user {
         Some(u) if !u.disabled => u,
         _ => return Err(refuse("the token's user is disabled or gone", who)),
     };
     let roles = resolve_roles(auth, &user.roles).await?;
-    let grants = grants_of(auth, &claims.sub).await?;
+    let grants = grants_from(credential.grants)?;
     Ok(Principal {
         id: claims.sub,
         kind: PrincipalKind::User,
@@ -374,7 +375,11 @@ pub fn role_of(record: &cairn_store::access::RoleRecord) -> Result<Role, String>
 }
 
 async fn grants_of(auth: &Auth, principal: &str) -> Result<Vec<Grant>, Refusal> {
-    let records = auth.access.grants_of(principal).await?;
+    grants_from(auth.access.grants_of(principal).await?)
+}
+
+/// Stored grants as domain grants.
+fn grants_from(records: Vec<cairn_store::access::GrantRecord>) -> Result<Vec<Grant>, Refusal> {
     let mut grants = Vec::with_capacity(records.len());
     for g in records {
         let object = match g.object_kind.as_str() {

@@ -9,9 +9,9 @@
 use super::SqliteStore;
 use super::rows::db;
 use crate::access::{
-    AccessStore, ApiKeyRecord, AuditEntry, AuditFilter, GrantFilter, GrantRecord, LoginFailure,
-    NewAuditEntry, NewRefreshToken, RefreshOutcome, RoleRecord, SessionRecord, SigningKeyRecord,
-    UserPatch, UserRecord,
+    AccessStore, ApiKeyRecord, AuditEntry, AuditFilter, Credential, GrantFilter, GrantRecord,
+    LoginFailure, NewAuditEntry, NewRefreshToken, RefreshOutcome, RoleRecord, SessionRecord,
+    SigningKeyRecord, UserPatch, UserRecord,
 };
 use crate::{PageRequest, StoreError, StoreResult};
 use async_trait::async_trait;
@@ -473,6 +473,32 @@ fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     })
 }
 
+fn load_grants(conn: &Connection, principal: &str) -> StoreResult<Vec<GrantRecord>> {
+    conn.prepare_cached(&format!(
+        "SELECT {GRANT_COLUMNS} FROM grants WHERE principal = ?1 ORDER BY id"
+    ))
+    .and_then(|mut st| {
+        st.query_map([principal], grant_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+    })
+    .map_err(db("reading grants"))
+}
+
+/// `record` with the user it acts as and its principal's grants, read on
+/// one connection.
+fn credential<T>(conn: &Connection, principal: String, record: T) -> StoreResult<Credential<T>> {
+    let user = match principal.strip_prefix("user:") {
+        Some(name) => load_user(conn, name)?,
+        None => None,
+    };
+    let grants = load_grants(conn, &principal)?;
+    Ok(Credential {
+        record,
+        user,
+        grants,
+    })
+}
+
 fn load_session(conn: &Connection, id: &str) -> StoreResult<Option<SessionRecord>> {
     conn.prepare_cached(&format!(
         "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"
@@ -755,6 +781,17 @@ impl AccessStore for SqliteStore {
         self.read(move |conn, _| load_key(conn, &id)).await
     }
 
+    async fn api_key_credential(&self, id: &str) -> StoreResult<Option<Credential<ApiKeyRecord>>> {
+        let id = id.to_owned();
+        self.read(move |conn, _| {
+            let Some(record) = load_key(conn, &id)? else {
+                return Ok(None);
+            };
+            credential(conn, record.principal.clone(), record).map(Some)
+        })
+        .await
+    }
+
     async fn list_api_keys(
         &self,
         principal: Option<&str>,
@@ -903,17 +940,8 @@ impl AccessStore for SqliteStore {
 
     async fn grants_of(&self, principal: &str) -> StoreResult<Vec<GrantRecord>> {
         let principal = principal.to_owned();
-        self.read(move |conn, _| {
-            conn.prepare_cached(&format!(
-                "SELECT {GRANT_COLUMNS} FROM grants WHERE principal = ?1 ORDER BY id"
-            ))
-            .and_then(|mut st| {
-                st.query_map([principal], grant_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            })
-            .map_err(db("reading grants"))
-        })
-        .await
+        self.read(move |conn, _| load_grants(conn, &principal))
+            .await
     }
 
     async fn list_grants(
@@ -1000,6 +1028,17 @@ impl AccessStore for SqliteStore {
     async fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
         let id = id.to_owned();
         self.read(move |conn, _| load_session(conn, &id)).await
+    }
+
+    async fn session_credential(&self, id: &str) -> StoreResult<Option<Credential<SessionRecord>>> {
+        let id = id.to_owned();
+        self.read(move |conn, _| {
+            let Some(record) = load_session(conn, &id)? else {
+                return Ok(None);
+            };
+            credential(conn, record.principal.clone(), record).map(Some)
+        })
+        .await
     }
 
     async fn rotate_refresh_token(
