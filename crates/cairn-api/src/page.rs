@@ -73,6 +73,28 @@ impl Page {
         Self { limit, after }
     }
 
+    /// [`Page::parse`] as a result: 400 naming each bad parameter.
+    pub fn from_query(q: &QueryMap) -> Result<Self, crate::error::ApiError> {
+        let mut errors = Vec::new();
+        let page = Self::parse(q, &mut errors);
+        if errors.is_empty() {
+            Ok(page)
+        } else {
+            Err(crate::error::ApiError::Invalid(errors))
+        }
+    }
+
+    /// [`Page::parse_named`] as a result: 400 naming each bad parameter.
+    pub fn named_from_query(q: &QueryMap) -> Result<Self, crate::error::ApiError> {
+        let mut errors = Vec::new();
+        let page = Self::parse_named(q, &mut errors);
+        if errors.is_empty() {
+            Ok(page)
+        } else {
+            Err(crate::error::ApiError::Invalid(errors))
+        }
+    }
+
     /// As [`Page::parse`] for lists keyed by names rather than ULIDs
     /// (users, roles, keys).
     pub fn parse_named(q: &QueryMap, errors: &mut Vec<String>) -> Self {

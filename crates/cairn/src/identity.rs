@@ -222,12 +222,13 @@ fn fields(v: Value) -> Fields {
     }
 }
 
-/// Open the store, run `op` as the command line, print what it returns
-/// (one JSON document per line), close the store.
-fn run<F, Fut>(store: StoreArgs, op: F) -> ExitCode
+/// Load the settings of `store`, open the store they name on a
+/// single-threaded runtime, run `op` on it and close it again; the shared
+/// frame of every command that works on the store directly.
+pub fn on_store<F, Fut>(store: StoreArgs, op: F) -> ExitCode
 where
-    F: FnOnce(Arc<Auth>, Arc<dyn cairn_store::Store>, Caller) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<Value>, ApiError>>,
+    F: FnOnce(Settings, cairn::startup::OpenedStore) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
 {
     let settings = match store.settings() {
         Ok(s) => s,
@@ -254,20 +255,32 @@ where
                 return ExitCode::FAILURE;
             }
         };
+        let registry = opened.store.clone();
+        let code = op(settings, opened).await;
+        registry.close().await;
+        code
+    })
+}
+
+/// Run `op` as the command line (an administrator, audited as `cli`) and
+/// print what it returns, one JSON document per line.
+fn run<F, Fut>(store: StoreArgs, op: F) -> ExitCode
+where
+    F: FnOnce(Arc<Auth>, Arc<dyn cairn_store::Store>, Caller) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Value>, ApiError>>,
+{
+    on_store(store, |settings, opened| async move {
         let mut config = settings.auth_config();
         config.enabled = true;
         let auth = match Auth::start(config, opened.access.clone()).await {
             Ok(a) => Arc::new(a),
             Err(e) => {
                 eprintln!("cairn: {e}");
-                opened.store.close().await;
                 return ExitCode::FAILURE;
             }
         };
         let caller = Caller::cli(opened.access.clone());
-        let result = op(auth, opened.store.clone(), caller).await;
-        opened.store.close().await;
-        match result {
+        match op(auth, opened.store, caller).await {
             Ok(lines) => {
                 for line in lines {
                     println!("{line}");

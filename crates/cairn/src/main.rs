@@ -174,31 +174,8 @@ fn dead_letters(action: DeadLetterAction) -> ExitCode {
         DeadLetterAction::List { sink, limit, store } => (store, Op::List { sink, limit }),
         DeadLetterAction::Replay { sink, seq, store } => (store, Op::Replay { sink, seq }),
     };
-    let settings = match store_args.settings() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cairn: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cairn: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        let store = match cairn::startup::open_store(&settings).await {
-            Ok(opened) => opened.store,
-            Err(e) => {
-                eprintln!("cairn: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    identity::on_store(store_args, |_, opened| async move {
+        let store = opened.store;
         let result = match op {
             Op::List { sink, limit } => store.dead_letters(sink, limit).await.map(|letters| {
                 for l in letters {
@@ -212,7 +189,6 @@ fn dead_letters(action: DeadLetterAction) -> ExitCode {
                 println!("queued position {seq} for sink {sink:?}: the relay sends it again");
             }),
         };
-        store.close().await;
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

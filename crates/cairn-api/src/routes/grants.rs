@@ -25,11 +25,7 @@ pub async fn list(
     caller: Caller,
     q: QueryMap,
 ) -> Result<Response, ApiError> {
-    let mut errors = Vec::new();
-    let page = Page::parse(&q, &mut errors);
-    if !errors.is_empty() {
-        return Err(ApiError::Invalid(errors));
-    }
+    let page = Page::from_query(&q)?;
     let filter = accounts::grant_filter(
         q.text("principal"),
         q.text("receiver_id"),

@@ -25,11 +25,7 @@ pub async fn list(
     caller: Caller,
     q: QueryMap,
 ) -> Result<Response, ApiError> {
-    let mut errors = Vec::new();
-    let page = Page::parse_named(&q, &mut errors);
-    if !errors.is_empty() {
-        return Err(ApiError::Invalid(errors));
-    }
+    let page = Page::named_from_query(&q)?;
     let principal = q.text("principal");
     let mut rows = accounts::list_keys(
         &state.auth,

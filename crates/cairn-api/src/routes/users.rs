@@ -24,11 +24,7 @@ pub async fn list(
     caller: Caller,
     q: QueryMap,
 ) -> Result<Response, ApiError> {
-    let mut errors = Vec::new();
-    let page = Page::parse_named(&q, &mut errors);
-    if !errors.is_empty() {
-        return Err(ApiError::Invalid(errors));
-    }
+    let page = Page::named_from_query(&q)?;
     let mut rows =
         accounts::list_users(&state.auth, &caller, page.limit + 1, page.after.clone()).await?;
     let next = page.finish_named(&mut rows, |u| u.name.clone());
