@@ -22,6 +22,8 @@ pub use error::ApiError;
 /// Settings the HTTP layer needs.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
+    /// Running in production mode (staging aids are refused).
+    pub production: bool,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// GraphQL query limits.
@@ -31,6 +33,7 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
+            production: false,
             max_body_bytes: 1024 * 1024,
             graphql: graphql::GraphqlConfig::default(),
         }

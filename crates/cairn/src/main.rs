@@ -22,6 +22,10 @@ enum Command {
         /// TOML config file; its keys are the setting names (listen, data_dir, ...).
         #[arg(long, env = "CAIRN_CONFIG")]
         config: Option<PathBuf>,
+        /// development or production [default: development]. Production
+        /// logs JSON and refuses staging aids such as fault injection.
+        #[arg(long, value_parser = ["development", "production"])]
+        mode: Option<String>,
         /// Address to listen on [default: 127.0.0.1:8042].
         #[arg(long)]
         listen: Option<String>,
@@ -31,7 +35,7 @@ enum Command {
         /// Largest accepted request body in bytes [default: 1048576].
         #[arg(long)]
         max_body_bytes: Option<usize>,
-        /// Log format: text or json [default: text].
+        /// Log format: text or json [default: json in production, text otherwise].
         #[arg(long)]
         log_format: Option<String>,
         /// Log filter, e.g. info or cairn=debug [default: info].
@@ -125,6 +129,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve {
             config,
+            mode,
             listen,
             data_dir,
             max_body_bytes,
@@ -138,6 +143,7 @@ fn main() -> ExitCode {
             auth,
         } => {
             let overrides = Overrides {
+                mode,
                 auth,
                 listen,
                 data_dir,

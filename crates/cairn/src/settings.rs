@@ -17,6 +17,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// What the server is run as: `development` (the default: readable logs,
+/// staging aids such as fault injection allowed) or `production` (JSON
+/// logs, staging aids refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Development,
+    Production,
+}
+
 /// `on` (the default) or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -28,6 +38,8 @@ pub enum AuthMode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// `development` or `production` (`CAIRN_MODE`, `--mode`).
+    pub mode: Mode,
     /// Authentication and access control, `on` or `off` (`CAIRN_AUTH`,
     /// `--auth`). Off lets anyone do anything and says so loudly at start.
     pub auth: AuthMode,
@@ -69,8 +81,10 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Largest accepted request body in bytes (`CAIRN_MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
-    /// `text` or `json` (`CAIRN_LOG_FORMAT`).
-    pub log_format: LogFormat,
+    /// `text` or `json` (`CAIRN_LOG_FORMAT`); unset, it follows `mode`:
+    /// JSON in production, text in development.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
     /// A tracing filter such as `info` or `cairn=debug` (`CAIRN_LOG_LEVEL`).
     pub log_level: String,
     /// Most writes committed together in one transaction (`CAIRN_WRITE_BATCH_MAX`).
@@ -115,6 +129,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
+            mode: Mode::Development,
             auth: AuthMode::On,
             auth_issuer: "cairn".to_owned(),
             auth_audience: "cairn".to_owned(),
@@ -131,7 +146,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8042)),
             data_dir: PathBuf::from("./cairn-data"),
             max_body_bytes: 1024 * 1024,
-            log_format: LogFormat::Text,
+            log_format: None,
             log_level: "info".to_owned(),
             write_batch_max: 512,
             write_queue_depth: 8192,
@@ -150,6 +165,7 @@ impl Default for Settings {
 }
 
 const KEYS: &[&str] = &[
+    "mode",
     "auth",
     "auth_issuer",
     "auth_audience",
@@ -185,6 +201,8 @@ const KEYS: &[&str] = &[
 /// Values given on the command line; `None` leaves the lower layers alone.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -236,6 +254,20 @@ fn describe(err: figment::Error) -> String {
 }
 
 impl Settings {
+    /// Running as `production`.
+    pub fn production(&self) -> bool {
+        self.mode == Mode::Production
+    }
+
+    /// The log format in force: the configured one, or the mode's.
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format.unwrap_or(if self.production() {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        })
+    }
+
     /// The authentication settings of the API layer.
     pub fn auth_config(&self) -> cairn_api::auth::AuthConfig {
         use std::time::Duration;

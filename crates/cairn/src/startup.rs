@@ -107,6 +107,7 @@ impl Application {
         let mut state = AppState::new(
             store.clone(),
             ApiConfig {
+                production: settings.production(),
                 max_body_bytes: settings.max_body_bytes,
                 graphql: cairn_api::graphql::GraphqlConfig {
                     max_depth: settings.graphql_max_depth,

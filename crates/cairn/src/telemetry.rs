@@ -16,7 +16,7 @@ pub fn init(settings: &Settings) {
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    let result = match settings.log_format {
+    let result = match settings.log_format() {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
