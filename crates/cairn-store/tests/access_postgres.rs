@@ -1644,3 +1644,51 @@ async fn credentials_and_grants_need_their_user_even_while_it_is_being_deleted()
     assert_eq!(store.api_key("k3").await.unwrap(), None);
     other.close().await.unwrap();
 }
+
+/// What authenticating one request reads, in one round trip: the key or
+/// session, the user it acts as, its principal's grants; the same as the
+/// separate reads give.
+#[tokio::test]
+async fn credentials_come_with_their_user_and_grants_in_one_read() {
+    let Some(db) = common::pg_test_db("credentials_come_with_their_user").await else {
+        return;
+    };
+    let store = node(&db.url).await;
+    people(&store).await;
+    store.create_api_key(key("k1", "user:alice")).await.unwrap();
+    store.create_api_key(key("k2", "key:k2")).await.unwrap();
+    let grants = [
+        grant("g2", "user:alice", "group", "G1"),
+        grant("g1", "user:alice", "receiver", "R1"),
+    ];
+    for g in &grants {
+        store.create_grant(g.clone()).await.unwrap();
+    }
+    store
+        .create_grant(grant("g3", "user:bob", "receiver", "R1"))
+        .await
+        .unwrap();
+    store
+        .create_session(session("s1", "user:alice", 1000), token("h1", 900))
+        .await
+        .unwrap();
+
+    let by_id = vec![grants[1].clone(), grants[0].clone()];
+    let c = store.api_key_credential("k1").await.unwrap().unwrap();
+    assert_eq!(Some(c.record), store.api_key("k1").await.unwrap());
+    assert_eq!(c.user, store.user("alice").await.unwrap());
+    assert_eq!(c.grants, by_id, "alice's grants only, by id");
+
+    let c = store.api_key_credential("k2").await.unwrap().unwrap();
+    assert_eq!(c.user, None, "a standalone key acts as no user");
+    assert!(c.grants.is_empty());
+
+    let c = store.session_credential("s1").await.unwrap().unwrap();
+    assert_eq!(Some(c.record), store.session("s1").await.unwrap());
+    assert_eq!(c.user, store.user("alice").await.unwrap());
+    assert_eq!(c.grants, by_id);
+
+    assert!(store.api_key_credential("k9").await.unwrap().is_none());
+    assert!(store.session_credential("s9").await.unwrap().is_none());
+    assert!(store.api_key_credential("k\0").await.unwrap().is_none());
+}

@@ -38,9 +38,9 @@
 use super::rows::{col, db, time};
 use super::{ListQuery, Param, PostgresStore, text};
 use crate::access::{
-    AccessStore, ApiKeyRecord, AuditEntry, AuditFilter, GrantFilter, GrantRecord, LoginFailure,
-    NewAuditEntry, NewRefreshToken, RefreshOutcome, RoleRecord, SessionRecord, SigningKeyRecord,
-    UserPatch, UserRecord,
+    AccessStore, ApiKeyRecord, AuditEntry, AuditFilter, Credential, GrantFilter, GrantRecord,
+    LoginFailure, NewAuditEntry, NewRefreshToken, RefreshOutcome, RoleRecord, SessionRecord,
+    SigningKeyRecord, UserPatch, UserRecord,
 };
 use crate::{PageRequest, StoreError, StoreResult};
 use async_trait::async_trait;
@@ -160,16 +160,21 @@ const USER_COLUMNS: &str = "name, password_hash, roles, disabled, failed_logins,
                             last_login_at, created_at, updated_at";
 
 fn user_row(row: &PgRow) -> StoreResult<UserRecord> {
+    user_at(row, 0)
+}
+
+/// The [`USER_COLUMNS`] starting at column `f`.
+fn user_at(row: &PgRow, f: usize) -> StoreResult<UserRecord> {
     Ok(UserRecord {
-        name: col(row, 0)?,
-        password_hash: col(row, 1)?,
-        roles: col(row, 2)?,
-        disabled: col(row, 3)?,
-        failed_logins: uncount(col(row, 4)?),
-        locked_until: opt_time(row, 5)?,
-        last_login_at: opt_time(row, 6)?,
-        created_at: time(row, 7)?,
-        updated_at: time(row, 8)?,
+        name: col(row, f)?,
+        password_hash: col(row, f + 1)?,
+        roles: col(row, f + 2)?,
+        disabled: col(row, f + 3)?,
+        failed_logins: uncount(col(row, f + 4)?),
+        locked_until: opt_time(row, f + 5)?,
+        last_login_at: opt_time(row, f + 6)?,
+        created_at: time(row, f + 7)?,
+        updated_at: time(row, f + 8)?,
     })
 }
 
@@ -208,15 +213,71 @@ const GRANT_COLUMNS: &str =
     "id, principal, object_kind, object_id, permissions, created_at, created_by";
 
 fn grant_row(row: &PgRow) -> StoreResult<GrantRecord> {
+    grant_at(row, 0)
+}
+
+/// The [`GRANT_COLUMNS`] starting at column `f`.
+fn grant_at(row: &PgRow, f: usize) -> StoreResult<GrantRecord> {
     Ok(GrantRecord {
-        id: col(row, 0)?,
-        principal: col(row, 1)?,
-        object_kind: col(row, 2)?,
-        object_id: col(row, 3)?,
-        permissions: col(row, 4)?,
-        created_at: time(row, 5)?,
-        created_by: col(row, 6)?,
+        id: col(row, f)?,
+        principal: col(row, f + 1)?,
+        object_kind: col(row, f + 2)?,
+        object_id: col(row, f + 3)?,
+        permissions: col(row, f + 4)?,
+        created_at: time(row, f + 5)?,
+        created_by: col(row, f + 6)?,
     })
+}
+
+/// One round trip for what authenticating a request needs: `record_sql`
+/// selects the credential's row (`width` columns, one named `principal`)
+/// as `c`; each result row carries it, the user it acts as (all NULL when
+/// none) and one grant of its principal (all NULL when none).
+async fn credential<T>(
+    store: &PostgresStore,
+    record_sql: &str,
+    key: &str,
+    width: usize,
+    record: impl Fn(&PgRow) -> StoreResult<T>,
+) -> StoreResult<Option<Credential<T>>> {
+    if !storable(key) {
+        return Ok(None);
+    }
+    let rows = query(AssertSqlSafe(format!(
+        "WITH c AS ({record_sql}) \
+         SELECT c.*, u.name, u.password_hash, u.roles, u.disabled, u.failed_logins, \
+                u.locked_until, u.last_login_at, u.created_at, u.updated_at, \
+                g.id, g.principal, g.object_kind, g.object_id, g.permissions, \
+                g.created_at, g.created_by \
+         FROM c \
+         LEFT JOIN users u \
+           ON u.name = CASE WHEN starts_with(c.principal, 'user:') \
+                            THEN substr(c.principal, 6) END \
+         LEFT JOIN grants g ON g.principal = c.principal \
+         ORDER BY g.id"
+    )))
+    .bind(key)
+    .fetch_all(&store.pool)
+    .await
+    .map_err(db("reading a credential"))?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let user = match col::<Option<String>>(first, width)? {
+        Some(_) => Some(user_at(first, width)?),
+        None => None,
+    };
+    let mut grants = Vec::new();
+    for row in &rows {
+        if col::<Option<String>>(row, width + 9)?.is_some() {
+            grants.push(grant_at(row, width + 9)?);
+        }
+    }
+    Ok(Some(Credential {
+        record: record(first)?,
+        user,
+        grants,
+    }))
 }
 
 const SESSION_COLUMNS: &str = "id, principal, created_at, expires_at, revoked_at, revoked_reason";
@@ -684,6 +745,28 @@ impl AccessStore for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(db(context))?;
         insert_api_key(&mut tx, &key).await?;
         tx.commit().await.map_err(db(context))
+    }
+
+    async fn api_key_credential(&self, id: &str) -> StoreResult<Option<Credential<ApiKeyRecord>>> {
+        credential(
+            self,
+            &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1"),
+            id,
+            11,
+            api_key_row,
+        )
+        .await
+    }
+
+    async fn session_credential(&self, id: &str) -> StoreResult<Option<Credential<SessionRecord>>> {
+        credential(
+            self,
+            &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"),
+            id,
+            6,
+            session_row,
+        )
+        .await
     }
 
     async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
