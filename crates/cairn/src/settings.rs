@@ -582,6 +582,44 @@ mod tests {
 
     #[allow(clippy::result_large_err)]
     #[test]
+    fn the_log_format_follows_the_mode_unless_set() {
+        figment::Jail::expect_with(|_jail| {
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(
+                (s.mode, s.production(), s.log_format()),
+                (Mode::Development, false, LogFormat::Text)
+            );
+            let prod = Overrides {
+                mode: Some("production".into()),
+                ..Overrides::default()
+            };
+            let s = Settings::load(None, prod.clone()).map_err(|e| e.to_string())?;
+            assert_eq!((s.production(), s.log_format()), (true, LogFormat::Json));
+            let s = Settings::load(
+                None,
+                Overrides {
+                    log_format: Some("text".into()),
+                    ..prod
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            assert_eq!(s.log_format(), LogFormat::Text, "an explicit format wins");
+            let err = Settings::load(
+                None,
+                Overrides {
+                    mode: Some("staging".into()),
+                    ..Overrides::default()
+                },
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("mode"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[allow(clippy::result_large_err)]
+    #[test]
     fn bad_values_name_the_setting() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("CAIRN_LISTEN", "not-an-address");
