@@ -1348,3 +1348,69 @@ async fn credentials_come_with_their_user_and_grants() {
     assert_eq!(c.user, None);
     assert!(c.record.revoked_at.is_some());
 }
+
+/// Authenticating reads credentials through a cache on the embedded store;
+/// every identity write must be seen by the very next read, as if there
+/// were none.
+#[tokio::test]
+async fn every_identity_write_is_seen_by_the_next_credential_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let receiver = store
+        .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
+        .await
+        .unwrap();
+    store.create_user(user("alice")).await.unwrap();
+    let id = "aaaaaaaaaaaaaaaa";
+    store.create_api_key(key(id, "user:alice")).await.unwrap();
+    store
+        .create_session(session("01S1", "user:alice", 1000), token("h1", 900))
+        .await
+        .unwrap();
+    let read_key = || async { store.api_key_credential(id).await.unwrap().unwrap() };
+    let read_session = || async { store.session_credential("01S1").await.unwrap().unwrap() };
+    // Read twice: the second read is served from the cache.
+    for _ in 0..2 {
+        assert!(read_key().await.grants.is_empty());
+        assert!(read_session().await.record.revoked_at.is_none());
+    }
+
+    let grant = GrantRecord {
+        id: "01G1".to_owned(),
+        principal: "user:alice".to_owned(),
+        object_kind: "receiver".to_owned(),
+        object_id: receiver.id.to_string(),
+        permissions: vec!["events:create".to_owned()],
+        created_at: at(4),
+        created_by: "cli".to_owned(),
+    };
+    store.create_grant(grant.clone()).await.unwrap();
+    assert_eq!(read_key().await.grants, vec![grant.clone()]);
+    assert_eq!(read_session().await.grants, vec![grant]);
+
+    store.delete_grant("01G1").await.unwrap();
+    assert!(read_key().await.grants.is_empty());
+    assert!(read_session().await.grants.is_empty());
+
+    let disable = UserPatch {
+        password_hash: None,
+        roles: Some(vec!["admin".to_owned()]),
+        disabled: Some(true),
+        unlock: false,
+    };
+    store.update_user("alice", disable, at(6)).await.unwrap();
+    let user_now = read_key().await.user.unwrap();
+    assert!(user_now.disabled);
+    assert_eq!(user_now.roles, vec!["admin".to_owned()]);
+    assert!(read_session().await.user.unwrap().disabled);
+
+    store.revoke_session("01S1", "logout", at(7)).await.unwrap();
+    assert!(read_session().await.record.revoked_at.is_some());
+
+    store.revoke_api_key(id, at(8)).await.unwrap();
+    assert!(read_key().await.record.revoked_at.is_some());
+
+    // Recording a use changes nothing authenticating reads.
+    store.touch_api_key(id, at(9)).await.unwrap();
+    assert!(read_key().await.record.revoked_at.is_some());
+}

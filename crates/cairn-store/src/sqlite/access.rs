@@ -18,6 +18,9 @@ use async_trait::async_trait;
 use cairn_domain::{FieldErrors, Timestamp};
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 fn invalid(field: &str, message: String) -> StoreError {
     let mut errors = FieldErrors::default();
@@ -683,10 +686,90 @@ fn audit_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
     })
 }
 
+/// Credentials as authenticating reads them, kept between requests.
+///
+/// Coherent because nothing but this process changes the embedded store
+/// (the data-directory lock): every write to identities, keys, roles,
+/// grants, sessions or signing keys goes through [`SqliteStore::access_write`],
+/// which moves the generation on once it committed, and an entry is used
+/// only while the generation it was read at is still current. The
+/// generation is read *before* the store is, so an entry can only be older
+/// than its generation says, never newer. Expiry times are data: callers
+/// compare them with the clock on every request. `last_used_at` may be
+/// stale here (touches do not move the generation; authenticating never
+/// reads it).
+#[derive(Default)]
+pub(super) struct CredentialCache {
+    generation: AtomicU64,
+    keys: CacheMap<ApiKeyRecord>,
+    sessions: CacheMap<SessionRecord>,
+}
+
+impl CredentialCache {
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Every entry read before this call is stale from now on.
+    fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Entries by id; emptied whole when full (bounded memory, no eviction
+/// bookkeeping on the hot path).
+struct CacheMap<T> {
+    entries: Mutex<HashMap<String, (u64, Credential<T>)>>,
+}
+
+impl<T> Default for CacheMap<T> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+const CREDENTIAL_CACHE_MAX: usize = 10_000;
+
+impl<T: Clone> CacheMap<T> {
+    fn get(&self, id: &str, generation: u64) -> Option<Credential<T>> {
+        let entries = self.entries.lock().ok()?;
+        match entries.get(id) {
+            Some((g, c)) if *g == generation => Some(c.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, id: &str, generation: u64, credential: &Credential<T>) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= CREDENTIAL_CACHE_MAX {
+                entries.clear();
+            }
+            entries.insert(id.to_owned(), (generation, credential.clone()));
+        }
+    }
+}
+
+impl SqliteStore {
+    /// A write that may change what authenticating a request reads: once
+    /// it has committed (or failed), cached credentials are dropped.
+    async fn access_write<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut super::writer::WriteCtx<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let result = self.write(op).await;
+        self.credentials.invalidate();
+        result
+    }
+}
+
 #[async_trait]
 impl AccessStore for SqliteStore {
     async fn create_user(&self, user: UserRecord) -> StoreResult<()> {
-        self.write(move |ctx| insert_user(ctx.conn, &user)).await
+        self.access_write(move |ctx| insert_user(ctx.conn, &user))
+            .await
     }
 
     async fn user(&self, name: &str) -> StoreResult<Option<UserRecord>> {
@@ -717,7 +800,7 @@ impl AccessStore for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<UserRecord> {
         let name = name.to_owned();
-        self.write(move |ctx| {
+        self.access_write(move |ctx| {
             let mut user = require_user(ctx.conn, &name)?;
             if let Some(hash) = patch.password_hash {
                 user.password_hash = hash;
@@ -741,7 +824,7 @@ impl AccessStore for SqliteStore {
 
     async fn delete_user(&self, name: &str, now: Timestamp) -> StoreResult<()> {
         let name = name.to_owned();
-        self.write(move |ctx| remove_user(ctx.conn, &name, now))
+        self.access_write(move |ctx| remove_user(ctx.conn, &name, now))
             .await
     }
 
@@ -753,13 +836,15 @@ impl AccessStore for SqliteStore {
         lock_for_micros: i64,
     ) -> StoreResult<LoginFailure> {
         let name = name.to_owned();
-        self.write(move |ctx| record_failure(ctx.conn, &name, now, threshold, lock_for_micros))
-            .await
+        self.access_write(move |ctx| {
+            record_failure(ctx.conn, &name, now, threshold, lock_for_micros)
+        })
+        .await
     }
 
     async fn record_login_success(&self, name: &str, now: Timestamp) -> StoreResult<()> {
         let name = name.to_owned();
-        self.write(move |ctx| {
+        self.access_write(move |ctx| {
             require_user(ctx.conn, &name)?;
             ctx.conn
                 .prepare_cached(
@@ -773,7 +858,8 @@ impl AccessStore for SqliteStore {
     }
 
     async fn create_api_key(&self, key: ApiKeyRecord) -> StoreResult<()> {
-        self.write(move |ctx| insert_key(ctx.conn, &key)).await
+        self.access_write(move |ctx| insert_key(ctx.conn, &key))
+            .await
     }
 
     async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
@@ -782,14 +868,24 @@ impl AccessStore for SqliteStore {
     }
 
     async fn api_key_credential(&self, id: &str) -> StoreResult<Option<Credential<ApiKeyRecord>>> {
-        let id = id.to_owned();
-        self.read(move |conn, _| {
-            let Some(record) = load_key(conn, &id)? else {
-                return Ok(None);
-            };
-            credential(conn, record.principal.clone(), record).map(Some)
-        })
-        .await
+        let cache = &self.credentials.keys;
+        let generation = self.credentials.generation();
+        if let Some(hit) = cache.get(id, generation) {
+            return Ok(Some(hit));
+        }
+        let key = id.to_owned();
+        let found = self
+            .read(move |conn, _| {
+                let Some(record) = load_key(conn, &key)? else {
+                    return Ok(None);
+                };
+                credential(conn, record.principal.clone(), record).map(Some)
+            })
+            .await?;
+        if let Some(c) = &found {
+            cache.put(id, generation, c);
+        }
+        Ok(found)
     }
 
     async fn list_api_keys(
@@ -816,7 +912,7 @@ impl AccessStore for SqliteStore {
 
     async fn revoke_api_key(&self, id: &str, now: Timestamp) -> StoreResult<ApiKeyRecord> {
         let id = id.to_owned();
-        self.write(move |ctx| {
+        self.access_write(move |ctx| {
             let mut key = load_key(ctx.conn, &id)?
                 .ok_or_else(|| StoreError::NotFound(format!("no API key with id {id:?}")))?;
             if key.revoked_at.is_none() {
@@ -833,6 +929,8 @@ impl AccessStore for SqliteStore {
 
     async fn touch_api_key(&self, id: &str, now: Timestamp) -> StoreResult<()> {
         let id = id.to_owned();
+        // Not a change to what authenticating reads (`last_used_at` is
+        // never checked there): the credential cache stays.
         self.write(move |ctx| {
             // Never moves back (touches may arrive out of order); a missing
             // key has nothing to touch.
@@ -849,7 +947,7 @@ impl AccessStore for SqliteStore {
     }
 
     async fn bootstrap_api_key(&self, key: ApiKeyRecord) -> StoreResult<bool> {
-        self.write(move |ctx| {
+        self.access_write(move |ctx| {
             let taken: bool = ctx
                 .conn
                 .prepare_cached(
@@ -868,7 +966,8 @@ impl AccessStore for SqliteStore {
     }
 
     async fn create_role(&self, role: RoleRecord) -> StoreResult<()> {
-        self.write(move |ctx| insert_role(ctx.conn, &role)).await
+        self.access_write(move |ctx| insert_role(ctx.conn, &role))
+            .await
     }
 
     async fn role(&self, name: &str) -> StoreResult<Option<RoleRecord>> {
@@ -921,7 +1020,7 @@ impl AccessStore for SqliteStore {
 
     async fn delete_role(&self, name: &str) -> StoreResult<()> {
         let name = name.to_owned();
-        self.write(move |ctx| {
+        self.access_write(move |ctx| {
             if load_role(ctx.conn, &name)?.is_none() {
                 return Err(StoreError::NotFound(format!("no role named {name:?}")));
             }
@@ -935,7 +1034,8 @@ impl AccessStore for SqliteStore {
     }
 
     async fn create_grant(&self, grant: GrantRecord) -> StoreResult<()> {
-        self.write(move |ctx| insert_grant(ctx.conn, &grant)).await
+        self.access_write(move |ctx| insert_grant(ctx.conn, &grant))
+            .await
     }
 
     async fn grants_of(&self, principal: &str) -> StoreResult<Vec<GrantRecord>> {
@@ -969,7 +1069,7 @@ impl AccessStore for SqliteStore {
 
     async fn delete_grant(&self, id: &str) -> StoreResult<GrantRecord> {
         let id = id.to_owned();
-        self.write(move |ctx| {
+        self.access_write(move |ctx| {
             let grant = ctx
                 .conn
                 .prepare_cached(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = ?1"))
@@ -990,7 +1090,7 @@ impl AccessStore for SqliteStore {
         session: SessionRecord,
         first: NewRefreshToken,
     ) -> StoreResult<()> {
-        self.write(move |ctx| {
+        self.access_write(move |ctx| {
             if load_session(ctx.conn, &session.id)?.is_some() {
                 return Err(invalid(
                     "id",
@@ -1031,14 +1131,24 @@ impl AccessStore for SqliteStore {
     }
 
     async fn session_credential(&self, id: &str) -> StoreResult<Option<Credential<SessionRecord>>> {
-        let id = id.to_owned();
-        self.read(move |conn, _| {
-            let Some(record) = load_session(conn, &id)? else {
-                return Ok(None);
-            };
-            credential(conn, record.principal.clone(), record).map(Some)
-        })
-        .await
+        let cache = &self.credentials.sessions;
+        let generation = self.credentials.generation();
+        if let Some(hit) = cache.get(id, generation) {
+            return Ok(Some(hit));
+        }
+        let key = id.to_owned();
+        let found = self
+            .read(move |conn, _| {
+                let Some(record) = load_session(conn, &key)? else {
+                    return Ok(None);
+                };
+                credential(conn, record.principal.clone(), record).map(Some)
+            })
+            .await?;
+        if let Some(c) = &found {
+            cache.put(id, generation, c);
+        }
+        Ok(found)
     }
 
     async fn rotate_refresh_token(
@@ -1048,7 +1158,7 @@ impl AccessStore for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<RefreshOutcome> {
         let hash = hash.to_owned();
-        self.write(move |ctx| rotate(ctx.conn, &hash, &next, now))
+        self.access_write(move |ctx| rotate(ctx.conn, &hash, &next, now))
             .await
     }
 
@@ -1060,7 +1170,7 @@ impl AccessStore for SqliteStore {
     ) -> StoreResult<SessionRecord> {
         let id = id.to_owned();
         let reason = reason.to_owned();
-        self.write(move |ctx| {
+        self.access_write(move |ctx| {
             let session = load_session(ctx.conn, &id)?
                 .ok_or_else(|| StoreError::NotFound(format!("no session with id {id:?}")))?;
             revoke(ctx.conn, session, &reason, now)
@@ -1076,7 +1186,7 @@ impl AccessStore for SqliteStore {
     ) -> StoreResult<u64> {
         let principal = principal.to_owned();
         let reason = reason.to_owned();
-        self.write(move |ctx| {
+        self.access_write(move |ctx| {
             ctx.conn
                 .prepare_cached(
                     "UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3
@@ -1104,7 +1214,7 @@ impl AccessStore for SqliteStore {
     }
 
     async fn ensure_signing_key(&self, key: SigningKeyRecord) -> StoreResult<SigningKeyRecord> {
-        self.write(move |ctx| {
+        self.access_write(move |ctx| {
             if let Some(current) = current_signing_key(ctx.conn)? {
                 return Ok(current);
             }
@@ -1116,7 +1226,7 @@ impl AccessStore for SqliteStore {
     }
 
     async fn rotate_signing_key(&self, key: SigningKeyRecord, now: Timestamp) -> StoreResult<()> {
-        self.write(move |ctx| {
+        self.access_write(move |ctx| {
             check_new_signing_key(ctx.conn, &key)?;
             ctx.conn
                 .prepare_cached("UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL")

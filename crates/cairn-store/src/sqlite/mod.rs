@@ -67,6 +67,9 @@ pub struct SqliteStore {
     jobs: mpsc::Sender<Command>,
     readers: ReaderPool,
     cache: Arc<ReceiverCache>,
+    /// Credentials for authenticating requests, dropped on every identity
+    /// write (`access.rs`).
+    credentials: access::CredentialCache,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<Checkpointer>>,
     lock: Mutex<Option<File>>,
@@ -186,6 +189,7 @@ impl SqliteStore {
             path,
             jobs: tx,
             cache,
+            credentials: access::CredentialCache::default(),
             writer_thread: Mutex::new(Some(handle)),
             checkpointer: Mutex::new(Some(checkpointer)),
             lock: Mutex::new(Some(lock)),
