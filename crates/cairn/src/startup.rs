@@ -107,7 +107,7 @@ impl Application {
         let mut state = AppState::new(
             store.clone(),
             ApiConfig {
-                production: settings.production(),
+                production: settings.mode == crate::settings::Mode::Production,
                 max_body_bytes: settings.max_body_bytes,
                 graphql: cairn_api::graphql::GraphqlConfig {
                     max_depth: settings.graphql_max_depth,
