@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod cache;
+pub mod idempotency;
 pub(crate) mod clock;
 pub mod postgres;
 pub mod sqlite;

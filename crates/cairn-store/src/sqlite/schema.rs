@@ -236,6 +236,26 @@ BEGIN
     SELECT RAISE(ABORT, 'the audit log is append-only: DELETE refused');
 END;
 "#,
+    r#"
+-- Idempotency keys (issue 6, docs/idempotency.md): one row per (scope,
+-- key), claimed in progress, then holding the response to replay. Expired
+-- rows count as absent and are purged a few at a time by later claims.
+CREATE TABLE idempotency_keys (
+    scope       TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    token       TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('in_progress', 'completed')),
+    status      INTEGER,
+    headers     TEXT,
+    body        BLOB,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (scope, key),
+    CHECK ((state = 'completed') = (status IS NOT NULL))
+) WITHOUT ROWID;
+CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
+"#,
 ];
 
 /// Bring the database to the newest schema, in one transaction.
