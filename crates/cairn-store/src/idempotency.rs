@@ -89,8 +89,12 @@ pub trait IdempotencyStore: Send + Sync {
 
     /// Drop an in-progress claim so that the key may be used again. `false`
     /// when the claim is no longer this token's.
-    async fn release_idempotency_key(&self, scope: &str, key: &str, token: &str)
-    -> StoreResult<bool>;
+    async fn release_idempotency_key(
+        &self,
+        scope: &str,
+        key: &str,
+        token: &str,
+    ) -> StoreResult<bool>;
 
     /// Delete up to `limit` rows expired at `now`; returns how many.
     async fn purge_idempotency_keys(&self, now: Timestamp, limit: u32) -> StoreResult<u64>;

@@ -8,8 +8,8 @@
 
 pub mod access;
 pub mod cache;
-pub mod idempotency;
 pub(crate) mod clock;
+pub mod idempotency;
 pub mod postgres;
 pub mod sqlite;
 
