@@ -173,16 +173,19 @@ fn replay(stored: StoredResponse) -> Response {
 /// Wrap every `POST`/`PATCH` with an `Idempotency-Key` (see the module).
 pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let config = &state.config.idempotency;
-    let Some(store) = state.idempotency.clone() else {
-        return next.run(req).await;
-    };
+    // Without the header (or switched off, or not a POST/PATCH under
+    // /api/v1/): straight through, no store call, no buffering.
     if !config.enabled
         || !matches!(*req.method(), Method::POST | Method::PATCH)
+        || !req.headers().contains_key(IDEMPOTENCY_KEY)
         || !req.uri().path().starts_with("/api/v1/")
     {
         return next.run(req).await;
     }
-    let Some(raw) = req.headers().get(IDEMPOTENCY_KEY).cloned() else {
+    let (Some(store), Some(raw)) = (
+        state.idempotency.clone(),
+        req.headers().get(IDEMPOTENCY_KEY).cloned(),
+    ) else {
         return next.run(req).await;
     };
     // Unrouted requests (404, 405) are answered as they would be.
