@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod counted;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod graphql;
@@ -28,6 +29,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// GraphQL query limits.
     pub graphql: graphql::GraphqlConfig,
+    /// `Idempotency-Key` on POST and PATCH (docs/idempotency.md).
+    pub idempotency: edge::idempotency::IdempotencyConfig,
 }
 
 impl Default for ApiConfig {
@@ -36,6 +39,7 @@ impl Default for ApiConfig {
             production: false,
             max_body_bytes: 1024 * 1024,
             graphql: graphql::GraphqlConfig::default(),
+            idempotency: edge::idempotency::IdempotencyConfig::default(),
         }
     }
 }
@@ -57,6 +61,9 @@ pub struct AppState {
     pub live: Option<cairn_delivery::live::LiveHandle>,
     /// Authentication: credentials, sessions, the audit log.
     pub auth: Arc<auth::Auth>,
+    /// Where `Idempotency-Key` claims and responses are stored (`None`:
+    /// the header is ignored).
+    pub idempotency: Option<Arc<dyn cairn_store::idempotency::IdempotencyStore>>,
 }
 
 impl AppState {
@@ -74,7 +81,17 @@ impl AppState {
             relay_wake: None,
             live: None,
             auth,
+            idempotency: None,
         }
+    }
+
+    /// Keep `Idempotency-Key` claims and responses in this store.
+    pub fn with_idempotency(
+        mut self,
+        store: Arc<dyn cairn_store::idempotency::IdempotencyStore>,
+    ) -> Self {
+        self.idempotency = Some(store);
+        self
     }
 
     /// Serve subscriptions from this live feed.

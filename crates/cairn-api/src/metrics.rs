@@ -119,6 +119,11 @@ fn describe() {
         "cairn_live_feed_position",
         "Outbox position this node's live feed (subscriptions) has read up to"
     );
+    metrics::describe_counter!(
+        "cairn_idempotency_total",
+        "Requests with an Idempotency-Key by outcome: stored, replayed, conflict (another request), \
+         in_progress, invalid (bad or unsupported key), released (5xx, 408, 429 or too large to store)"
+    );
     metrics::describe_gauge!(
         "cairn_uptime_seconds",
         "Seconds since this process started serving"

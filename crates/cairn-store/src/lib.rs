@@ -9,6 +9,7 @@
 pub mod access;
 pub mod cache;
 pub(crate) mod clock;
+pub mod idempotency;
 pub mod postgres;
 pub mod sqlite;
 

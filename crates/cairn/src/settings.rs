@@ -124,6 +124,18 @@ pub struct Settings {
     /// docs/delivery.md lists the keys.
     #[serde(default, skip_serializing)]
     pub sinks: Vec<cairn_delivery::config::SinkConfig>,
+    // Issue 6: Idempotency-Key (docs/idempotency.md)
+    /// Honour `Idempotency-Key` on POST and PATCH under `/api/v1/`
+    /// (`CAIRN_IDEMPOTENCY_ENABLED`); off, the header is ignored.
+    pub idempotency_enabled: bool,
+    /// How long a key and its stored response are kept, in seconds
+    /// (`CAIRN_IDEMPOTENCY_TTL_SECS`); a request still running when it
+    /// expires is not protected any more.
+    pub idempotency_ttl_secs: u64,
+    /// Largest response body stored for replays, in bytes
+    /// (`CAIRN_IDEMPOTENCY_MAX_RESPONSE_BYTES`); a larger response is
+    /// answered but not stored, and its key is released.
+    pub idempotency_max_response_bytes: usize,
 }
 
 impl Default for Settings {
@@ -160,6 +172,10 @@ impl Default for Settings {
             live_capacity: 4096,
             database_url: None,
             sinks: Vec::new(),
+            // Issue 6: Idempotency-Key
+            idempotency_enabled: true,
+            idempotency_ttl_secs: 24 * 3600,
+            idempotency_max_response_bytes: 1024 * 1024,
         }
     }
 }
@@ -196,6 +212,10 @@ const KEYS: &[&str] = &[
     "live_capacity",
     "database_url",
     "sinks",
+    // Issue 6: Idempotency-Key
+    "idempotency_enabled",
+    "idempotency_ttl_secs",
+    "idempotency_max_response_bytes",
 ];
 
 /// Values given on the command line; `None` leaves the lower layers alone.
@@ -410,7 +430,36 @@ impl Settings {
                 "is not a valid log filter (e.g. info, cairn=debug)",
             );
         }
+        self.validate_idempotency()
+    }
+
+    /// Issue 6: Idempotency-Key.
+    fn validate_idempotency(&self) -> Result<(), SettingsError> {
+        const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
+        const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+        let bad = |key: &str, why: String| Err(SettingsError::Invalid(format!("{key}: {why}")));
+        if !(1..=MAX_TTL_SECS).contains(&self.idempotency_ttl_secs) {
+            return bad(
+                "idempotency_ttl_secs",
+                format!("must be from 1 to {MAX_TTL_SECS} (30 days)"),
+            );
+        }
+        if !(1..=MAX_RESPONSE_BYTES).contains(&self.idempotency_max_response_bytes) {
+            return bad(
+                "idempotency_max_response_bytes",
+                format!("must be from 1 to {MAX_RESPONSE_BYTES} (64 MiB)"),
+            );
+        }
         Ok(())
+    }
+
+    /// The `Idempotency-Key` settings of the API layer.
+    pub fn idempotency_config(&self) -> cairn_api::edge::idempotency::IdempotencyConfig {
+        cairn_api::edge::idempotency::IdempotencyConfig {
+            enabled: self.idempotency_enabled,
+            ttl: std::time::Duration::from_secs(self.idempotency_ttl_secs),
+            max_response_bytes: self.idempotency_max_response_bytes,
+        }
     }
 }
 
@@ -656,6 +705,50 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("graphql_max_list"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[allow(clippy::result_large_err)]
+    #[test]
+    fn idempotency_settings_load_and_bad_values_name_the_setting() {
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            assert!(s.idempotency_enabled);
+            assert_eq!(s.idempotency_ttl_secs, 24 * 3600);
+            assert_eq!(s.idempotency_max_response_bytes, 1024 * 1024);
+            jail.create_file(
+                "idem.toml",
+                "idempotency_enabled = false\nidempotency_ttl_secs = 60\n",
+            )?;
+            let s = Settings::load(Some(Path::new("idem.toml")), Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert!(!s.idempotency_enabled);
+            assert_eq!(s.idempotency_config().ttl.as_secs(), 60);
+            jail.set_env("CAIRN_IDEMPOTENCY_MAX_RESPONSE_BYTES", "4096");
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(s.idempotency_config().max_response_bytes, 4096);
+            for (key, value) in [
+                ("CAIRN_IDEMPOTENCY_TTL_SECS", "0"),
+                ("CAIRN_IDEMPOTENCY_TTL_SECS", "2592001"),
+                ("CAIRN_IDEMPOTENCY_MAX_RESPONSE_BYTES", "0"),
+                ("CAIRN_IDEMPOTENCY_ENABLED", "maybe"),
+            ] {
+                jail.set_env(key, value);
+                let err = Settings::load(None, Overrides::default())
+                    .unwrap_err()
+                    .to_string();
+                let name = key.trim_start_matches("CAIRN_").to_ascii_lowercase();
+                assert!(err.contains(&name), "{key}={value}: {err}");
+                jail.set_env(
+                    key,
+                    match key {
+                        "CAIRN_IDEMPOTENCY_ENABLED" => "true",
+                        "CAIRN_IDEMPOTENCY_TTL_SECS" => "60",
+                        _ => "4096",
+                    },
+                );
+            }
             Ok(())
         });
     }

@@ -7,6 +7,7 @@ use cairn_api::auth::{Auth, accounts};
 use cairn_api::{ApiConfig, AppState};
 use cairn_store::Store;
 use cairn_store::access::AccessStore;
+use cairn_store::idempotency::IdempotencyStore;
 use cairn_store::postgres::{PostgresOptions, PostgresStore};
 use cairn_store::sqlite::{OpenError, SqliteOptions, SqliteStore};
 use std::future::Future;
@@ -103,6 +104,7 @@ impl Application {
                 return Err(StartupError::Live(e.to_string()));
             }
         };
+        let idempotency = settings.idempotency_config();
         let data_dir = std::fs::canonicalize(&settings.data_dir).unwrap_or(settings.data_dir);
         let mut state = AppState::new(
             store.clone(),
@@ -115,10 +117,12 @@ impl Application {
                     max_list: settings.graphql_max_list,
                     max_query_bytes: settings.graphql_max_query_bytes,
                 },
+                idempotency,
             },
             auth,
         )
-        .with_live(live.handle());
+        .with_live(live.handle())
+        .with_idempotency(opened.idempotency);
         if let Some(relay) = &relay {
             state = state.with_sinks(relay.status_handle(), relay.wake_handle());
         }
@@ -299,6 +303,8 @@ fn write_secret(path: &Path, secret: &str) -> Result<(), String> {
 pub struct OpenedStore {
     pub store: Arc<dyn Store>,
     pub access: Arc<dyn AccessStore>,
+    /// `Idempotency-Key` claims and responses.
+    pub idempotency: Arc<dyn IdempotencyStore>,
     /// Where it is, for logs.
     pub description: String,
 }
@@ -322,7 +328,8 @@ pub async fn open_store(settings: &Settings) -> Result<OpenedStore, StartupError
             let description = format!("the PostgreSQL store at {}", store.target());
             OpenedStore {
                 store: store.clone(),
-                access: store,
+                access: store.clone(),
+                idempotency: store,
                 description,
             }
         }
@@ -342,7 +349,8 @@ pub async fn open_store(settings: &Settings) -> Result<OpenedStore, StartupError
             let store = Arc::new(store);
             OpenedStore {
                 store: store.clone(),
-                access: store,
+                access: store.clone(),
+                idempotency: store,
                 description: format!("the embedded store in {}", dir.display()),
             }
         }

@@ -80,6 +80,10 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            crate::edge::idempotency::layer,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             crate::auth::layer,
         ))
         .layer(middleware::from_fn(metrics::track))

@@ -9,6 +9,7 @@
 //! sessions, signing keys, audit log) on the same pool.
 
 mod access;
+mod idempotency;
 mod ops;
 mod rows;
 mod schema;

@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "owners",
         include_str!("../../migrations/postgres/0005_owners.sql"),
     ),
+    (
+        6,
+        "idempotency",
+        include_str!("../../migrations/postgres/0006_idempotency.sql"),
+    ),
 ];
 
 /// `hashtextextended('cairn.migrations', 0)` would do as well; any fixed

@@ -6,6 +6,7 @@
 
 mod access;
 mod checkpoint;
+mod idempotency;
 mod ops;
 mod pool;
 mod rows;

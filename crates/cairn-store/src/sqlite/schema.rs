@@ -236,6 +236,26 @@ BEGIN
     SELECT RAISE(ABORT, 'the audit log is append-only: DELETE refused');
 END;
 "#,
+    r#"
+-- Idempotency keys (issue 6, docs/idempotency.md): one row per (scope,
+-- key), claimed in progress, then holding the response to replay. Expired
+-- rows count as absent and are purged a few at a time by later claims.
+CREATE TABLE idempotency_keys (
+    scope       TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    token       TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('in_progress', 'completed')),
+    status      INTEGER,
+    headers     TEXT,
+    body        BLOB,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (scope, key),
+    CHECK ((state = 'completed') = (status IS NOT NULL))
+) WITHOUT ROWID;
+CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
+"#,
 ];
 
 /// Bring the database to the newest schema, in one transaction.
@@ -407,6 +427,39 @@ mod tests {
         )
         .unwrap();
         // Running it again is a no-op.
+        migrate(&mut conn).unwrap();
+    }
+
+    /// A database of schema 4 gains the idempotency keys table, whose
+    /// primary key is (scope, key) and whose completed rows hold a status.
+    #[test]
+    fn schema_4_gains_idempotency_keys() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 5);
+        assert_eq!(MIGRATIONS.len(), 5);
+        let insert = "INSERT INTO idempotency_keys
+            (scope, key, fingerprint, token, state, created_at, expires_at)
+            VALUES ('user:a', 'k', 'f', 't', 'in_progress', 1, 2)";
+        conn.execute(insert, []).unwrap();
+        assert!(
+            conn.execute(insert, []).is_err(),
+            "one row per (scope, key)"
+        );
+        let completed_without_status = conn.execute(
+            "INSERT INTO idempotency_keys
+             (scope, key, fingerprint, token, state, created_at, expires_at)
+             VALUES ('user:a', 'k2', 'f', 't', 'completed', 1, 2)",
+            [],
+        );
+        assert!(completed_without_status.is_err());
         migrate(&mut conn).unwrap();
     }
 }

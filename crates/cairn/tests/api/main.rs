@@ -21,6 +21,7 @@ mod group_membership;
 mod groups;
 mod health;
 mod helpers;
+mod idempotency;
 mod kafka_outage;
 mod lists;
 mod nats_outage;

@@ -36,6 +36,8 @@ mod groups;
 mod health;
 #[path = "../api/helpers.rs"]
 mod helpers;
+#[path = "../api/idempotency.rs"]
+mod idempotency;
 #[path = "../api/kafka_outage.rs"]
 mod kafka_outage;
 #[path = "../api/lists.rs"]
