@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod counted;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod graphql;
@@ -28,6 +29,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// GraphQL query limits.
     pub graphql: graphql::GraphqlConfig,
+    /// Rate limits per address and per principal (docs/rate-limits.md).
+    pub rate_limit: edge::ratelimit::RateLimitConfig,
 }
 
 impl Default for ApiConfig {
@@ -36,6 +39,7 @@ impl Default for ApiConfig {
             production: false,
             max_body_bytes: 1024 * 1024,
             graphql: graphql::GraphqlConfig::default(),
+            rate_limit: edge::ratelimit::RateLimitConfig::default(),
         }
     }
 }
@@ -57,6 +61,8 @@ pub struct AppState {
     pub live: Option<cairn_delivery::live::LiveHandle>,
     /// Authentication: credentials, sessions, the audit log.
     pub auth: Arc<auth::Auth>,
+    /// The rate limiter, one per application (every route shares it).
+    pub rate_limit: Arc<edge::ratelimit::RateLimiter>,
 }
 
 impl AppState {
@@ -65,6 +71,9 @@ impl AppState {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_micros()).unwrap_or(0))
             .unwrap_or(0);
+        let rate_limit = Arc::new(edge::ratelimit::RateLimiter::new(
+            config.rate_limit.clone(),
+        ));
         Self {
             store,
             config: Arc::new(config),
@@ -74,6 +83,7 @@ impl AppState {
             relay_wake: None,
             live: None,
             auth,
+            rate_limit,
         }
     }
 

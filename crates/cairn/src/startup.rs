@@ -103,6 +103,7 @@ impl Application {
                 return Err(StartupError::Live(e.to_string()));
             }
         };
+        let rate_limit = settings.rate_limit_config();
         let data_dir = std::fs::canonicalize(&settings.data_dir).unwrap_or(settings.data_dir);
         let mut state = AppState::new(
             store.clone(),
@@ -115,6 +116,7 @@ impl Application {
                     max_list: settings.graphql_max_list,
                     max_query_bytes: settings.graphql_max_query_bytes,
                 },
+                rate_limit,
             },
             auth,
         )
