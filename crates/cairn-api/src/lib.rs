@@ -71,9 +71,7 @@ impl AppState {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_micros()).unwrap_or(0))
             .unwrap_or(0);
-        let rate_limit = Arc::new(edge::ratelimit::RateLimiter::new(
-            config.rate_limit.clone(),
-        ));
+        let rate_limit = Arc::new(edge::ratelimit::RateLimiter::new(config.rate_limit.clone()));
         Self {
             store,
             config: Arc::new(config),

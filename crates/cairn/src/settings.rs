@@ -525,7 +525,10 @@ impl Settings {
         let bad = |key: &str, why: &str| Err(SettingsError::Invalid(format!("{key}: {why}")));
         for (key, limit) in [
             ("rate_limit_principal_auth", self.rate_limit_principal_auth),
-            ("rate_limit_principal_write", self.rate_limit_principal_write),
+            (
+                "rate_limit_principal_write",
+                self.rate_limit_principal_write,
+            ),
             ("rate_limit_principal_read", self.rate_limit_principal_read),
             (
                 "rate_limit_principal_graphql",
@@ -534,14 +537,17 @@ impl Settings {
             ("rate_limit_address_auth", self.rate_limit_address_auth),
             ("rate_limit_address_write", self.rate_limit_address_write),
             ("rate_limit_address_read", self.rate_limit_address_read),
-            ("rate_limit_address_graphql", self.rate_limit_address_graphql),
+            (
+                "rate_limit_address_graphql",
+                self.rate_limit_address_graphql,
+            ),
         ] {
             if let Some(why) = limit.problem() {
                 return bad(key, &why);
             }
         }
         for (role, limits) in &self.rate_limit_roles {
-            if let Err(why) = cairn_domain::access::RoleName::parse(role) {
+            if let Some(why) = cairn_api::edge::ratelimit::role_name_problem(role) {
                 return bad(&format!("rate_limit_roles.{role}"), &why);
             }
             for (class, limit) in limits.iter() {
@@ -807,10 +813,7 @@ mod tests {
             // The environment wins over the file; a partial table keeps
             // the rest from below.
             jail.set_env("CAIRN_RATE_LIMIT_PRINCIPAL_WRITE", "{rate=7}");
-            jail.set_env(
-                "CAIRN_RATE_LIMIT_ROLES",
-                "{reader={read={rate=2,burst=3}}}",
-            );
+            jail.set_env("CAIRN_RATE_LIMIT_ROLES", "{reader={read={rate=2,burst=3}}}");
             let s = Settings::load(Some(Path::new("cairn.toml")), Overrides::default())
                 .map_err(|e| e.to_string())?;
             assert_eq!(s.rate_limit_principal_write, Limit::new(7, 10));
@@ -819,16 +822,56 @@ mod tests {
             jail.set_env("CAIRN_RATE_LIMIT_ROLES", "{}");
             for (key, value, named) in [
                 ("CAIRN_RATE_LIMIT_ENABLED", "maybe", "rate_limit_enabled"),
-                ("CAIRN_RATE_LIMIT_ADDRESS_READ", "{rate=0,burst=1}", "rate_limit_address_read: rate"),
-                ("CAIRN_RATE_LIMIT_ADDRESS_READ", "{rate=1,burst=0}", "rate_limit_address_read: burst"),
-                ("CAIRN_RATE_LIMIT_ADDRESS_READ", "{rate=1,burst=1,per=2}", "per"),
-                ("CAIRN_RATE_LIMIT_ROLES", "{Bad={read={rate=1,burst=1}}}", "rate_limit_roles.Bad"),
-                ("CAIRN_RATE_LIMIT_ROLES", "{reader={list={rate=1,burst=1}}}", "list"),
-                ("CAIRN_RATE_LIMIT_ROLES", "{reader={read={rate=1,burst=0}}}", "rate_limit_roles.reader.read"),
-                ("CAIRN_RATE_LIMIT_REDIS_URL", "http://127.0.0.1:6379", "rate_limit_redis_url"),
-                ("CAIRN_RATE_LIMIT_REDIS_FAILURE", "sometimes", "rate_limit_redis_failure"),
-                ("CAIRN_RATE_LIMIT_REDIS_TIMEOUT_MS", "0", "rate_limit_redis_timeout_ms"),
-                ("CAIRN_RATE_LIMIT_REDIS_PREFIX", "", "rate_limit_redis_prefix"),
+                (
+                    "CAIRN_RATE_LIMIT_ADDRESS_READ",
+                    "{rate=0,burst=1}",
+                    "rate_limit_address_read: rate",
+                ),
+                (
+                    "CAIRN_RATE_LIMIT_ADDRESS_READ",
+                    "{rate=1,burst=0}",
+                    "rate_limit_address_read: burst",
+                ),
+                (
+                    "CAIRN_RATE_LIMIT_ADDRESS_READ",
+                    "{rate=1,burst=1,per=2}",
+                    "per",
+                ),
+                (
+                    "CAIRN_RATE_LIMIT_ROLES",
+                    "{Bad={read={rate=1,burst=1}}}",
+                    "rate_limit_roles.Bad",
+                ),
+                (
+                    "CAIRN_RATE_LIMIT_ROLES",
+                    "{reader={list={rate=1,burst=1}}}",
+                    "list",
+                ),
+                (
+                    "CAIRN_RATE_LIMIT_ROLES",
+                    "{reader={read={rate=1,burst=0}}}",
+                    "rate_limit_roles.reader.read",
+                ),
+                (
+                    "CAIRN_RATE_LIMIT_REDIS_URL",
+                    "http://127.0.0.1:6379",
+                    "rate_limit_redis_url",
+                ),
+                (
+                    "CAIRN_RATE_LIMIT_REDIS_FAILURE",
+                    "sometimes",
+                    "rate_limit_redis_failure",
+                ),
+                (
+                    "CAIRN_RATE_LIMIT_REDIS_TIMEOUT_MS",
+                    "0",
+                    "rate_limit_redis_timeout_ms",
+                ),
+                (
+                    "CAIRN_RATE_LIMIT_REDIS_PREFIX",
+                    "",
+                    "rate_limit_redis_prefix",
+                ),
                 ("CAIRN_RATE_LIMIT_MAX_KEYS", "10", "rate_limit_max_keys"),
             ] {
                 jail.set_env(key, value);

@@ -110,8 +110,7 @@ impl Class {
         if path == GRAPHQL_QUERY {
             return Some(Class::Graphql);
         }
-        if method == Method::POST && matches!(path, "/api/v1/auth/login" | "/api/v1/auth/refresh")
-        {
+        if method == Method::POST && matches!(path, "/api/v1/auth/login" | "/api/v1/auth/refresh") {
             return Some(Class::Auth);
         }
         if matches!(
@@ -309,6 +308,11 @@ impl RateLimitConfig {
             .reduce(|best, l| if l.more_generous_than(&best) { l } else { best })
             .unwrap_or(default)
     }
+}
+
+/// What is wrong with a role name of `rate_limit_roles`, if anything.
+pub fn role_name_problem(name: &str) -> Option<String> {
+    cairn_domain::access::RoleName::parse(name).err()
 }
 
 /// What is wrong with a `rate_limit_redis_url`, if anything.
@@ -599,7 +603,10 @@ fn write_headers(headers: &mut HeaderMap, reports: &[Report]) {
         return;
     };
     headers.insert(LIMIT.clone(), HeaderValue::from(first.limit.burst));
-    headers.insert(REMAINING.clone(), HeaderValue::from(first.outcome.remaining));
+    headers.insert(
+        REMAINING.clone(),
+        HeaderValue::from(first.outcome.remaining),
+    );
     headers.insert(
         RESET.clone(),
         HeaderValue::from(secs_ceil(first.outcome.reset_us)),
