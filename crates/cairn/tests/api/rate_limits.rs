@@ -385,8 +385,9 @@ async fn through_redis_two_nodes_spend_one_budget() {
     let configure = |s: &mut Settings| {
         s.rate_limit_redis_url = Some(url.clone());
         s.rate_limit_redis_prefix = prefix.clone();
-        s.rate_limit_address_read = fixed(4);
-        s.rate_limit_principal_read = fixed(2);
+        // Slow refills, but short key lifetimes in the shared Redis.
+        s.rate_limit_address_read = limit(1, 4, 60);
+        s.rate_limit_principal_read = limit(1, 2, 60);
     };
     let one = spawn_app_with(configure).await;
     let two = spawn_app_with(configure).await;
@@ -410,7 +411,7 @@ async fn through_redis_two_nodes_spend_one_budget() {
     let app = spawn_app_with(|s| {
         s.rate_limit_redis_url = Some(url.clone());
         s.rate_limit_redis_prefix = prefix.clone();
-        s.rate_limit_principal_read = fixed(2);
+        s.rate_limit_principal_read = limit(1, 2, 60);
     })
     .await;
     for left in [1, 0] {
