@@ -386,6 +386,20 @@ impl RateLimiter {
                 }
             }
         };
+        if config.enabled {
+            tracing::info!(
+                store = if config.redis_url.is_some() {
+                    "redis"
+                } else {
+                    "memory"
+                },
+                failure_mode = config.redis_failure.as_str(),
+                roles = config.roles.len(),
+                "rate limiting per address and per principal"
+            );
+        } else {
+            tracing::info!("rate limiting is off (rate_limit_enabled = false)");
+        }
         Self {
             config,
             backend,
@@ -471,17 +485,18 @@ pub async fn by_address(State(state): State<AppState>, req: Request, next: Next)
         return next.run(req).await;
     };
     let graphql = class == Class::Graphql;
-    let Some(addr) = client_addr(&req) else {
-        return next.run(req).await;
-    };
-    let limit = limiter.config.address.get(class);
     let mut reports = Vec::with_capacity(2);
-    match limiter.check(Scope::Address, class, &addr, limit).await {
-        Checked::Done(r) if !r.outcome.allowed => return refused(r, graphql),
-        Checked::Done(r) => reports.push(r),
-        Checked::Failed => {
-            if limiter.config.redis_failure == FailureMode::Closed {
-                return unavailable(graphql);
+    // Without a peer address (a router served without connect info)
+    // there is no address budget, only the principal's.
+    if let Some(addr) = client_addr(&req) {
+        let limit = limiter.config.address.get(class);
+        match limiter.check(Scope::Address, class, &addr, limit).await {
+            Checked::Done(r) if !r.outcome.allowed => return refused(r, graphql),
+            Checked::Done(r) => reports.push(r),
+            Checked::Failed => {
+                if limiter.config.redis_failure == FailureMode::Closed {
+                    return unavailable(graphql);
+                }
             }
         }
     }
@@ -495,7 +510,8 @@ pub async fn by_address(State(state): State<AppState>, req: Request, next: Next)
 
 /// Per-principal budgets, after authentication (requests without an
 /// authenticated principal, and everyone when authentication is off,
-/// have only their address's budget).
+/// have only their address's budget). Must run inside [`by_address`],
+/// which writes the headers of both.
 pub async fn by_principal(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let limiter = state.rate_limit.clone();
     if !limiter.enabled() {
@@ -524,8 +540,8 @@ pub async fn by_principal(State(state): State<AppState>, req: Request, next: Nex
             res
         }
         Checked::Done(r) => {
+            // `by_address`, outside, writes the headers.
             let mut res = next.run(req).await;
-            write_headers(res.headers_mut(), &[r]);
             res.extensions_mut().insert(Reports(vec![r]));
             res
         }
