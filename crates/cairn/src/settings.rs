@@ -556,10 +556,10 @@ impl Settings {
                 }
             }
         }
-        if let Some(url) = &self.rate_limit_redis_url {
-            if let Some(why) = cairn_api::edge::ratelimit::redis_url_problem(url) {
-                return bad("rate_limit_redis_url", &why);
-            }
+        if let Some(url) = &self.rate_limit_redis_url
+            && let Some(why) = cairn_api::edge::ratelimit::redis_url_problem(url)
+        {
+            return bad("rate_limit_redis_url", &why);
         }
         if self.rate_limit_redis_prefix.is_empty() {
             return bad("rate_limit_redis_prefix", "must not be empty");

@@ -328,7 +328,7 @@ enum Backend {
         address: MemoryBuckets,
         principal: MemoryBuckets,
     },
-    Redis(redis::RedisBuckets),
+    Redis(Box<redis::RedisBuckets>),
 }
 
 /// The limiter of one application (shared by every route).
@@ -373,11 +373,11 @@ enum Checked {
 impl RateLimiter {
     pub fn new(config: RateLimitConfig) -> Self {
         let backend = match &config.redis_url {
-            Some(url) => Backend::Redis(redis::RedisBuckets::new(
+            Some(url) => Backend::Redis(Box::new(redis::RedisBuckets::new(
                 url,
                 &config.redis_prefix,
                 config.redis_timeout,
-            )),
+            ))),
             None => {
                 let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
                 Backend::Memory {
