@@ -190,3 +190,94 @@ impl RedisBuckets {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redis_url() -> Option<String> {
+        match std::env::var("CAIRN_TEST_REDIS_URL") {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ => {
+                eprintln!("skipping: CAIRN_TEST_REDIS_URL is unset (e.g. redis://127.0.0.1:6379)");
+                None
+            }
+        }
+    }
+
+    fn prefix(test: &str) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("cairn-test:{test}:{}:{nanos}:", std::process::id())
+    }
+
+    #[tokio::test]
+    async fn the_script_counts_like_the_algorithm_and_is_resent_when_lost() {
+        let Some(url) = redis_url() else { return };
+        let prefix = prefix("script");
+        let b = RedisBuckets::new(&url, &prefix, Duration::from_secs(5));
+        // One per minute, two at once.
+        let p = Params::new(1, 2, 60);
+        let o = b.take("k", p).await.expect("first take");
+        assert_eq!((o.allowed, o.remaining), (true, 1));
+        // The server "lost" the script: EVALSHA says NOSCRIPT, EVAL runs it.
+        *RedisBuckets::lock(&b.sha) = Some("0".repeat(40));
+        let o = b.take("k", p).await.expect("take after NOSCRIPT");
+        assert_eq!((o.allowed, o.remaining), (true, 0));
+        let o = b.take("k", p).await.expect("third take");
+        assert!(!o.allowed);
+        assert_eq!(o.remaining, 0);
+        // A minute's credit less the few milliseconds gone by.
+        assert!(
+            (55_000_000..=60_000_000).contains(&o.retry_after_us),
+            "{o:?}"
+        );
+        assert!((115_000_000..=120_000_000).contains(&o.reset_us), "{o:?}");
+        // The bucket expires a second after it would be full again.
+        let client = redis::Client::open(url.as_str()).expect("url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(format!("{prefix}k"))
+            .query_async(&mut conn)
+            .await
+            .expect("PTTL");
+        assert!(
+            ttl > 0 && ttl <= i64::try_from(o.reset_us / 1000 + 1000).unwrap_or(i64::MAX),
+            "PTTL {ttl}"
+        );
+        let _: i64 = redis::cmd("DEL")
+            .arg(format!("{prefix}k"))
+            .query_async(&mut conn)
+            .await
+            .expect("DEL");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_costs_one_timeout_then_nothing() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let b = RedisBuckets::new(
+            &format!("redis://127.0.0.1:{port}"),
+            "x:",
+            Duration::from_millis(200),
+        );
+        let p = Params::new(1, 1, 1);
+        assert!(b.take("k", p).await.is_err());
+        let started = Instant::now();
+        for _ in 0..100 {
+            let e = b.take("k", p).await.expect_err("still down");
+            assert_eq!(e, RESTING);
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "not tried again"
+        );
+    }
+}
