@@ -31,6 +31,8 @@ pub struct ApiConfig {
     pub graphql: graphql::GraphqlConfig,
     /// `Idempotency-Key` on POST and PATCH (docs/idempotency.md).
     pub idempotency: edge::idempotency::IdempotencyConfig,
+    /// Rate limits per address and per principal (docs/rate-limits.md).
+    pub rate_limit: edge::ratelimit::RateLimitConfig,
 }
 
 impl Default for ApiConfig {
@@ -40,6 +42,7 @@ impl Default for ApiConfig {
             max_body_bytes: 1024 * 1024,
             graphql: graphql::GraphqlConfig::default(),
             idempotency: edge::idempotency::IdempotencyConfig::default(),
+            rate_limit: edge::ratelimit::RateLimitConfig::default(),
         }
     }
 }
@@ -64,6 +67,8 @@ pub struct AppState {
     /// Where `Idempotency-Key` claims and responses are stored (`None`:
     /// the header is ignored).
     pub idempotency: Option<Arc<dyn cairn_store::idempotency::IdempotencyStore>>,
+    /// The rate limiter, one per application (every route shares it).
+    pub rate_limit: Arc<edge::ratelimit::RateLimiter>,
 }
 
 impl AppState {
@@ -72,6 +77,7 @@ impl AppState {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_micros()).unwrap_or(0))
             .unwrap_or(0);
+        let rate_limit = Arc::new(edge::ratelimit::RateLimiter::new(config.rate_limit.clone()));
         Self {
             store,
             config: Arc::new(config),
@@ -82,6 +88,7 @@ impl AppState {
             live: None,
             auth,
             idempotency: None,
+            rate_limit,
         }
     }
 

@@ -128,6 +128,18 @@ fn describe() {
         "cairn_uptime_seconds",
         "Seconds since this process started serving"
     );
+    metrics::describe_counter!(
+        "cairn_rate_limit_rejections_total",
+        "Requests refused with 429 by a rate limit, by route class and scope (address or principal)"
+    );
+    metrics::describe_counter!(
+        "cairn_rate_limit_backend_errors_total",
+        "Rate-limit checks Redis could not answer, by failure mode (open: let through, closed: refused)"
+    );
+    metrics::describe_counter!(
+        "cairn_rate_limit_evictions_total",
+        "Times the in-memory rate limiter was full and dropped the keys closest to idle"
+    );
 }
 
 /// Count and time every request by route template (never the raw path, so

@@ -136,7 +136,51 @@ pub struct Settings {
     /// (`CAIRN_IDEMPOTENCY_MAX_RESPONSE_BYTES`); a larger response is
     /// answered but not stored, and its key is released.
     pub idempotency_max_response_bytes: usize,
+    // Issue 6: rate limiting (docs/rate-limits.md)
+    /// Rate limiting on or off (`CAIRN_RATE_LIMIT_ENABLED`).
+    pub rate_limit_enabled: bool,
+    /// Budgets per authenticated principal, one per route class, each
+    /// `{ rate, burst, period_secs }` (`CAIRN_RATE_LIMIT_PRINCIPAL_AUTH`
+    /// ... as inline TOML tables).
+    pub rate_limit_principal_auth: RateLimit,
+    pub rate_limit_principal_write: RateLimit,
+    pub rate_limit_principal_read: RateLimit,
+    pub rate_limit_principal_graphql: RateLimit,
+    /// Budgets per client address, checked before authentication
+    /// (`CAIRN_RATE_LIMIT_ADDRESS_AUTH` ...).
+    pub rate_limit_address_auth: RateLimit,
+    pub rate_limit_address_write: RateLimit,
+    pub rate_limit_address_read: RateLimit,
+    pub rate_limit_address_graphql: RateLimit,
+    /// Per-principal budgets by role (`[rate_limit_roles.<role>]` tables
+    /// with `auth`/`write`/`read`/`graphql` keys; `CAIRN_RATE_LIMIT_ROLES`
+    /// as an inline TOML table). A principal gets the most generous of
+    /// its roles' budgets (a role without one counts with the default).
+    #[serde(default, skip_serializing)]
+    pub rate_limit_roles: std::collections::BTreeMap<String, RateLimitRole>,
+    /// Share the budgets of every node through this Redis (`redis://`;
+    /// `CAIRN_RATE_LIMIT_REDIS_URL`); unset: each process counts alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_redis_url: Option<String>,
+    /// Prefix of the Redis keys (`CAIRN_RATE_LIMIT_REDIS_PREFIX`).
+    pub rate_limit_redis_prefix: String,
+    /// Longest wait for Redis per check, in milliseconds
+    /// (`CAIRN_RATE_LIMIT_REDIS_TIMEOUT_MS`).
+    pub rate_limit_redis_timeout_ms: u64,
+    /// When Redis cannot be asked: `open` lets requests through, `closed`
+    /// refuses them with 503 (`CAIRN_RATE_LIMIT_REDIS_FAILURE`).
+    pub rate_limit_redis_failure: RateLimitFailure,
+    /// Most keys (addresses, principals) the in-memory limiter holds per
+    /// scope (`CAIRN_RATE_LIMIT_MAX_KEYS`).
+    pub rate_limit_max_keys: usize,
 }
+
+/// One budget: `rate` requests per `period_secs` (default 1), `burst` at once.
+pub type RateLimit = cairn_api::edge::ratelimit::Limit;
+/// A role's budgets per class.
+pub type RateLimitRole = cairn_api::edge::ratelimit::RoleLimits;
+/// `open` or `closed`.
+pub type RateLimitFailure = cairn_api::edge::ratelimit::FailureMode;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -176,9 +220,30 @@ impl Default for Settings {
             idempotency_enabled: true,
             idempotency_ttl_secs: 24 * 3600,
             idempotency_max_response_bytes: 1024 * 1024,
+            // Issue 6: rate limiting
+            rate_limit_enabled: true,
+            rate_limit_principal_auth: PRINCIPAL_LIMITS.auth,
+            rate_limit_principal_write: PRINCIPAL_LIMITS.write,
+            rate_limit_principal_read: PRINCIPAL_LIMITS.read,
+            rate_limit_principal_graphql: PRINCIPAL_LIMITS.graphql,
+            rate_limit_address_auth: ADDRESS_LIMITS.auth,
+            rate_limit_address_write: ADDRESS_LIMITS.write,
+            rate_limit_address_read: ADDRESS_LIMITS.read,
+            rate_limit_address_graphql: ADDRESS_LIMITS.graphql,
+            rate_limit_roles: std::collections::BTreeMap::new(),
+            rate_limit_redis_url: None,
+            rate_limit_redis_prefix: "cairn:rl:".to_owned(),
+            rate_limit_redis_timeout_ms: 100,
+            rate_limit_redis_failure: RateLimitFailure::Open,
+            rate_limit_max_keys: 100_000,
         }
     }
 }
+
+const PRINCIPAL_LIMITS: cairn_api::edge::ratelimit::ClassLimits =
+    cairn_api::edge::ratelimit::ClassLimits::PRINCIPAL;
+const ADDRESS_LIMITS: cairn_api::edge::ratelimit::ClassLimits =
+    cairn_api::edge::ratelimit::ClassLimits::ADDRESS;
 
 const KEYS: &[&str] = &[
     "mode",
@@ -216,6 +281,22 @@ const KEYS: &[&str] = &[
     "idempotency_enabled",
     "idempotency_ttl_secs",
     "idempotency_max_response_bytes",
+    // Issue 6: rate limiting
+    "rate_limit_enabled",
+    "rate_limit_principal_auth",
+    "rate_limit_principal_write",
+    "rate_limit_principal_read",
+    "rate_limit_principal_graphql",
+    "rate_limit_address_auth",
+    "rate_limit_address_write",
+    "rate_limit_address_read",
+    "rate_limit_address_graphql",
+    "rate_limit_roles",
+    "rate_limit_redis_url",
+    "rate_limit_redis_prefix",
+    "rate_limit_redis_timeout_ms",
+    "rate_limit_redis_failure",
+    "rate_limit_max_keys",
 ];
 
 /// Values given on the command line; `None` leaves the lower layers alone.
@@ -306,6 +387,32 @@ impl Settings {
             login_attempts_per_minute: self.auth_login_attempts_per_minute,
             protect_metrics: self.auth_protect_metrics,
             oidc: self.oidc.clone(),
+        }
+    }
+
+    /// The rate-limit settings of the API layer.
+    pub fn rate_limit_config(&self) -> cairn_api::edge::ratelimit::RateLimitConfig {
+        use cairn_api::edge::ratelimit::{ClassLimits, RateLimitConfig};
+        RateLimitConfig {
+            enabled: self.rate_limit_enabled,
+            principal: ClassLimits {
+                auth: self.rate_limit_principal_auth,
+                write: self.rate_limit_principal_write,
+                read: self.rate_limit_principal_read,
+                graphql: self.rate_limit_principal_graphql,
+            },
+            address: ClassLimits {
+                auth: self.rate_limit_address_auth,
+                write: self.rate_limit_address_write,
+                read: self.rate_limit_address_read,
+                graphql: self.rate_limit_address_graphql,
+            },
+            roles: self.rate_limit_roles.clone(),
+            redis_url: self.rate_limit_redis_url.clone(),
+            redis_prefix: self.rate_limit_redis_prefix.clone(),
+            redis_timeout: std::time::Duration::from_millis(self.rate_limit_redis_timeout_ms),
+            redis_failure: self.rate_limit_redis_failure,
+            max_keys: self.rate_limit_max_keys,
         }
     }
 
@@ -430,7 +537,9 @@ impl Settings {
                 "is not a valid log filter (e.g. info, cairn=debug)",
             );
         }
-        self.validate_idempotency()
+        self.validate_idempotency()?;
+        self.validate_rate_limit()?;
+        Ok(())
     }
 
     /// Issue 6: Idempotency-Key.
@@ -449,6 +558,58 @@ impl Settings {
                 "idempotency_max_response_bytes",
                 format!("must be from 1 to {MAX_RESPONSE_BYTES} (64 MiB)"),
             );
+        }
+        Ok(())
+    }
+
+    fn validate_rate_limit(&self) -> Result<(), SettingsError> {
+        let bad = |key: &str, why: &str| Err(SettingsError::Invalid(format!("{key}: {why}")));
+        for (key, limit) in [
+            ("rate_limit_principal_auth", self.rate_limit_principal_auth),
+            (
+                "rate_limit_principal_write",
+                self.rate_limit_principal_write,
+            ),
+            ("rate_limit_principal_read", self.rate_limit_principal_read),
+            (
+                "rate_limit_principal_graphql",
+                self.rate_limit_principal_graphql,
+            ),
+            ("rate_limit_address_auth", self.rate_limit_address_auth),
+            ("rate_limit_address_write", self.rate_limit_address_write),
+            ("rate_limit_address_read", self.rate_limit_address_read),
+            (
+                "rate_limit_address_graphql",
+                self.rate_limit_address_graphql,
+            ),
+        ] {
+            if let Some(why) = limit.problem() {
+                return bad(key, &why);
+            }
+        }
+        for (role, limits) in &self.rate_limit_roles {
+            if let Some(why) = cairn_api::edge::ratelimit::role_name_problem(role) {
+                return bad(&format!("rate_limit_roles.{role}"), &why);
+            }
+            for (class, limit) in limits.iter() {
+                if let Some(why) = limit.problem() {
+                    return bad(&format!("rate_limit_roles.{role}.{class}"), &why);
+                }
+            }
+        }
+        if let Some(url) = &self.rate_limit_redis_url
+            && let Some(why) = cairn_api::edge::ratelimit::redis_url_problem(url)
+        {
+            return bad("rate_limit_redis_url", &why);
+        }
+        if self.rate_limit_redis_prefix.is_empty() {
+            return bad("rate_limit_redis_prefix", "must not be empty");
+        }
+        if !(1..=10_000).contains(&self.rate_limit_redis_timeout_ms) {
+            return bad("rate_limit_redis_timeout_ms", "must be from 1 to 10000");
+        }
+        if self.rate_limit_max_keys < 1000 {
+            return bad("rate_limit_max_keys", "must be at least 1000");
         }
         Ok(())
     }
@@ -748,6 +909,109 @@ mod tests {
                         _ => "4096",
                     },
                 );
+            }
+            Ok(())
+        });
+    }
+
+    #[allow(clippy::result_large_err)]
+    #[test]
+    fn rate_limits_come_from_every_layer_and_bad_ones_are_named() {
+        use cairn_api::edge::ratelimit::{FailureMode, Limit};
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            assert!(s.rate_limit_enabled, "on by default");
+            assert_eq!(s.rate_limit_redis_failure, FailureMode::Open);
+            assert_eq!(s.rate_limit_principal_write, Limit::new(50_000, 100_000));
+            jail.create_file(
+                "cairn.toml",
+                "rate_limit_principal_write = { rate = 5, burst = 10 }\n\
+                 rate_limit_address_auth = { rate = 30, burst = 30, period_secs = 60 }\n\
+                 rate_limit_redis_url = \"redis://127.0.0.1:6379\"\n\
+                 rate_limit_redis_failure = \"closed\"\n\
+                 [rate_limit_roles.producer]\nwrite = { rate = 500, burst = 1000 }\n",
+            )?;
+            let s = Settings::load(Some(Path::new("cairn.toml")), Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(s.rate_limit_principal_write, Limit::new(5, 10));
+            assert_eq!(s.rate_limit_address_auth.period_secs, 60);
+            assert_eq!(s.rate_limit_redis_failure, FailureMode::Closed);
+            assert_eq!(
+                s.rate_limit_roles["producer"].write,
+                Some(Limit::new(500, 1000))
+            );
+            let config = s.rate_limit_config();
+            assert_eq!(config.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+            // The environment wins over the file; a partial table keeps
+            // the rest from below.
+            jail.set_env("CAIRN_RATE_LIMIT_PRINCIPAL_WRITE", "{rate=7}");
+            jail.set_env("CAIRN_RATE_LIMIT_ROLES", "{reader={read={rate=2,burst=3}}}");
+            let s = Settings::load(Some(Path::new("cairn.toml")), Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(s.rate_limit_principal_write, Limit::new(7, 10));
+            assert_eq!(s.rate_limit_roles["reader"].read, Some(Limit::new(2, 3)));
+            jail.set_env("CAIRN_RATE_LIMIT_PRINCIPAL_WRITE", "{rate=5}");
+            jail.set_env("CAIRN_RATE_LIMIT_ROLES", "{}");
+            for (key, value, named) in [
+                ("CAIRN_RATE_LIMIT_ENABLED", "maybe", "rate_limit_enabled"),
+                (
+                    "CAIRN_RATE_LIMIT_ADDRESS_READ",
+                    "{rate=0,burst=1}",
+                    "rate_limit_address_read: rate",
+                ),
+                (
+                    "CAIRN_RATE_LIMIT_ADDRESS_READ",
+                    "{rate=1,burst=0}",
+                    "rate_limit_address_read: burst",
+                ),
+                (
+                    "CAIRN_RATE_LIMIT_ADDRESS_READ",
+                    "{rate=1,burst=1,per=2}",
+                    "per",
+                ),
+                (
+                    "CAIRN_RATE_LIMIT_ROLES",
+                    "{Bad={read={rate=1,burst=1}}}",
+                    "rate_limit_roles.Bad",
+                ),
+                (
+                    "CAIRN_RATE_LIMIT_ROLES",
+                    "{reader={list={rate=1,burst=1}}}",
+                    "list",
+                ),
+                (
+                    "CAIRN_RATE_LIMIT_ROLES",
+                    "{reader={read={rate=1,burst=0}}}",
+                    "rate_limit_roles.reader.read",
+                ),
+                (
+                    "CAIRN_RATE_LIMIT_REDIS_URL",
+                    "http://127.0.0.1:6379",
+                    "rate_limit_redis_url",
+                ),
+                (
+                    "CAIRN_RATE_LIMIT_REDIS_FAILURE",
+                    "sometimes",
+                    "rate_limit_redis_failure",
+                ),
+                (
+                    "CAIRN_RATE_LIMIT_REDIS_TIMEOUT_MS",
+                    "0",
+                    "rate_limit_redis_timeout_ms",
+                ),
+                (
+                    "CAIRN_RATE_LIMIT_REDIS_PREFIX",
+                    "",
+                    "rate_limit_redis_prefix",
+                ),
+                ("CAIRN_RATE_LIMIT_MAX_KEYS", "10", "rate_limit_max_keys"),
+            ] {
+                jail.set_env(key, value);
+                let err = Settings::load(Some(Path::new("cairn.toml")), Overrides::default())
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains(named), "{key}={value}: {err}");
+                jail.clear_env();
             }
             Ok(())
         });

@@ -105,6 +105,7 @@ impl Application {
             }
         };
         let idempotency = settings.idempotency_config();
+        let rate_limit = settings.rate_limit_config();
         let data_dir = std::fs::canonicalize(&settings.data_dir).unwrap_or(settings.data_dir);
         let mut state = AppState::new(
             store.clone(),
@@ -118,6 +119,7 @@ impl Application {
                     max_query_bytes: settings.graphql_max_query_bytes,
                 },
                 idempotency,
+                rate_limit,
             },
             auth,
         )

@@ -1,1 +1,2 @@
 pub mod idempotency;
+pub mod ratelimit;

@@ -84,7 +84,15 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            crate::edge::ratelimit::by_principal,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             crate::auth::layer,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::edge::ratelimit::by_address,
         ))
         .layer(middleware::from_fn(metrics::track))
         .layer(middleware::from_fn(metrics::request_id))

@@ -26,6 +26,7 @@ mod kafka_outage;
 mod lists;
 mod nats_outage;
 mod persistence;
+mod rate_limits;
 mod receivers;
 mod request_ids;
 mod signing_keys;

@@ -46,6 +46,8 @@ mod lists;
 mod nats_outage;
 #[path = "../api/persistence.rs"]
 mod persistence;
+#[path = "../api/rate_limits.rs"]
+mod rate_limits;
 #[path = "../api/receivers.rs"]
 mod receivers;
 #[path = "../api/request_ids.rs"]
