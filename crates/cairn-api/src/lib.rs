@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod counted;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod graphql;
@@ -28,6 +29,9 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// GraphQL query limits.
     pub graphql: graphql::GraphqlConfig,
+    /// Issue 6: the HTTP edge (security headers, CORS, overload, timeouts,
+    /// compression, ETags, fault injection; docs/edge.md).
+    pub edge: edge::config::EdgeConfig,
 }
 
 impl Default for ApiConfig {
@@ -36,6 +40,7 @@ impl Default for ApiConfig {
             production: false,
             max_body_bytes: 1024 * 1024,
             graphql: graphql::GraphqlConfig::default(),
+            edge: edge::config::EdgeConfig::default(),
         }
     }
 }
