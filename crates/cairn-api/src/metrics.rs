@@ -119,6 +119,18 @@ fn describe() {
         "cairn_live_feed_position",
         "Outbox position this node's live feed (subscriptions) has read up to"
     );
+    metrics::describe_counter!(
+        "cairn_http_shed_total",
+        "Requests answered 503 by the edge: reason overload (no free request slot) or timeout (request_timeout_ms passed)"
+    );
+    metrics::describe_gauge!(
+        "cairn_http_in_flight",
+        "Requests being served now (admitted past the concurrency limit)"
+    );
+    metrics::describe_counter!(
+        "cairn_fault_injections_total",
+        "Faults injected on purpose (fault_injection rules), by kind: latency, error, drop"
+    );
     metrics::describe_gauge!(
         "cairn_uptime_seconds",
         "Seconds since this process started serving"

@@ -480,8 +480,9 @@ impl Settings {
         Ok(())
     }
 
-    /// Issue 6: the HTTP edge settings.
-    fn validate_edge(&self) -> Result<(), SettingsError> {
+    /// Issue 6: the HTTP edge settings. `Application::build` runs this too,
+    /// for settings made in code rather than loaded.
+    pub fn validate_edge(&self) -> Result<(), SettingsError> {
         let bad = |key: &str, why: &str| Err(SettingsError::Invalid(format!("{key}: {why}")));
         for origin in &self.cors_allowed_origins {
             if let Err(why) = cairn_api::edge::cors::check_origin(origin) {
@@ -848,6 +849,113 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("graphql_max_list"), "{err}");
+            Ok(())
+        });
+    }
+
+    // Issue 6: HTTP edge
+    #[allow(clippy::result_large_err)]
+    #[test]
+    fn edge_settings_load_and_bad_values_name_the_setting() {
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            let edge = s.edge_config();
+            assert!(edge.security_headers && edge.compression && edge.etag);
+            assert!(
+                edge.cors_allowed_origins.is_empty(),
+                "CORS closed by default"
+            );
+            assert_eq!(edge.max_concurrent_requests, 512);
+            assert!(edge.faults.is_empty(), "no fault injection by default");
+            assert!(!edge.tls);
+            jail.create_file(
+                "edge.toml",
+                "cors_allowed_origins = [\"https://app.example.com\"]\n\
+                 max_concurrent_requests = 8\nrequest_timeout_ms = 0\n\
+                 fault_injection_enabled = true\n\
+                 [[fault_injection]]\nroute = \"/api/v1/events\"\nmethods = [\"post\"]\n\
+                 probability = 0.25\nkind = \"latency\"\nlatency_ms = 50\n\
+                 [[fault_injection]]\npath_prefix = \"/api/\"\nprobability = 1\nkind = \"drop\"\n",
+            )?;
+            let s = Settings::load(Some(Path::new("edge.toml")), Overrides::default())
+                .map_err(|e| e.to_string())?;
+            let edge = s.edge_config();
+            assert_eq!(edge.cors_allowed_origins, ["https://app.example.com"]);
+            assert_eq!(edge.max_concurrent_requests, 8);
+            assert_eq!(edge.request_timeout, None, "0 turns the timeout off");
+            assert_eq!(edge.faults.len(), 2);
+            assert_eq!(edge.faults[0].methods, ["POST"]);
+            // Production refuses fault injection, naming the setting.
+            jail.set_env("CAIRN_MODE", "production");
+            let err = Settings::load(Some(Path::new("edge.toml")), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("fault_injection_enabled"), "{err}");
+            jail.set_env("CAIRN_MODE", "development");
+            for (key, value, named) in [
+                (
+                    "CAIRN_CORS_ALLOWED_ORIGINS",
+                    "[\"*\"]",
+                    "cors_allowed_origins",
+                ),
+                (
+                    "CAIRN_CORS_ALLOWED_ORIGINS",
+                    "[\"https://a.example.com/\"]",
+                    "cors_allowed_origins",
+                ),
+                (
+                    "CAIRN_REQUEST_TIMEOUT_MS",
+                    "99999999999",
+                    "request_timeout_ms",
+                ),
+                (
+                    "CAIRN_SHED_QUEUE_TIMEOUT_MS",
+                    "60000",
+                    "shed_queue_timeout_ms",
+                ),
+                (
+                    "CAIRN_TLS_CERT_FILE",
+                    "/nonexistent/cert.pem",
+                    "tls_key_file",
+                ),
+                (
+                    "CAIRN_FAULT_INJECTION",
+                    "[{route=\"/x\",probability=2.0,kind=\"drop\"}]",
+                    "fault_injection[0]: probability",
+                ),
+                (
+                    "CAIRN_FAULT_INJECTION",
+                    "[{route=\"/x\",probability=1,kind=\"error\",status=200}]",
+                    "fault_injection[0]: error needs status",
+                ),
+                (
+                    "CAIRN_FAULT_INJECTION",
+                    "[{route=\"/x\",probability=1,kind=\"latency\"}]",
+                    "fault_injection[0]: latency needs latency_ms",
+                ),
+                (
+                    "CAIRN_FAULT_INJECTION",
+                    "[{probability=1,kind=\"drop\"}]",
+                    "fault_injection[0]: give exactly one",
+                ),
+                (
+                    "CAIRN_FAULT_INJECTION",
+                    "[{route=\"/x\",probability=1,kind=\"explode\"}]",
+                    "fault_injection[0]: kind must be",
+                ),
+                (
+                    "CAIRN_FAULT_INJECTION",
+                    "[{route=\"/x\",probabilty=1,kind=\"drop\"}]",
+                    "probabilty",
+                ),
+            ] {
+                jail.set_env(key, value);
+                let err = Settings::load(None, Overrides::default())
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains(named), "{key}={value}: {err}");
+                jail.clear_env();
+            }
             Ok(())
         });
     }

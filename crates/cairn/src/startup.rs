@@ -36,6 +36,8 @@ pub enum StartupError {
     Sinks(#[from] cairn_delivery::config::ConfigError),
     #[error("setting up TLS: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Settings(#[from] crate::settings::SettingsError),
 }
 
 pub struct Application {
@@ -55,6 +57,7 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         cairn_api::metrics::install();
+        settings.validate_edge()?;
         let tls = match (&settings.tls_cert_file, &settings.tls_key_file) {
             (Some(cert), Some(key)) => {
                 Some(crate::tls::server_config(cert, key).map_err(StartupError::Tls)?)
