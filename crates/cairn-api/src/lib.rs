@@ -33,6 +33,9 @@ pub struct ApiConfig {
     pub idempotency: edge::idempotency::IdempotencyConfig,
     /// Rate limits per address and per principal (docs/rate-limits.md).
     pub rate_limit: edge::ratelimit::RateLimitConfig,
+    /// Issue 6: the HTTP edge (security headers, CORS, overload, timeouts,
+    /// compression, ETags, fault injection; docs/edge.md).
+    pub edge: edge::config::EdgeConfig,
 }
 
 impl Default for ApiConfig {
@@ -43,6 +46,7 @@ impl Default for ApiConfig {
             graphql: graphql::GraphqlConfig::default(),
             idempotency: edge::idempotency::IdempotencyConfig::default(),
             rate_limit: edge::ratelimit::RateLimitConfig::default(),
+            edge: edge::config::EdgeConfig::default(),
         }
     }
 }

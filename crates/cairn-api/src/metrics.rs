@@ -124,6 +124,18 @@ fn describe() {
         "Requests with an Idempotency-Key by outcome: stored, replayed, conflict (another request), \
          in_progress, invalid (bad or unsupported key), released (5xx, 408, 429 or too large to store)"
     );
+    metrics::describe_counter!(
+        "cairn_http_shed_total",
+        "Requests answered 503 by the edge: reason overload (no free request slot) or timeout (request_timeout_ms passed)"
+    );
+    metrics::describe_gauge!(
+        "cairn_http_in_flight",
+        "Requests being served now (admitted past the concurrency limit)"
+    );
+    metrics::describe_counter!(
+        "cairn_fault_injections_total",
+        "Faults injected on purpose (fault_injection rules), by kind: latency, error, drop"
+    );
     metrics::describe_gauge!(
         "cairn_uptime_seconds",
         "Seconds since this process started serving"

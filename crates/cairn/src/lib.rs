@@ -5,3 +5,4 @@
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
+pub mod tls;

@@ -173,6 +173,44 @@ pub struct Settings {
     /// Most keys (addresses, principals) the in-memory limiter holds per
     /// scope (`CAIRN_RATE_LIMIT_MAX_KEYS`).
     pub rate_limit_max_keys: usize,
+    // Issue 6: HTTP edge (docs/edge.md)
+    /// `X-Content-Type-Options`, `X-Frame-Options`, `Referrer-Policy`, CSP
+    /// on HTML, HSTS over TLS (`CAIRN_SECURITY_HEADERS`).
+    pub security_headers: bool,
+    /// PEM certificate chain; with `tls_key_file`, serve HTTPS only
+    /// (`CAIRN_TLS_CERT_FILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file` (`CAIRN_TLS_KEY_FILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Origins allowed cross-origin, exactly `scheme://host[:port]`; empty:
+    /// CORS closed (`CAIRN_CORS_ALLOWED_ORIGINS`, a TOML array).
+    pub cors_allowed_origins: Vec<String>,
+    /// How long browsers may cache a preflight (`CAIRN_CORS_MAX_AGE_SECS`).
+    pub cors_max_age_secs: u64,
+    /// Requests served at once before more are shed with 503; 0: no limit
+    /// (`CAIRN_MAX_CONCURRENT_REQUESTS`).
+    pub max_concurrent_requests: usize,
+    /// How long a request may wait for a free slot before it is shed
+    /// (`CAIRN_SHED_QUEUE_TIMEOUT_MS`).
+    pub shed_queue_timeout_ms: u64,
+    /// Longest time to answer a request, then 503; 0: none
+    /// (`CAIRN_REQUEST_TIMEOUT_MS`).
+    pub request_timeout_ms: u64,
+    /// gzip, br or zstd as `Accept-Encoding` asks (`CAIRN_COMPRESSION`).
+    pub compression: bool,
+    /// Smallest response body compressed (`CAIRN_COMPRESSION_MIN_BYTES`).
+    pub compression_min_bytes: u16,
+    /// `ETag` and `If-None-Match` (304) on `GET /api/v1/...` (`CAIRN_ETAG`).
+    pub etag: bool,
+    /// Apply `fault_injection` rules; refused in production
+    /// (`CAIRN_FAULT_INJECTION_ENABLED`).
+    pub fault_injection_enabled: bool,
+    /// `[[fault_injection]]` rules (`CAIRN_FAULT_INJECTION` as an inline
+    /// TOML array); docs/edge.md lists the keys.
+    #[serde(default)]
+    pub fault_injection: Vec<FaultRuleSetting>,
 }
 
 /// One budget: `rate` requests per `period_secs` (default 1), `burst` at once.
@@ -236,6 +274,20 @@ impl Default for Settings {
             rate_limit_redis_timeout_ms: 100,
             rate_limit_redis_failure: RateLimitFailure::Open,
             rate_limit_max_keys: 100_000,
+            // Issue 6: HTTP edge
+            security_headers: true,
+            tls_cert_file: None,
+            tls_key_file: None,
+            cors_allowed_origins: Vec::new(),
+            cors_max_age_secs: 600,
+            max_concurrent_requests: 512,
+            shed_queue_timeout_ms: 20,
+            request_timeout_ms: 30_000,
+            compression: true,
+            compression_min_bytes: 1024,
+            etag: true,
+            fault_injection_enabled: false,
+            fault_injection: Vec::new(),
         }
     }
 }
@@ -297,6 +349,20 @@ const KEYS: &[&str] = &[
     "rate_limit_redis_timeout_ms",
     "rate_limit_redis_failure",
     "rate_limit_max_keys",
+    // Issue 6: HTTP edge
+    "security_headers",
+    "tls_cert_file",
+    "tls_key_file",
+    "cors_allowed_origins",
+    "cors_max_age_secs",
+    "max_concurrent_requests",
+    "shed_queue_timeout_ms",
+    "request_timeout_ms",
+    "compression",
+    "compression_min_bytes",
+    "etag",
+    "fault_injection_enabled",
+    "fault_injection",
 ];
 
 /// Values given on the command line; `None` leaves the lower layers alone.
@@ -539,6 +605,7 @@ impl Settings {
         }
         self.validate_idempotency()?;
         self.validate_rate_limit()?;
+        self.validate_edge()?;
         Ok(())
     }
 
@@ -621,6 +688,172 @@ impl Settings {
             ttl: std::time::Duration::from_secs(self.idempotency_ttl_secs),
             max_response_bytes: self.idempotency_max_response_bytes,
         }
+    }
+}
+
+impl Settings {
+    /// Issue 6: the HTTP edge settings. `Application::build` runs this too,
+    /// for settings made in code rather than loaded.
+    pub fn validate_edge(&self) -> Result<(), SettingsError> {
+        let bad = |key: &str, why: &str| Err(SettingsError::Invalid(format!("{key}: {why}")));
+        for origin in &self.cors_allowed_origins {
+            if let Err(why) = cairn_api::edge::cors::check_origin(origin) {
+                return bad("cors_allowed_origins", &why);
+            }
+        }
+        if self.cors_max_age_secs > 86_400 {
+            return bad("cors_max_age_secs", "must be at most 86400 (one day)");
+        }
+        if self.max_concurrent_requests > 1_000_000 {
+            return bad(
+                "max_concurrent_requests",
+                "must be at most 1000000 (0: no limit)",
+            );
+        }
+        if self.shed_queue_timeout_ms > 10_000 {
+            return bad("shed_queue_timeout_ms", "must be at most 10000");
+        }
+        if self.request_timeout_ms > 3_600_000 {
+            return bad(
+                "request_timeout_ms",
+                "must be at most 3600000 (0: no timeout)",
+            );
+        }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) => {}
+            (Some(_), None) => return bad("tls_key_file", "must be set with tls_cert_file"),
+            (None, Some(_)) => return bad("tls_cert_file", "must be set with tls_key_file"),
+            (Some(cert), Some(key)) => {
+                crate::tls::server_config(cert, key).map_err(SettingsError::Invalid)?;
+            }
+        }
+        if self.fault_injection_enabled && self.production() {
+            return bad(
+                "fault_injection_enabled",
+                "fault injection is refused in production mode (mode = production)",
+            );
+        }
+        for (i, rule) in self.fault_injection.iter().enumerate() {
+            if let Err(why) = rule.rule() {
+                return bad(&format!("fault_injection[{i}]"), &why);
+            }
+        }
+        Ok(())
+    }
+
+    /// Issue 6: the HTTP edge settings of the API layer.
+    pub fn edge_config(&self) -> cairn_api::edge::config::EdgeConfig {
+        use std::time::Duration;
+        let faults = if self.fault_injection_enabled && !self.production() {
+            self.fault_injection
+                .iter()
+                .filter_map(|r| r.rule().ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        cairn_api::edge::config::EdgeConfig {
+            security_headers: self.security_headers,
+            tls: self.tls_cert_file.is_some() && self.tls_key_file.is_some(),
+            cors_allowed_origins: self.cors_allowed_origins.clone(),
+            cors_max_age: Duration::from_secs(self.cors_max_age_secs),
+            max_concurrent_requests: self.max_concurrent_requests,
+            shed_queue_timeout: Duration::from_millis(self.shed_queue_timeout_ms),
+            request_timeout: (self.request_timeout_ms > 0)
+                .then(|| Duration::from_millis(self.request_timeout_ms)),
+            compression: self.compression,
+            compression_min_bytes: self.compression_min_bytes,
+            etag: self.etag,
+            faults,
+        }
+    }
+}
+
+// Issue 6: HTTP edge
+/// One `[[fault_injection]]` rule as configured (docs/edge.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRuleSetting {
+    /// A route template exactly as routed (`/api/v1/events/{id}`)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// ...or a path prefix (`/api/v1/`); exactly one of the two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Methods it applies to; empty: all.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Chance per matching request, from 0 to 1.
+    pub probability: f64,
+    /// `latency`, `error` or `drop`.
+    pub kind: String,
+    /// `latency`: milliseconds added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// `error`: the status answered (400 to 599).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+}
+
+impl FaultRuleSetting {
+    /// The rule the API layer applies, or why it is wrong.
+    pub fn rule(&self) -> Result<cairn_api::edge::config::FaultRule, String> {
+        use cairn_api::edge::config::{Fault, FaultRule, FaultTarget};
+        let target = match (&self.route, &self.path_prefix) {
+            (Some(r), None) if r.starts_with('/') => FaultTarget::Route(r.clone()),
+            (None, Some(p)) if p.starts_with('/') => FaultTarget::PathPrefix(p.clone()),
+            (Some(_), None) | (None, Some(_)) => {
+                return Err("route and path_prefix must start with /".into());
+            }
+            _ => return Err("give exactly one of route and path_prefix".into()),
+        };
+        if !(0.0..=1.0).contains(&self.probability) {
+            return Err("probability must be from 0 to 1".into());
+        }
+        let mut methods = Vec::with_capacity(self.methods.len());
+        for m in &self.methods {
+            let upper = m.to_ascii_uppercase();
+            if !["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+                .contains(&upper.as_str())
+            {
+                return Err(format!("methods: unknown method {m:?}"));
+            }
+            methods.push(upper);
+        }
+        let fault = match (self.kind.as_str(), self.latency_ms, self.status) {
+            ("latency", Some(ms), None) if ms > 0 && ms <= 600_000 => {
+                Fault::Latency(std::time::Duration::from_millis(ms))
+            }
+            ("latency", _, None) => {
+                return Err("latency needs latency_ms from 1 to 600000".into());
+            }
+            ("error", None, Some(status)) if (400..=599).contains(&status) => Fault::Error(status),
+            ("error", None, _) => return Err("error needs status from 400 to 599".into()),
+            ("drop", None, None) => Fault::Drop,
+            ("latency" | "error" | "drop", _, _) => {
+                return Err(format!(
+                    "kind {} takes {}",
+                    self.kind,
+                    match self.kind.as_str() {
+                        "latency" => "latency_ms only",
+                        "error" => "status only",
+                        _ => "neither latency_ms nor status",
+                    }
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "kind must be latency, error or drop, not {:?}",
+                    self.kind
+                ));
+            }
+        };
+        Ok(FaultRule {
+            target,
+            methods,
+            probability: self.probability,
+            fault,
+        })
     }
 }
 
@@ -1008,6 +1241,113 @@ mod tests {
             ] {
                 jail.set_env(key, value);
                 let err = Settings::load(Some(Path::new("cairn.toml")), Overrides::default())
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains(named), "{key}={value}: {err}");
+                jail.clear_env();
+            }
+            Ok(())
+        });
+    }
+
+    // Issue 6: HTTP edge
+    #[allow(clippy::result_large_err)]
+    #[test]
+    fn edge_settings_load_and_bad_values_name_the_setting() {
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            let edge = s.edge_config();
+            assert!(edge.security_headers && edge.compression && edge.etag);
+            assert!(
+                edge.cors_allowed_origins.is_empty(),
+                "CORS closed by default"
+            );
+            assert_eq!(edge.max_concurrent_requests, 512);
+            assert!(edge.faults.is_empty(), "no fault injection by default");
+            assert!(!edge.tls);
+            jail.create_file(
+                "edge.toml",
+                "cors_allowed_origins = [\"https://app.example.com\"]\n\
+                 max_concurrent_requests = 8\nrequest_timeout_ms = 0\n\
+                 fault_injection_enabled = true\n\
+                 [[fault_injection]]\nroute = \"/api/v1/events\"\nmethods = [\"post\"]\n\
+                 probability = 0.25\nkind = \"latency\"\nlatency_ms = 50\n\
+                 [[fault_injection]]\npath_prefix = \"/api/\"\nprobability = 1\nkind = \"drop\"\n",
+            )?;
+            let s = Settings::load(Some(Path::new("edge.toml")), Overrides::default())
+                .map_err(|e| e.to_string())?;
+            let edge = s.edge_config();
+            assert_eq!(edge.cors_allowed_origins, ["https://app.example.com"]);
+            assert_eq!(edge.max_concurrent_requests, 8);
+            assert_eq!(edge.request_timeout, None, "0 turns the timeout off");
+            assert_eq!(edge.faults.len(), 2);
+            assert_eq!(edge.faults[0].methods, ["POST"]);
+            // Production refuses fault injection, naming the setting.
+            jail.set_env("CAIRN_MODE", "production");
+            let err = Settings::load(Some(Path::new("edge.toml")), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("fault_injection_enabled"), "{err}");
+            jail.set_env("CAIRN_MODE", "development");
+            for (key, value, named) in [
+                (
+                    "CAIRN_CORS_ALLOWED_ORIGINS",
+                    "[\"*\"]",
+                    "cors_allowed_origins",
+                ),
+                (
+                    "CAIRN_CORS_ALLOWED_ORIGINS",
+                    "[\"https://a.example.com/\"]",
+                    "cors_allowed_origins",
+                ),
+                (
+                    "CAIRN_REQUEST_TIMEOUT_MS",
+                    "99999999999",
+                    "request_timeout_ms",
+                ),
+                (
+                    "CAIRN_SHED_QUEUE_TIMEOUT_MS",
+                    "60000",
+                    "shed_queue_timeout_ms",
+                ),
+                (
+                    "CAIRN_TLS_CERT_FILE",
+                    "/nonexistent/cert.pem",
+                    "tls_key_file",
+                ),
+                (
+                    "CAIRN_FAULT_INJECTION",
+                    "[{route=\"/x\",probability=2.0,kind=\"drop\"}]",
+                    "fault_injection[0]: probability",
+                ),
+                (
+                    "CAIRN_FAULT_INJECTION",
+                    "[{route=\"/x\",probability=1,kind=\"error\",status=200}]",
+                    "fault_injection[0]: error needs status",
+                ),
+                (
+                    "CAIRN_FAULT_INJECTION",
+                    "[{route=\"/x\",probability=1,kind=\"latency\"}]",
+                    "fault_injection[0]: latency needs latency_ms",
+                ),
+                (
+                    "CAIRN_FAULT_INJECTION",
+                    "[{probability=1,kind=\"drop\"}]",
+                    "fault_injection[0]: give exactly one",
+                ),
+                (
+                    "CAIRN_FAULT_INJECTION",
+                    "[{route=\"/x\",probability=1,kind=\"explode\"}]",
+                    "fault_injection[0]: kind must be",
+                ),
+                (
+                    "CAIRN_FAULT_INJECTION",
+                    "[{route=\"/x\",probabilty=1,kind=\"drop\"}]",
+                    "probabilty",
+                ),
+            ] {
+                jail.set_env(key, value);
+                let err = Settings::load(None, Overrides::default())
                     .unwrap_err()
                     .to_string();
                 assert!(err.contains(named), "{key}={value}: {err}");

@@ -35,10 +35,16 @@ pub enum StartupError {
     Auth(String),
     #[error("configuring sinks: {0}")]
     Sinks(#[from] cairn_delivery::config::ConfigError),
+    #[error("setting up TLS: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Settings(#[from] crate::settings::SettingsError),
 }
 
 pub struct Application {
     listener: TcpListener,
+    /// Serve HTTPS with this (`tls_cert_file`, `tls_key_file`).
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// Where the first-start admin key was written, if this start made one.
     admin_key_file: Option<PathBuf>,
     addr: SocketAddr,
@@ -52,6 +58,13 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         cairn_api::metrics::install();
+        settings.validate_edge()?;
+        let tls = match (&settings.tls_cert_file, &settings.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                Some(crate::tls::server_config(cert, key).map_err(StartupError::Tls)?)
+            }
+            _ => None,
+        };
         let opened = open_store(&settings).await?;
         let (store, where_) = (opened.store, opened.description);
         let auth = match start_auth(&settings, opened.access).await {
@@ -106,6 +119,7 @@ impl Application {
         };
         let idempotency = settings.idempotency_config();
         let rate_limit = settings.rate_limit_config();
+        let edge = settings.edge_config();
         let data_dir = std::fs::canonicalize(&settings.data_dir).unwrap_or(settings.data_dir);
         let mut state = AppState::new(
             store.clone(),
@@ -120,6 +134,7 @@ impl Application {
                 },
                 idempotency,
                 rate_limit,
+                edge,
             },
             auth,
         )
@@ -128,9 +143,11 @@ impl Application {
         if let Some(relay) = &relay {
             state = state.with_sinks(relay.status_handle(), relay.wake_handle());
         }
-        tracing::info!("listening on http://{addr} with {where_}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!("listening on {scheme}://{addr} with {where_}");
         Ok(Self {
             listener,
+            tls,
             admin_key_file,
             addr,
             store,
@@ -165,14 +182,28 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), std::io::Error> {
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "setting TCP_NODELAY");
+        let served = match self.tls {
+            Some(config) => match crate::tls::TlsListener::new(self.listener, config) {
+                // `tap_io` gives `ConnectInfo<SocketAddr>` for any listener
+                // whose address is one; TCP_NODELAY is set on accept.
+                Ok(listener) => {
+                    axum::serve(listener.tap_io(|_| {}), cairn_api::app(self.state))
+                        .with_graceful_shutdown(shutdown)
+                        .await
+                }
+                Err(e) => Err(e),
+            },
+            None => {
+                let listener = self.listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "setting TCP_NODELAY");
+                    }
+                });
+                axum::serve(listener, cairn_api::app(self.state))
+                    .with_graceful_shutdown(shutdown)
+                    .await
             }
-        });
-        let served = axum::serve(listener, cairn_api::app(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await;
+        };
         if let Some(relay) = self.relay {
             relay.stop().await;
         }

@@ -1,2 +1,10 @@
+pub mod compress;
+pub mod config;
+pub mod cors;
+pub mod etag;
+pub mod fault;
+pub mod headers;
 pub mod idempotency;
 pub mod ratelimit;
+pub mod shed;
+pub mod toggle;

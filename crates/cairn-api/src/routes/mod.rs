@@ -13,13 +13,15 @@ mod roles;
 mod users;
 
 use crate::error::ApiError;
-use crate::{AppState, metrics};
+use crate::{AppState, edge, metrics};
 use axum::Router;
 use axum::http::{Method, Uri};
 use axum::middleware;
 use axum::routing::{delete, get, post};
 
 pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    let edge_config = &config.edge;
     Router::new()
         .route(
             "/api/v1/receivers",
@@ -79,12 +81,16 @@ pub fn router(state: AppState) -> Router {
             metrics::wake_relay,
         ))
         .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::edge::idempotency::layer,
+            edge_config.etag,
+            edge::etag::conditional,
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::edge::ratelimit::by_principal,
+            edge::idempotency::layer,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            edge::ratelimit::by_principal,
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -92,7 +98,21 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::edge::ratelimit::by_address,
+            edge::ratelimit::by_address,
+        ))
+        .layer(edge::compress::layer(edge_config))
+        .layer(middleware::from_fn_with_state(
+            edge::fault::Faults::new(&edge_config.faults),
+            edge::fault::inject,
+        ))
+        .layer(middleware::from_fn_with_state(
+            edge::shed::Shed::new(edge_config),
+            edge::shed::limit,
+        ))
+        .layer(edge::cors::layer(edge_config))
+        .layer(middleware::from_fn_with_state(
+            edge::headers::Policy::new(edge_config),
+            edge::headers::apply,
         ))
         .layer(middleware::from_fn(metrics::track))
         .layer(middleware::from_fn(metrics::request_id))

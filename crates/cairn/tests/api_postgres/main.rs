@@ -22,6 +22,12 @@ mod batch;
 mod completion;
 #[path = "../api/delivery.rs"]
 mod delivery;
+#[path = "../api/edge_headers.rs"]
+mod edge_headers;
+#[path = "../api/edge_overload.rs"]
+mod edge_overload;
+#[path = "../api/edge_tls.rs"]
+mod edge_tls;
 #[path = "../api/errors.rs"]
 mod errors;
 #[path = "../api/events.rs"]

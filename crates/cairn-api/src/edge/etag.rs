@@ -1,0 +1,127 @@
+//! `ETag` and `If-None-Match` on `GET`/`HEAD /api/v1/...` (`docs/edge.md`
+//! "Conditional GET"). The validator is weak, `W/"<hash>"`, from SHA-256
+//! of the JSON body as the handler produced it (before compression, which
+//! sits outside this layer), so it is the same whatever encoding was
+//! negotiated. A matching `If-None-Match` (a list, or `*`; weak comparison,
+//! RFC 9110 section 13.1.2) turns a 200 into a 304 with the `ETag` and no
+//! body. Only 200 JSON responses get one; WebSocket upgrades never.
+
+use crate::error::ApiError;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+/// The middleware; `State(false)` only passes through.
+pub async fn conditional(State(enabled): State<bool>, mut req: Request, next: Next) -> Response {
+    let head = req.method() == Method::HEAD;
+    if !enabled
+        || !(head || req.method() == Method::GET)
+        || !req.uri().path().starts_with("/api/v1/")
+        || req.headers().contains_key(header::UPGRADE)
+    {
+        return next.run(req).await;
+    }
+    let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
+    // axum answers HEAD by running the GET handler and dropping the body
+    // at the innermost route: ask for GET so there is a body to hash; the
+    // outer route drops it again for HEAD.
+    if head {
+        *req.method_mut() = Method::GET;
+    }
+    let res = next.run(req).await;
+    if res.status() != StatusCode::OK
+        || res.headers().contains_key(header::ETAG)
+        || !is_json(res.headers())
+    {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::Internal(format!("reading a response body for its ETag: {e}"))
+                .into_response();
+        }
+    };
+    let digest = Sha256::digest(&bytes);
+    let tag = format!(
+        "W/\"{}\"",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
+    );
+    let Ok(value) = HeaderValue::from_str(&tag) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    if let Some(condition) = if_none_match
+        && matches(&condition, &tag)
+    {
+        let mut not_modified = StatusCode::NOT_MODIFIED.into_response();
+        let headers = not_modified.headers_mut();
+        headers.insert(header::ETAG, value);
+        for name in [
+            header::CACHE_CONTROL,
+            header::CONTENT_LOCATION,
+            header::DATE,
+            header::EXPIRES,
+            header::VARY,
+        ] {
+            if let Some(v) = parts.headers.get(&name) {
+                headers.insert(name, v.clone());
+            }
+        }
+        return not_modified;
+    }
+    parts.headers.insert(header::ETAG, value);
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let essence = v.split(';').next().unwrap_or("").trim();
+            essence.eq_ignore_ascii_case("application/json")
+        })
+}
+
+/// Does `If-None-Match` match `tag`? `*` matches any current
+/// representation; otherwise any listed entity-tag equal to `tag` once both
+/// drop their `W/` (weak comparison).
+fn matches(condition: &HeaderValue, tag: &str) -> bool {
+    let Ok(condition) = condition.to_str() else {
+        return false;
+    };
+    let opaque = |t: &str| -> String { t.trim().trim_start_matches("W/").to_owned() };
+    let ours = opaque(tag);
+    condition.split(',').any(|candidate| {
+        let candidate = candidate.trim();
+        candidate == "*" || opaque(candidate) == ours
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn if_none_match_uses_weak_comparison() {
+        let tag = "W/\"abc\"";
+        for yes in [
+            "W/\"abc\"",
+            "\"abc\"",
+            "*",
+            "\"x\", W/\"abc\"",
+            " \"y\" ,\"abc\" ",
+        ] {
+            assert!(matches(&HeaderValue::from_static(yes), tag), "{yes}");
+        }
+        for no in ["\"abd\"", "W/\"ab\"", "abc", "\"\"", ""] {
+            assert!(!matches(&HeaderValue::from_static(no), tag), "{no}");
+        }
+    }
+}
