@@ -4,13 +4,16 @@
 
 pub mod auth;
 pub mod counted;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod graphql;
 pub mod metrics;
 pub mod page;
+pub mod process_metrics;
 pub mod routes;
 pub mod service;
+pub mod traced;
 
 use axum::Router;
 use cairn_store::Store;
@@ -28,6 +31,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// GraphQL query limits.
     pub graphql: graphql::GraphqlConfig,
+    /// Request ids, trace context, metrics, log scrubbing (issue 6).
+    pub observability: edge::trace::ObservabilityConfig,
 }
 
 impl Default for ApiConfig {
@@ -36,6 +41,7 @@ impl Default for ApiConfig {
             production: false,
             max_body_bytes: 1024 * 1024,
             graphql: graphql::GraphqlConfig::default(),
+            observability: edge::trace::ObservabilityConfig::default(),
         }
     }
 }
@@ -65,6 +71,8 @@ impl AppState {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_micros()).unwrap_or(0))
             .unwrap_or(0);
+        metrics::set_receiver_types_max(config.observability.receiver_types_max);
+        edge::scrub::install(config.observability.scrub.clone());
         Self {
             store,
             config: Arc::new(config),

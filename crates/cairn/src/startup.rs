@@ -103,9 +103,17 @@ impl Application {
                 return Err(StartupError::Live(e.to_string()));
             }
         };
+        let observability = settings.observability_config();
         let data_dir = std::fs::canonicalize(&settings.data_dir).unwrap_or(settings.data_dir);
+        // Store calls as spans (issue 6), for the request path only: the
+        // relay's polls would otherwise be a trace each.
+        let api_store: Arc<dyn Store> = if settings.trace_spans {
+            Arc::new(cairn_api::traced::TracedStore::new(store.clone()))
+        } else {
+            store.clone()
+        };
         let mut state = AppState::new(
-            store.clone(),
+            api_store,
             ApiConfig {
                 production: settings.mode == crate::settings::Mode::Production,
                 max_body_bytes: settings.max_body_bytes,
@@ -115,6 +123,7 @@ impl Application {
                     max_list: settings.graphql_max_list,
                     max_query_bytes: settings.graphql_max_query_bytes,
                 },
+                observability,
             },
             auth,
         )

@@ -82,8 +82,11 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::auth::layer,
         ))
-        .layer(middleware::from_fn(metrics::track))
-        .layer(middleware::from_fn(metrics::request_id))
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::edge::trace::layer,
+        ))
         .with_state(state)
 }
 

@@ -1,0 +1,2 @@
+pub mod scrub;
+pub mod trace;
