@@ -127,24 +127,20 @@ pub fn incoming(headers: &HeaderMap) -> Option<TraceParent> {
     })
 }
 
-/// A fresh random id: ULIDs are 128 bits, 80 of them random.
-fn random_u128() -> u128 {
+/// A fresh random, non-zero 64-bit id: the low 64 bits of a ULID are
+/// random.
+fn random_u64() -> u64 {
     loop {
-        let v = ulid::Ulid::new().0;
+        let v = ulid::Ulid::new().0 as u64;
         if v != 0 {
             return v;
         }
     }
 }
 
-fn random_u64() -> u64 {
-    loop {
-        // The low 64 bits of a ULID are random.
-        let v = ulid::Ulid::new().0 as u64;
-        if v != 0 {
-            return v;
-        }
-    }
+/// A fresh random 128-bit trace id (W3C: all bits random).
+fn random_u128() -> u128 {
+    (u128::from(random_u64()) << 64) | u128::from(random_u64())
 }
 
 fn acceptable(id: &str) -> bool {
