@@ -299,3 +299,19 @@ pub async fn wake_relay(
     }
     res
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receiver_type_labels_are_bounded() {
+        let known = RECEIVER_TYPES.read().map(|k| k.len()).unwrap_or(0);
+        set_receiver_types_max(known + 2);
+        assert_eq!(receiver_type_label("bound-a"), "bound-a");
+        assert_eq!(receiver_type_label("bound-b"), "bound-b");
+        assert_eq!(receiver_type_label("bound-c"), "other");
+        assert_eq!(receiver_type_label("bound-a"), "bound-a", "a known type keeps its label");
+        assert_eq!(receiver_type_label(&"x".repeat(65)), "other");
+    }
+}

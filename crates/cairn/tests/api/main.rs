@@ -14,6 +14,7 @@ mod auth_tokens;
 mod batch;
 mod completion;
 mod delivery;
+mod deploy_files;
 mod errors;
 mod events;
 mod graphql;

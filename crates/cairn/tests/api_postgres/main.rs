@@ -22,6 +22,8 @@ mod batch;
 mod completion;
 #[path = "../api/delivery.rs"]
 mod delivery;
+#[path = "../api/deploy_files.rs"]
+mod deploy_files;
 #[path = "../api/errors.rs"]
 mod errors;
 #[path = "../api/events.rs"]
