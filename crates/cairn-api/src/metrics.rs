@@ -190,8 +190,7 @@ pub fn auth_failure(reason: &'static str) {
     metrics::counter!("cairn_auth_failures_total", "reason" => reason).increment(1);
 }
 
-static RECEIVER_TYPES_MAX: std::sync::atomic::AtomicUsize =
-    std::sync::atomic::AtomicUsize::new(50);
+static RECEIVER_TYPES_MAX: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(50);
 static RECEIVER_TYPES: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
 
 /// How many receiver types get their own label in this process (the
@@ -311,7 +310,11 @@ mod tests {
         assert_eq!(receiver_type_label("bound-a"), "bound-a");
         assert_eq!(receiver_type_label("bound-b"), "bound-b");
         assert_eq!(receiver_type_label("bound-c"), "other");
-        assert_eq!(receiver_type_label("bound-a"), "bound-a", "a known type keeps its label");
+        assert_eq!(
+            receiver_type_label("bound-a"),
+            "bound-a",
+            "a known type keeps its label"
+        );
         assert_eq!(receiver_type_label(&"x".repeat(65)), "other");
     }
 }

@@ -78,10 +78,7 @@ impl Store for TracedStore {
             .await
     }
     async fn event(&self, id: EventId) -> StoreResult<Option<Event>> {
-        self.inner
-            .event(id)
-            .instrument(self.span("event"))
-            .await
+        self.inner.event(id).instrument(self.span("event")).await
     }
     async fn list_events(&self, filter: EventFilter, page: PageRequest) -> StoreResult<Vec<Event>> {
         self.inner
@@ -96,10 +93,7 @@ impl Store for TracedStore {
             .await
     }
     async fn group(&self, id: GroupId) -> StoreResult<Option<Group>> {
-        self.inner
-            .group(id)
-            .instrument(self.span("group"))
-            .await
+        self.inner.group(id).instrument(self.span("group")).await
     }
     async fn list_groups(&self, filter: GroupFilter, page: PageRequest) -> StoreResult<Vec<Group>> {
         self.inner
@@ -218,10 +212,7 @@ impl Store for TracedStore {
             .await
     }
     async fn check(&self) -> StoreResult<()> {
-        self.inner
-            .check()
-            .instrument(self.span("check"))
-            .await
+        self.inner.check().instrument(self.span("check")).await
     }
     async fn close(&self) {
         self.inner.close().await

@@ -1,6 +1,5 @@
 //! The relay: one task per sink, delivering the outbox in order.
 
-use tracing::Instrument;
 use crate::breaker::{Breaker, BreakerState};
 use crate::config::{BreakerConfig, RetryConfig};
 use crate::{OutboxMessage, Sink, SinkError};
@@ -11,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 /// What readiness and metrics know about one sink.
 #[derive(Debug, Clone)]

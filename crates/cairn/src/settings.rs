@@ -492,7 +492,9 @@ impl Settings {
             }
             let parsed = url.parse::<axum::http::Uri>();
             let ok = url.starts_with("http://")
-                && parsed.as_ref().is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()));
+                && parsed
+                    .as_ref()
+                    .is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()));
             if !ok {
                 return bad(
                     "otlp_endpoint",
@@ -560,7 +562,11 @@ mod tests {
                 ("CAIRN_OTLP_QUEUE_SIZE", "0", "otlp_queue_size"),
                 ("CAIRN_OTLP_SERVICE_NAME", " ", "otlp_service_name"),
                 ("CAIRN_LOG_SCRUB_FIELDS", r#"["ok",""]"#, "log_scrub_fields"),
-                ("CAIRN_METRICS_RECEIVER_TYPES_MAX", "100000", "metrics_receiver_types_max"),
+                (
+                    "CAIRN_METRICS_RECEIVER_TYPES_MAX",
+                    "100000",
+                    "metrics_receiver_types_max",
+                ),
             ] {
                 jail.clear_env();
                 jail.set_env(key, value);

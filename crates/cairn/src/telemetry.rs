@@ -86,7 +86,9 @@ pub fn init(settings: &Settings) -> Telemetry {
         eprintln!("cairn: logging was already initialised: {e}");
     }
     match (&otel_error, &settings.otlp_endpoint) {
-        (Some(e), _) => tracing::error!(error = %e, "OTLP trace export is off: the exporter could not be built"),
+        (Some(e), _) => {
+            tracing::error!(error = %e, "OTLP trace export is off: the exporter could not be built")
+        }
         (None, Some(endpoint)) => tracing::info!(
             endpoint = %endpoint,
             protocol = ?settings.otlp_protocol,
@@ -185,6 +187,9 @@ impl<E: SpanExporter + 'static> SpanExporter for OnRuntime<E> {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
                 Some(p.saturating_sub(n))
             });
+        if let Err(e) = &result {
+            warn_export_failed(n, e);
+        }
         let outcome = if result.is_ok() { "exported" } else { "failed" };
         metrics::counter!("cairn_trace_spans_exported_total", "outcome" => outcome)
             .increment(n as u64);
@@ -200,6 +205,21 @@ impl<E: SpanExporter + 'static> SpanExporter for OnRuntime<E> {
             inner.set_resource(resource);
         }
     }
+}
+
+/// Say that exports fail, at most once a minute (each failure is counted
+/// in `cairn_trace_spans_exported_total{outcome="failed"}`).
+fn warn_export_failed(spans: usize, error: &OTelSdkError) {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let now = std::time::Instant::now();
+    let Ok(mut last) = LAST.lock() else {
+        return;
+    };
+    if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(60)) {
+        return;
+    }
+    *last = Some(now);
+    tracing::warn!(spans, error = %error, "exporting spans over OTLP failed; they are dropped");
 }
 
 /// The batch processor behind a bound of its own, so that spans dropped

@@ -139,7 +139,12 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn attr(span: &OtlpSpan, key: &str) -> Option<String> {
-    let v = span.attributes.iter().find(|a| a.key == key)?.value.as_ref()?;
+    let v = span
+        .attributes
+        .iter()
+        .find(|a| a.key == key)?
+        .value
+        .as_ref()?;
     match v.value.as_ref()? {
         AnyValue::StringValue(s) => Some(s.clone()),
         AnyValue::IntValue(i) => Some(i.to_string()),
@@ -207,7 +212,10 @@ fn check_trace(spans: &[(String, OtlpSpan)], response_traceparent: &str) {
     assert_eq!(http.kind, 2, "SPAN_KIND_SERVER");
     assert_eq!(attr(http, "http.route").as_deref(), Some("/api/v1/events"));
     assert_eq!(attr(http, "http.request.method").as_deref(), Some("POST"));
-    assert_eq!(attr(http, "http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(
+        attr(http, "http.response.status_code").as_deref(),
+        Some("200")
+    );
     assert!(attr(http, "request_id").is_some(), "request id attribute");
     assert_eq!(http.trace_state, "vendor=abc", "tracestate carried");
     assert_eq!(
@@ -219,12 +227,18 @@ fn check_trace(spans: &[(String, OtlpSpan)], response_traceparent: &str) {
         .iter()
         .find(|s| s.name == "store.create_events")
         .unwrap_or_else(|| panic!("no store span in the trace; spans in it: {names:?}"));
-    assert_eq!(store.parent_span_id, http.span_id, "store span under the HTTP span");
+    assert_eq!(
+        store.parent_span_id, http.span_id,
+        "store span under the HTTP span"
+    );
     let completion = in_trace
         .iter()
         .find(|s| s.name == "completion.evaluate")
         .unwrap_or_else(|| panic!("no completion span in the trace; spans in it: {names:?}"));
-    assert_eq!(completion.parent_span_id, store.span_id, "completion under the store call");
+    assert_eq!(
+        completion.parent_span_id, store.span_id,
+        "completion under the store call"
+    );
     assert_eq!(attr(completion, "completed").as_deref(), Some("true"));
 }
 
@@ -245,6 +259,7 @@ async fn spans_are_exported_over_otlp_http_in_the_callers_trace() {
             ("CAIRN_OTLP_ENDPOINT", endpoint.as_str()),
             ("CAIRN_OTLP_PROTOCOL", "http/protobuf"),
             ("CAIRN_OTLP_SERVICE_NAME", "cairn-http-test"),
+            ("CAIRN_SINKS", r#"[{name="mem",kind="memory"}]"#),
         ],
     );
     let res = traced_event(&server).await;
@@ -252,6 +267,25 @@ async fn spans_are_exported_over_otlp_http_in_the_callers_trace() {
     received.wait_for("completion.evaluate").await;
     let spans = received.wait_for("POST /api/v1/events").await;
     check_trace(&spans, &tp);
+    // Delivery: one trace per relay batch, the sink call inside it.
+    let spans = received.wait_for("outbox.deliver mem").await;
+    let batch = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.name == "outbox.deliver mem")
+        .unwrap();
+    assert!(
+        batch.parent_span_id.is_empty(),
+        "a batch starts its own trace"
+    );
+    assert_eq!(attr(batch, "sink").as_deref(), Some("mem"));
+    let spans = received.wait_for("sink.deliver").await;
+    assert!(
+        spans.iter().any(|(_, s)| s.name == "sink.deliver"
+            && s.trace_id == batch.trace_id
+            && s.parent_span_id == batch.span_id),
+        "the sink call inside its batch"
+    );
     assert_eq!(service_names(&spans), vec!["cairn-http-test".to_owned()]);
 }
 
@@ -297,17 +331,23 @@ async fn the_callers_sampling_decision_is_followed() {
         .unwrap();
     assert_eq!(res.status(), 200);
     let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
-    assert!(tp.starts_with(&format!("00-{unsampled}-")) && tp.ends_with("-00"), "{tp}");
-    let res = client.get(server.url("/api/v1/groups")).send().await.unwrap();
+    assert!(
+        tp.starts_with(&format!("00-{unsampled}-")) && tp.ends_with("-00"),
+        "{tp}"
+    );
+    let res = client
+        .get(server.url("/api/v1/groups"))
+        .send()
+        .await
+        .unwrap();
     let fresh = res.headers()["traceparent"].to_str().unwrap().to_owned();
     let spans = received.wait_for("GET /api/v1/groups").await;
     let fresh_trace = &fresh[3..35];
     assert_ne!(fresh_trace, unsampled);
     assert!(
-        spans
-            .iter()
-            .any(|(_, s)| s.name == "GET /api/v1/groups" && hex(&s.trace_id) == fresh_trace
-                && s.parent_span_id.is_empty()),
+        spans.iter().any(|(_, s)| s.name == "GET /api/v1/groups"
+            && hex(&s.trace_id) == fresh_trace
+            && s.parent_span_id.is_empty()),
         "a new root span for the request without traceparent"
     );
     assert!(
@@ -506,7 +546,9 @@ async fn secrets_are_scrubbed_from_the_logs() {
         let mine = of(id);
         assert!(!mine.is_empty(), "no log line of request {id}; log:\n{log}");
         for line in &mine {
-            let trace = request_span(line).unwrap()["trace_id"].as_str().unwrap_or("");
+            let trace = request_span(line).unwrap()["trace_id"]
+                .as_str()
+                .unwrap_or("");
             assert_eq!(trace.len(), 32, "trace id on {line}");
         }
     }

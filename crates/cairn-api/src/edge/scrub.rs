@@ -19,7 +19,15 @@ const SECRET_HEADERS: &[&str] = &[
 ];
 /// Header names containing one of these are replaced too.
 const SECRET_HEADER_PARTS: &[&str] = &[
-    "token", "secret", "password", "passwd", "api-key", "apikey", "auth", "cookie", "session",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "api-key",
+    "apikey",
+    "auth",
+    "cookie",
+    "session",
     "signature",
 ];
 

@@ -10,9 +10,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -61,7 +59,8 @@ pub struct TraceParent {
 }
 
 fn hex_lower(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Parse one `traceparent` value per W3C Trace Context level 1: version
@@ -263,8 +262,14 @@ fn start_trace(span: &tracing::Span, parent: Option<TraceParent>) -> TraceIds {
             sampled: parent.as_ref().is_none_or(|p| p.flags & 1 == 1),
         }
     };
-    span.record("trace_id", tracing::field::display(format_args!("{:032x}", ids.trace_id)));
-    span.record("span_id", tracing::field::display(format_args!("{:016x}", ids.span_id)));
+    span.record(
+        "trace_id",
+        tracing::field::display(format_args!("{:032x}", ids.trace_id)),
+    );
+    span.record(
+        "span_id",
+        tracing::field::display(format_args!("{:016x}", ids.span_id)),
+    );
     ids
 }
 

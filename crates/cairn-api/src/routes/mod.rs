@@ -82,7 +82,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::auth::layer,
         ))
-        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::edge::trace::layer,

@@ -13,7 +13,6 @@
 //! - a completion is inserted with `ON CONFLICT DO NOTHING` on its unique
 //!   (group, unit) key, and its message is written only when the row was.
 
-use tracing::Instrument;
 use super::rows::{self, Lock, db};
 use crate::clock::Clock;
 use crate::{ReceiverCache, StoreError, StoreResult};
@@ -29,6 +28,7 @@ use sqlx_core::row::Row;
 use sqlx_postgres::PgConnection;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use tracing::Instrument;
 use ulid::Ulid;
 
 /// What a write operation works with: its transaction's connection, the
@@ -371,7 +371,10 @@ pub async fn insert_events(
     let mut completions = 0u64;
     for (j, job) in jobs.iter().enumerate() {
         // Completion checks of this request join its trace.
-        let job_span = spans.get(j).map(|s| (*s).clone()).unwrap_or_else(tracing::Span::none);
+        let job_span = spans
+            .get(j)
+            .map(|s| (*s).clone())
+            .unwrap_or_else(tracing::Span::none);
         let mut job_ids = Vec::with_capacity(job.len());
         for checked in job.iter() {
             let (now, ulid) = ctx.next();

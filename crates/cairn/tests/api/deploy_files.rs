@@ -100,21 +100,29 @@ fn parse_rules(text: &str) -> Vec<(String, Vec<Rule>)> {
             }
             in_expr = false;
         }
-        let value = |key: &str| trimmed.strip_prefix(key).map(|v| v.trim().trim_matches('"'));
+        let value = |key: &str| {
+            trimmed
+                .strip_prefix(key)
+                .map(|v| v.trim().trim_matches('"'))
+        };
         match indent {
             0 => {
                 assert_eq!(trimmed, "groups:", "line {n}: the top level is `groups:`");
                 saw_groups = true;
             }
             2 => {
-                let name = value("- name:").unwrap_or_else(|| panic!("line {n}: `- name:` expected"));
+                let name =
+                    value("- name:").unwrap_or_else(|| panic!("line {n}: `- name:` expected"));
                 assert!(!name.is_empty(), "line {n}: empty group name");
                 groups.push((name.to_owned(), Vec::new()));
             }
             4 => assert_eq!(trimmed, "rules:", "line {n}: `rules:` expected"),
             6 => {
-                let alert = value("- alert:").unwrap_or_else(|| panic!("line {n}: `- alert:` expected"));
-                let group = groups.last_mut().unwrap_or_else(|| panic!("line {n}: rule outside a group"));
+                let alert =
+                    value("- alert:").unwrap_or_else(|| panic!("line {n}: `- alert:` expected"));
+                let group = groups
+                    .last_mut()
+                    .unwrap_or_else(|| panic!("line {n}: rule outside a group"));
                 group.1.push(Rule {
                     alert: alert.to_owned(),
                     ..Rule::default()
@@ -122,14 +130,21 @@ fn parse_rules(text: &str) -> Vec<(String, Vec<Rule>)> {
                 section = "";
             }
             8 => {
-                let rule = groups.last_mut().and_then(|g| g.1.last_mut()).unwrap_or_else(|| panic!("line {n}: key outside a rule"));
+                let rule = groups
+                    .last_mut()
+                    .and_then(|g| g.1.last_mut())
+                    .unwrap_or_else(|| panic!("line {n}: key outside a rule"));
                 if let Some(v) = value("expr:") {
                     assert_eq!(v, "|", "line {n}: expressions are block scalars");
                     in_expr = true;
                 } else if let Some(v) = value("for:") {
                     rule.for_ = v.to_owned();
                 } else if trimmed == "labels:" || trimmed == "annotations:" {
-                    section = if trimmed == "labels:" { "labels" } else { "annotations" };
+                    section = if trimmed == "labels:" {
+                        "labels"
+                    } else {
+                        "annotations"
+                    };
                 } else {
                     panic!("line {n}: unexpected rule key {trimmed:?}");
                 }
@@ -202,7 +217,10 @@ async fn busy_app() -> (TestApp, String) {
         if text.contains("cairn_outbox_lag_seconds{") && text.contains("cairn_sink_cursor{") {
             return (app, text);
         }
-        assert!(Instant::now() < deadline, "the relay never published:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "the relay never published:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -312,11 +330,17 @@ async fn issue_6_metric_families_have_bounded_labels() {
     // apps create receivers of many types: ours has its own label unless
     // the bound was reached first (the bound itself is unit-tested).
     assert!(
-        scrape.contains("cairn_events_ingested_total{receiver_type=\"deploy-test\",outcome=\"accepted\"}")
-            || scrape.contains("cairn_events_ingested_total{receiver_type=\"other\",outcome=\"accepted\"}"),
+        scrape.contains(
+            "cairn_events_ingested_total{receiver_type=\"deploy-test\",outcome=\"accepted\"}"
+        ) || scrape
+            .contains("cairn_events_ingested_total{receiver_type=\"other\",outcome=\"accepted\"}"),
         "{scrape}"
     );
-    let store = if crate::SUITE_STORE == "postgres" { "postgres" } else { "sqlite" };
+    let store = if crate::SUITE_STORE == "postgres" {
+        "postgres"
+    } else {
+        "sqlite"
+    };
     for line in [
         format!("cairn_db_pool_connections{{store=\"{store}\",state=\"idle\"}}"),
         format!("cairn_db_pool_connections{{store=\"{store}\",state=\"in_use\"}}"),
