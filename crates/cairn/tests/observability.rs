@@ -569,3 +569,42 @@ async fn secrets_are_scrubbed_from_the_logs() {
     assert!(payload.contains("marker-4471"), "{payload}");
     assert!(payload.contains("[redacted]"), "{payload}");
 }
+
+/// The same trace on the PostgreSQL store (its event writers run each
+/// request's completion checks inside that request's span); skipped,
+/// saying so, without `CAIRN_TEST_DATABASE_URL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_in_the_callers_trace_on_postgres() {
+    let Some(server_url) = std::env::var("CAIRN_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("skipping: CAIRN_TEST_DATABASE_URL is unset");
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!("cairn_obs_{}_{nanos}", std::process::id());
+    cairn_store::postgres::create_database(&server_url, &name)
+        .await
+        .unwrap();
+    let url = cairn_store::postgres::database_url(&server_url, &name).unwrap();
+    let (endpoint, received) = http_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(
+        dir.path(),
+        &["--database-url", &url],
+        &[("CAIRN_OTLP_ENDPOINT", endpoint.as_str())],
+    );
+    let res = traced_event(&server).await;
+    let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
+    received.wait_for("completion.evaluate").await;
+    let spans = received.wait_for("POST /api/v1/events").await;
+    server.kill();
+    if let Err(e) = cairn_store::postgres::drop_database(&server_url, &name).await {
+        eprintln!("could not drop test database {name}: {e}");
+    }
+    check_trace(&spans, &tp);
+}
