@@ -53,7 +53,7 @@ pub fn init(settings: &Settings) -> Telemetry {
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let fmt: Box<dyn Layer<Registry> + Send + Sync> = match settings.log_format() {
-        LogFormat::Text => fmt.with_filter(filter).boxed(),
+        LogFormat::Text => fmt.fmt_fields(TextFields).with_filter(filter).boxed(),
         LogFormat::Json => fmt.json().with_filter(filter).boxed(),
     };
     let (provider, otel_error) = match &settings.otlp_endpoint {
@@ -259,5 +259,62 @@ impl SpanProcessor for Bounded {
 
     fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
         self.inner.set_resource(resource);
+    }
+}
+
+/// Text-format fields as the default formatter writes them, without the
+/// `otel.*` fields (span naming for the exporter; the span's name and
+/// route are already on the line).
+struct TextFields;
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for TextFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = TextVisitor {
+            writer: &mut writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct TextVisitor<'a, 'w> {
+    writer: &'a mut tracing_subscriber::fmt::format::Writer<'w>,
+    first: bool,
+    result: std::fmt::Result,
+}
+
+impl tracing::field::Visit for TextVisitor<'_, '_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.write(field, format_args!("{value}"));
+        } else {
+            self.write(field, format_args!("{value:?}"));
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.write(field, format_args!("{value:?}"));
+    }
+}
+
+impl TextVisitor<'_, '_> {
+    fn write(&mut self, field: &tracing::field::Field, value: std::fmt::Arguments<'_>) {
+        let name = field.name();
+        if self.result.is_err() || name.starts_with("otel.") || name.starts_with("log.") {
+            return;
+        }
+        let sep = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = if name == "message" {
+            write!(self.writer, "{sep}{value}")
+        } else {
+            write!(self.writer, "{sep}{name}={value}")
+        };
     }
 }
