@@ -608,3 +608,65 @@ async fn spans_are_exported_in_the_callers_trace_on_postgres() {
     }
     check_trace(&spans, &tp);
 }
+
+/// A webhook delivery carries `traceparent` naming its `sink.deliver`
+/// span, so the receiver can join the delivery batch's trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_deliveries_carry_the_batch_trace() {
+    use axum::routing::post;
+    let (endpoint, received) = http_receiver().await;
+    let hooks: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let h = hooks.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |headers: axum::http::HeaderMap| {
+            let h = h.clone();
+            async move {
+                let tp = headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                h.lock().unwrap().push(tp);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let sinks =
+        format!(r#"[{{name="hook",kind="webhook",url="http://{hook_addr}/hook",secret="s3"}}]"#);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[],
+        &[
+            ("CAIRN_OTLP_ENDPOINT", endpoint.as_str()),
+            ("CAIRN_SINKS", sinks.as_str()),
+        ],
+    );
+    let (status, body) = post_json(
+        &server.client(),
+        &server.url("/api/v1/receivers"),
+        &json!({"name": "r", "type": "t", "version": "1", "description": "d", "schema": {}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let spans = received.wait_for("sink.deliver").await;
+    let delivered = hooks.lock().unwrap().clone();
+    assert!(!delivered.is_empty(), "no webhook call");
+    let tp = delivered[0]
+        .clone()
+        .expect("a traceparent on the webhook call");
+    assert_eq!(tp.len(), 55, "{tp}");
+    let (trace, parent) = (&tp[3..35], &tp[36..52]);
+    assert!(
+        spans.iter().any(|(_, s)| s.name == "sink.deliver"
+            && hex(&s.trace_id) == trace
+            && hex(&s.span_id) == parent),
+        "the webhook's traceparent names the sink.deliver span: {tp}"
+    );
+}
