@@ -10,8 +10,10 @@ pub mod extract;
 pub mod graphql;
 pub mod metrics;
 pub mod page;
+pub mod process_metrics;
 pub mod routes;
 pub mod service;
+pub mod traced;
 
 use axum::Router;
 use cairn_store::Store;
@@ -36,6 +38,8 @@ pub struct ApiConfig {
     /// Issue 6: the HTTP edge (security headers, CORS, overload, timeouts,
     /// compression, ETags, fault injection; docs/edge.md).
     pub edge: edge::config::EdgeConfig,
+    /// Request ids, trace context, metrics, log scrubbing (issue 6).
+    pub observability: edge::trace::ObservabilityConfig,
 }
 
 impl Default for ApiConfig {
@@ -47,6 +51,7 @@ impl Default for ApiConfig {
             idempotency: edge::idempotency::IdempotencyConfig::default(),
             rate_limit: edge::ratelimit::RateLimitConfig::default(),
             edge: edge::config::EdgeConfig::default(),
+            observability: edge::trace::ObservabilityConfig::default(),
         }
     }
 }
@@ -82,6 +87,8 @@ impl AppState {
             .map(|d| i64::try_from(d.as_micros()).unwrap_or(0))
             .unwrap_or(0);
         let rate_limit = Arc::new(edge::ratelimit::RateLimiter::new(config.rate_limit.clone()));
+        metrics::set_receiver_types_max(config.observability.receiver_types_max);
+        edge::scrub::install(config.observability.scrub.clone());
         Self {
             store,
             config: Arc::new(config),

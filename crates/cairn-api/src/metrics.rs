@@ -152,11 +152,133 @@ fn describe() {
         "cairn_rate_limit_evictions_total",
         "Times the in-memory rate limiter was full and dropped the keys closest to idle"
     );
+    describe_issue6();
+}
+
+/// Reasons `cairn_auth_failures_total` is counted under.
+pub const AUTH_FAILURE_REASONS: &[&str] = &[
+    "missing_credentials",
+    "malformed_header",
+    "invalid_credentials",
+    "forbidden",
+    "login_failed",
+];
+/// Outcomes of `cairn_events_ingested_total`.
+pub const INGEST_OUTCOMES: &[&str] = &["accepted", "invalid", "refused", "failed"];
+
+fn describe_issue6() {
+    metrics::describe_counter!(
+        "cairn_events_ingested_total",
+        "Events submitted, by receiver type (bounded: see docs/observability.md) and outcome"
+    );
+    metrics::describe_counter!(
+        "cairn_auth_failures_total",
+        "Requests refused by authentication or the access policy, and failed logins, by reason"
+    );
+    metrics::describe_gauge!(
+        "cairn_db_pool_connections",
+        "Store connections by state (idle, in_use), sampled at scrape"
+    );
+    metrics::describe_gauge!(
+        "cairn_db_pool_max_connections",
+        "Most connections the store's pool may open"
+    );
+    metrics::describe_gauge!(
+        "cairn_store_write_queue_depth",
+        "Write requests waiting for the store's writer(s), sampled at scrape"
+    );
+    metrics::describe_counter!(
+        "cairn_trace_spans_exported_total",
+        "Spans handed to the OTLP exporter, by outcome (exported, failed, dropped)"
+    );
+    crate::process_metrics::describe();
+    // Counters whose label sets are known up front exist from the start, at
+    // zero, so dashboards and alerts see them before the first event.
+    for reason in AUTH_FAILURE_REASONS {
+        metrics::counter!("cairn_auth_failures_total", "reason" => *reason).absolute(0);
+    }
+    for outcome in INGEST_OUTCOMES {
+        metrics::counter!("cairn_events_ingested_total", "receiver_type" => "other", "outcome" => *outcome)
+            .absolute(0);
+    }
+    for outcome in ["exported", "failed", "dropped"] {
+        metrics::counter!("cairn_trace_spans_exported_total", "outcome" => outcome).absolute(0);
+    }
+    for name in [
+        "cairn_events_created_total",
+        "cairn_completions_recorded_total",
+        "cairn_schema_compilations_total",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    metrics::counter!("cairn_validation_failures_total", "route" => "unmatched").absolute(0);
+}
+
+/// Count one refusal by authentication or the policy.
+pub fn auth_failure(reason: &'static str) {
+    metrics::counter!("cairn_auth_failures_total", "reason" => reason).increment(1);
+}
+
+static RECEIVER_TYPES_MAX: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(50);
+static RECEIVER_TYPES: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// How many receiver types get their own label in this process (the
+/// recorder is process-wide, so is the bound).
+pub fn set_receiver_types_max(max: usize) {
+    RECEIVER_TYPES_MAX.store(max, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The `receiver_type` label for a type: itself for the first
+/// `receiver_types_max` distinct types this process sees, `other` after
+/// that (and for a type longer than 64 bytes).
+pub fn receiver_type_label(type_: &str) -> String {
+    const OTHER: &str = "other";
+    if type_.len() > 64 {
+        return OTHER.to_owned();
+    }
+    let max = RECEIVER_TYPES_MAX.load(std::sync::atomic::Ordering::Relaxed);
+    let known = RECEIVER_TYPES
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if known.iter().any(|t| t == type_) {
+        return type_.to_owned();
+    }
+    let full = known.len() >= max;
+    drop(known);
+    if full {
+        return OTHER.to_owned();
+    }
+    let mut known = RECEIVER_TYPES
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if known.iter().any(|t| t == type_) {
+        return type_.to_owned();
+    }
+    if known.len() >= max {
+        return OTHER.to_owned();
+    }
+    known.push(type_.to_owned());
+    type_.to_owned()
+}
+
+/// Count `n` submitted events of a receiver type (`None`: no known
+/// receiver) with an outcome from [`INGEST_OUTCOMES`].
+pub fn events_ingested(receiver_type: Option<&str>, outcome: &'static str, n: u64) {
+    let label = receiver_type.map_or_else(|| "unknown".to_owned(), receiver_type_label);
+    metrics::counter!("cairn_events_ingested_total", "receiver_type" => label, "outcome" => outcome)
+        .increment(n);
 }
 
 /// Count and time every request by route template (never the raw path, so
 /// label cardinality stays bounded).
-pub async fn track(req: Request, next: Next) -> Response {
+pub async fn track(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !state.config.observability.metrics {
+        return next.run(req).await;
+    }
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -177,35 +299,10 @@ pub async fn track(req: Request, next: Next) -> Response {
 }
 
 /// The id of one request: the caller's `X-Request-Id` when it is sane,
-/// otherwise a fresh ULID. Echoed on the response and attached to every log
-/// line of the request through its span.
+/// otherwise a fresh ULID (`edge::trace::layer`). Echoed on the response
+/// and attached to every log line of the request through its span.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
-
-const REQUEST_ID: &str = "x-request-id";
-
-fn acceptable(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
-}
-
-pub async fn request_id(mut req: Request, next: Next) -> Response {
-    use tracing::Instrument;
-    let id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| acceptable(v))
-        .map(str::to_owned)
-        .unwrap_or_else(|| ulid::Ulid::new().to_string());
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let span =
-        tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
-    let mut res = next.run(req).instrument(span).await;
-    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
-        res.headers_mut().insert(REQUEST_ID, v);
-    }
-    res
-}
 
 /// After a successful write (any method but GET and HEAD answered 2xx),
 /// wake the outbox relay so it delivers without waiting for its next poll.
@@ -229,4 +326,24 @@ pub async fn wake_relay(
         }
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receiver_type_labels_are_bounded() {
+        let known = RECEIVER_TYPES.read().map(|k| k.len()).unwrap_or(0);
+        set_receiver_types_max(known + 2);
+        assert_eq!(receiver_type_label("bound-a"), "bound-a");
+        assert_eq!(receiver_type_label("bound-b"), "bound-b");
+        assert_eq!(receiver_type_label("bound-c"), "other");
+        assert_eq!(
+            receiver_type_label("bound-a"),
+            "bound-a",
+            "a known type keeps its label"
+        );
+        assert_eq!(receiver_type_label(&"x".repeat(65)), "other");
+    }
 }

@@ -54,9 +54,27 @@ pub async fn check_event(
         Some(id) => store.receiver(id).await?,
         None => None,
     };
-    let checked = CheckedEvent::parse(input, receiver)?;
+    let type_ = receiver.as_ref().map(|r| r.type_.as_str().to_owned());
+    // Kept only when it will be logged (scrubbed) on refusal.
+    let payload = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| input.payload.as_ref().map(|p| p.get().to_owned()))
+        .flatten();
+    let checked = match CheckedEvent::parse(input, receiver) {
+        Ok(c) => c,
+        Err(errors) => {
+            crate::metrics::events_ingested(type_.as_deref(), "invalid", 1);
+            if let Some(payload) = payload {
+                tracing::debug!(
+                    receiver_type = type_.as_deref().unwrap_or("unknown"),
+                    payload = %crate::edge::scrub::global().json_text(&payload),
+                    "event refused: invalid input"
+                );
+            }
+            return Err(errors.into());
+        }
+    };
     let receiver = checked.receiver();
-    caller
+    let allowed = caller
         .require(
             Permission::new(Resource::Events, Action::Create),
             Some(Target {
@@ -64,8 +82,33 @@ pub async fn check_event(
                 owner: receiver.owner.as_deref(),
             }),
         )
-        .await?;
+        .await;
+    if let Err(e) = allowed {
+        crate::metrics::events_ingested(type_.as_deref(), "refused", 1);
+        return Err(e);
+    }
     Ok(checked)
+}
+
+/// Store checked events, counting them by receiver type and outcome.
+pub async fn store_events(
+    store: &dyn Store,
+    events: Vec<CheckedEvent>,
+) -> Result<Vec<EventId>, ApiError> {
+    let mut types: Vec<(String, u64)> = Vec::new();
+    for e in &events {
+        let t = e.receiver().type_.as_str();
+        match types.iter_mut().find(|(k, _)| k == t) {
+            Some((_, n)) => *n += 1,
+            None => types.push((t.to_owned(), 1)),
+        }
+    }
+    let result = store.create_events(events).await;
+    let outcome = if result.is_ok() { "accepted" } else { "failed" };
+    for (t, n) in &types {
+        crate::metrics::events_ingested(Some(t), outcome, *n);
+    }
+    Ok(result?)
 }
 
 pub async fn create_event(
@@ -74,7 +117,7 @@ pub async fn create_event(
     input: EventInput,
 ) -> Result<EventId, ApiError> {
     let checked = check_event(store, caller, input).await?;
-    let ids = store.create_events(vec![checked]).await?;
+    let ids = store_events(store, vec![checked]).await?;
     ids.first()
         .copied()
         .ok_or_else(|| ApiError::Internal("the store returned no id for a created event".into()))

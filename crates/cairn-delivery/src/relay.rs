@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 /// What readiness and metrics know about one sink.
 #[derive(Debug, Clone)]
@@ -66,6 +67,13 @@ impl Relay {
             }
             metrics::gauge!("cairn_sink_breaker_state", "sink" => s.sink.name().to_owned())
                 .set(0.0);
+            // Counters exist from the start, at zero, for dashboards and alerts.
+            for outcome in ["delivered", "failed"] {
+                metrics::counter!("cairn_sink_deliveries_total", "sink" => s.sink.name().to_owned(), "outcome" => outcome)
+                    .increment(0);
+            }
+            metrics::counter!("cairn_dead_letters_total", "sink" => s.sink.name().to_owned())
+                .increment(0);
             let worker = Worker {
                 store: store.clone(),
                 breaker: Breaker::new(s.breaker.failures, Duration::from_millis(s.breaker.open_ms)),
@@ -231,13 +239,37 @@ impl Worker {
         if batch.is_empty() {
             return Ok(Step::Idle);
         }
-        let result = self.sink.deliver(&batch).await;
+        // One span per batch, the root of its own trace: delivery is
+        // asynchronous and a batch mixes many requests' messages.
+        let span = tracing::debug_span!(
+            "outbox.deliver",
+            otel.name = %format_args!("outbox.deliver {}", self.name()),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            sink = self.name(),
+            messages = batch.len(),
+            first_seq = batch.first().map_or(0, |m| m.seq),
+            last_seq = batch.last().map_or(0, |m| m.seq),
+            replay,
+            delivered = tracing::field::Empty,
+        );
+        let result = self
+            .sink
+            .deliver(&batch)
+            .instrument(tracing::debug_span!(parent: &span, "sink.deliver", sink = self.name()))
+            .await;
         let delivered = match &result {
             Ok(()) => batch.len(),
             Err(e) => e.delivered.min(batch.len()),
         };
+        span.record("delivered", delivered);
+        if result.is_err() {
+            span.record("otel.status_code", "error");
+        }
         if delivered > 0 {
-            self.acknowledge(&batch[..delivered], replay).await?;
+            self.acknowledge(&batch[..delivered], replay)
+                .instrument(span.clone())
+                .await?;
             metrics::counter!("cairn_sink_deliveries_total", "sink" => self.name().to_owned(), "outcome" => "delivered")
                 .increment(delivered as u64);
         }

@@ -94,13 +94,17 @@ impl WebhookSink {
             .unwrap_or(0)
             .to_string();
         let signature = signature(&self.secret, &timestamp, m.json.as_bytes());
-        let res = self
+        let mut req = self
             .client
             .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
             .header(TIMESTAMP_HEADER, &timestamp)
             .header(SIGNATURE_HEADER, signature)
-            .header(MESSAGE_ID_HEADER, m.id.to_string())
+            .header(MESSAGE_ID_HEADER, m.id.to_string());
+        if let Some(tp) = traceparent() {
+            req = req.header("traceparent", tp);
+        }
+        let res = req
             .body(m.json.clone())
             .send()
             .await
@@ -112,6 +116,25 @@ impl WebhookSink {
             Err(format!("POST {}: HTTP {status}", self.url))
         }
     }
+}
+
+/// The W3C `traceparent` of the current span (the relay's `sink.deliver`),
+/// when trace export is on: the receiver's spans then join the delivery
+/// batch's trace. `None` without an OpenTelemetry layer.
+fn traceparent() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
 }
 
 #[async_trait]

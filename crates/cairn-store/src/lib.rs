@@ -140,10 +140,27 @@ pub trait SinkLease: Send + Sync {
     async fn held(&mut self) -> bool;
 }
 
+/// How busy the store's connections and writer queue are, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Most connections the pool may hold.
+    pub max: usize,
+    /// Connections open and waiting for work.
+    pub idle: usize,
+    /// Connections (SQLite: read slots) in use now.
+    pub in_use: usize,
+    /// Write requests queued for the writer(s).
+    pub write_queue: usize,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Which implementation this is, for logs and health output.
     fn kind(&self) -> &'static str;
+    /// Connection pool use and writer queue depth: a cheap snapshot, no I/O.
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats::default()
+    }
 
     async fn create_receiver(&self, receiver: NewReceiver) -> StoreResult<Arc<Receiver>>;
     async fn receiver(&self, id: ReceiverId) -> StoreResult<Option<Arc<Receiver>>>;

@@ -206,7 +206,6 @@ fn dead_letters(action: DeadLetterAction) -> ExitCode {
 }
 
 fn serve(settings: Settings) -> ExitCode {
-    cairn::telemetry::init(&settings);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -217,7 +216,12 @@ fn serve(settings: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    // Inside the runtime: trace exports run on it.
+    let telemetry = {
+        let _entered = runtime.enter();
+        cairn::telemetry::init(&settings)
+    };
+    let code = runtime.block_on(async move {
         let shutdown = match shutdown_signal() {
             Ok(s) => s,
             Err(e) => {
@@ -240,7 +244,10 @@ fn serve(settings: Settings) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // The spans of the last requests (and of the shutdown) are exported.
+    runtime.block_on(telemetry.shutdown());
+    code
 }
 
 enum Op {

@@ -211,6 +211,47 @@ pub struct Settings {
     /// TOML array); docs/edge.md lists the keys.
     #[serde(default)]
     pub fault_injection: Vec<FaultRuleSetting>,
+    // Issue 6: observability (docs/observability.md)
+    /// Base URL of an OTLP collector (`CAIRN_OTLP_ENDPOINT`), e.g.
+    /// `http://127.0.0.1:4318` for http/protobuf (`/v1/traces` is
+    /// appended) or `http://127.0.0.1:4317` for gRPC. Unset: no export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// `http/protobuf` or `grpc` (`CAIRN_OTLP_PROTOCOL`).
+    pub otlp_protocol: OtlpProtocol,
+    /// `service.name` of the exported spans (`CAIRN_OTLP_SERVICE_NAME`).
+    pub otlp_service_name: String,
+    /// Share of new traces sampled, 0.0 to 1.0; a caller's sampling
+    /// decision (`traceparent` flags) is followed (`CAIRN_OTLP_SAMPLING_RATIO`).
+    pub otlp_sampling_ratio: f64,
+    /// Finished spans waiting for export; beyond it spans are dropped and
+    /// counted (`CAIRN_OTLP_QUEUE_SIZE`).
+    pub otlp_queue_size: usize,
+    /// Longest one export may take, in milliseconds (`CAIRN_OTLP_TIMEOUT_MS`).
+    pub otlp_timeout_ms: u64,
+    /// Read `traceparent`/`tracestate`, give every request a trace id
+    /// (logged) and answer with `traceparent` (`CAIRN_TRACE_CONTEXT`).
+    pub trace_context: bool,
+    /// Spans for store calls, completion checks and outbox delivery
+    /// (debug level; exported when OTLP is on) (`CAIRN_TRACE_SPANS`).
+    pub trace_spans: bool,
+    /// Request metrics and the gauges sampled at scrape (`CAIRN_METRICS`).
+    pub metrics: bool,
+    /// Receiver types with their own `receiver_type` label; the rest are
+    /// `other` (`CAIRN_METRICS_RECEIVER_TYPES_MAX`).
+    pub metrics_receiver_types_max: usize,
+    /// JSON keys (matched case-insensitively as substrings) whose values
+    /// are replaced by `[redacted]` in logged bodies (`CAIRN_LOG_SCRUB_FIELDS`).
+    pub log_scrub_fields: Vec<String>,
+}
+
+/// How spans are sent to the OTLP collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OtlpProtocol {
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "grpc")]
+    Grpc,
 }
 
 /// One budget: `rate` requests per `period_secs` (default 1), `burst` at once.
@@ -288,6 +329,21 @@ impl Default for Settings {
             etag: true,
             fault_injection_enabled: false,
             fault_injection: Vec::new(),
+            // Issue 6: observability
+            otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::HttpProtobuf,
+            otlp_service_name: "cairn".to_owned(),
+            otlp_sampling_ratio: 1.0,
+            otlp_queue_size: 2048,
+            otlp_timeout_ms: 10_000,
+            trace_context: true,
+            trace_spans: true,
+            metrics: true,
+            metrics_receiver_types_max: 50,
+            log_scrub_fields: cairn_api::edge::scrub::DEFAULT_FIELDS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
         }
     }
 }
@@ -363,6 +419,18 @@ const KEYS: &[&str] = &[
     "etag",
     "fault_injection_enabled",
     "fault_injection",
+    // Issue 6: observability
+    "otlp_endpoint",
+    "otlp_protocol",
+    "otlp_service_name",
+    "otlp_sampling_ratio",
+    "otlp_queue_size",
+    "otlp_timeout_ms",
+    "trace_context",
+    "trace_spans",
+    "metrics",
+    "metrics_receiver_types_max",
+    "log_scrub_fields",
 ];
 
 /// Values given on the command line; `None` leaves the lower layers alone.
@@ -606,6 +674,7 @@ impl Settings {
         self.validate_idempotency()?;
         self.validate_rate_limit()?;
         self.validate_edge()?;
+        self.validate_observability()?;
         Ok(())
     }
 
@@ -692,6 +761,60 @@ impl Settings {
 }
 
 impl Settings {
+    fn validate_observability(&self) -> Result<(), SettingsError> {
+        let bad = |key: &str, why: &str| Err(SettingsError::Invalid(format!("{key}: {why}")));
+        if let Some(url) = &self.otlp_endpoint {
+            if url.starts_with("https://") {
+                return bad(
+                    "otlp_endpoint",
+                    "https:// is not supported (this build has no TLS); use http://",
+                );
+            }
+            let parsed = url.parse::<axum::http::Uri>();
+            let ok = url.starts_with("http://")
+                && parsed
+                    .as_ref()
+                    .is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()));
+            if !ok {
+                return bad(
+                    "otlp_endpoint",
+                    "must be an http:// URL with a host, e.g. http://127.0.0.1:4318",
+                );
+            }
+        }
+        if self.otlp_service_name.trim().is_empty() {
+            return bad("otlp_service_name", "must not be empty");
+        }
+        if !(0.0..=1.0).contains(&self.otlp_sampling_ratio) {
+            return bad("otlp_sampling_ratio", "must be from 0.0 to 1.0");
+        }
+        if !(1..=1_000_000).contains(&self.otlp_queue_size) {
+            return bad("otlp_queue_size", "must be from 1 to 1000000");
+        }
+        if !(1..=600_000).contains(&self.otlp_timeout_ms) {
+            return bad("otlp_timeout_ms", "must be from 1 to 600000");
+        }
+        if self.metrics_receiver_types_max > 10_000 {
+            return bad("metrics_receiver_types_max", "must be at most 10000");
+        }
+        if self.log_scrub_fields.iter().any(|f| f.trim().is_empty()) {
+            return bad("log_scrub_fields", "must not contain empty names");
+        }
+        Ok(())
+    }
+
+    /// The observability settings of the API layer.
+    pub fn observability_config(&self) -> cairn_api::edge::trace::ObservabilityConfig {
+        cairn_api::edge::trace::ObservabilityConfig {
+            trace_context: self.trace_context,
+            metrics: self.metrics,
+            receiver_types_max: self.metrics_receiver_types_max,
+            scrub: std::sync::Arc::new(cairn_api::edge::scrub::Scrubber::new(
+                self.log_scrub_fields.iter().cloned(),
+            )),
+        }
+    }
+
     /// Issue 6: the HTTP edge settings. `Application::build` runs this too,
     /// for settings made in code rather than loaded.
     pub fn validate_edge(&self) -> Result<(), SettingsError> {
@@ -860,6 +983,43 @@ impl FaultRuleSetting {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[allow(clippy::result_large_err)]
+    #[test]
+    fn observability_settings_are_read_and_bad_values_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CAIRN_OTLP_ENDPOINT", "http://127.0.0.1:4317");
+            jail.set_env("CAIRN_OTLP_PROTOCOL", "grpc");
+            jail.set_env("CAIRN_OTLP_SAMPLING_RATIO", "0.25");
+            jail.set_env("CAIRN_LOG_SCRUB_FIELDS", r#"["ssn","pin"]"#);
+            jail.set_env("CAIRN_TRACE_SPANS", "false");
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(s.otlp_protocol, OtlpProtocol::Grpc);
+            assert_eq!(s.otlp_sampling_ratio, 0.25);
+            assert_eq!(s.log_scrub_fields, vec!["ssn".to_owned(), "pin".to_owned()]);
+            assert!(!s.trace_spans);
+            for (key, value, named) in [
+                ("CAIRN_OTLP_ENDPOINT", "ftp://x", "otlp_endpoint"),
+                ("CAIRN_OTLP_ENDPOINT", "https://x:4318", "otlp_endpoint"),
+                ("CAIRN_OTLP_PROTOCOL", "http/json", "otlp_protocol"),
+                ("CAIRN_OTLP_SAMPLING_RATIO", "1.5", "otlp_sampling_ratio"),
+                ("CAIRN_OTLP_QUEUE_SIZE", "0", "otlp_queue_size"),
+                ("CAIRN_OTLP_SERVICE_NAME", " ", "otlp_service_name"),
+                ("CAIRN_LOG_SCRUB_FIELDS", r#"["ok",""]"#, "log_scrub_fields"),
+                (
+                    "CAIRN_METRICS_RECEIVER_TYPES_MAX",
+                    "100000",
+                    "metrics_receiver_types_max",
+                ),
+            ] {
+                jail.clear_env();
+                jail.set_env(key, value);
+                let err = Settings::load(None, Overrides::default()).unwrap_err();
+                assert!(err.to_string().contains(named), "{key}={value}: {err}");
+            }
+            Ok(())
+        });
+    }
 
     #[allow(clippy::result_large_err)]
     #[test]

@@ -120,9 +120,17 @@ impl Application {
         let idempotency = settings.idempotency_config();
         let rate_limit = settings.rate_limit_config();
         let edge = settings.edge_config();
+        let observability = settings.observability_config();
         let data_dir = std::fs::canonicalize(&settings.data_dir).unwrap_or(settings.data_dir);
+        // Store calls as spans (issue 6), for the request path only: the
+        // relay's polls would otherwise be a trace each.
+        let api_store: Arc<dyn Store> = if settings.trace_spans {
+            Arc::new(cairn_api::traced::TracedStore::new(store.clone()))
+        } else {
+            store.clone()
+        };
         let mut state = AppState::new(
-            store.clone(),
+            api_store,
             ApiConfig {
                 production: settings.mode == crate::settings::Mode::Production,
                 max_body_bytes: settings.max_body_bytes,
@@ -135,6 +143,7 @@ impl Application {
                 idempotency,
                 rate_limit,
                 edge,
+                observability,
             },
             auth,
         )

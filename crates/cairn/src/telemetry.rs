@@ -1,26 +1,320 @@
-//! Logging set-up: text for people, JSON for machines; always to stderr.
+//! Logging and trace export set-up: text for people, JSON for machines,
+//! always to stderr; with `otlp_endpoint` set, spans are also exported
+//! over OTLP (http/protobuf or gRPC) in batches off the request path.
 
-use crate::settings::{LogFormat, Settings};
+use crate::settings::{LogFormat, OtlpProtocol, Settings};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, Span, SpanData,
+    SpanExporter, SpanProcessor,
+};
 use std::io::IsTerminal;
-use tracing_subscriber::EnvFilter;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+/// What must be flushed before the process exits.
+#[derive(Default)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Export the spans still queued (bounded by `otlp_timeout_ms`), then
+    /// stop the exporter. Never blocks the runtime's worker threads.
+    pub async fn shutdown(self) {
+        let Some(provider) = self.provider else {
+            return;
+        };
+        let done = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("cairn: flushing traces at shutdown: {e}"),
+            Err(e) => eprintln!("cairn: flushing traces at shutdown: {e}"),
+        }
+    }
+}
 
 /// Install the global subscriber. `RUST_LOG`, when set, overrides the
-/// configured level.
-pub fn init(settings: &Settings) {
+/// configured level. Must run inside the Tokio runtime when
+/// `otlp_endpoint` is set (exports run on it).
+pub fn init(settings: &Settings) -> Telemetry {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only for a terminal, and never when NO_COLOR is set.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    let result = match settings.log_format() {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let fmt: Box<dyn Layer<Registry> + Send + Sync> = match settings.log_format() {
+        LogFormat::Text => fmt.fmt_fields(TextFields).with_filter(filter).boxed(),
+        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
     };
+    let (provider, otel_error) = match &settings.otlp_endpoint {
+        Some(endpoint) => match provider(settings, endpoint) {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(e)),
+        },
+        None => (None, None),
+    };
+    let otel = provider.as_ref().map(|p| {
+        let spans = if settings.trace_spans {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        };
+        // Only Cairn's own spans: never the exporter's HTTP/gRPC client
+        // (that would trace the export itself), never log events.
+        let only_ours = tracing_subscriber::filter::filter_fn(move |meta| {
+            meta.is_span() && meta.target().starts_with("cairn") && *meta.level() <= spans
+        });
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("cairn"))
+            .with_filter(only_ours)
+    });
+    let result = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init();
     if let Err(e) = result {
         eprintln!("cairn: logging was already initialised: {e}");
+    }
+    match (&otel_error, &settings.otlp_endpoint) {
+        (Some(e), _) => {
+            tracing::error!(error = %e, "OTLP trace export is off: the exporter could not be built")
+        }
+        (None, Some(endpoint)) => tracing::info!(
+            endpoint = %endpoint,
+            protocol = ?settings.otlp_protocol,
+            ratio = settings.otlp_sampling_ratio,
+            "exporting traces over OTLP"
+        ),
+        (None, None) => {}
+    }
+    Telemetry { provider }
+}
+
+/// The tracer provider: parent-based ratio sampling, one bounded batch
+/// processor, the OTLP exporter run on the Tokio runtime.
+fn provider(settings: &Settings, endpoint: &str) -> Result<SdkTracerProvider, String> {
+    let timeout = Duration::from_millis(settings.otlp_timeout_ms);
+    let exporter = match settings.otlp_protocol {
+        OtlpProtocol::HttpProtobuf => {
+            let base = endpoint.trim_end_matches('/');
+            let url = if base.ends_with("/v1/traces") {
+                base.to_owned()
+            } else {
+                format!("{base}/v1/traces")
+            };
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_http_client(reqwest::Client::new())
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(url)
+                .with_timeout(timeout)
+                .build()
+        }
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.to_owned())
+            .with_timeout(timeout)
+            .build(),
+    }
+    .map_err(|e| e.to_string())?;
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|_| "no Tokio runtime to export on".to_owned())?;
+    let pending = Arc::new(AtomicUsize::new(0));
+    let exporter = OnRuntime {
+        inner: Arc::new(exporter),
+        handle,
+        pending: pending.clone(),
+    };
+    let max = settings.otlp_queue_size;
+    let batch = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(max)
+                .with_max_export_batch_size(512.min(max))
+                .with_scheduled_delay(Duration::from_millis(500))
+                .build(),
+        )
+        .build();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(settings.otlp_service_name.clone())
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(Bounded {
+            inner: batch,
+            pending,
+            max,
+        })
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            settings.otlp_sampling_ratio,
+        ))))
+        .with_resource(resource)
+        .build())
+}
+
+/// Runs each export on the Tokio runtime (the SDK's batch thread has no
+/// reactor for the HTTP and gRPC clients) and counts the outcome.
+#[derive(Debug)]
+struct OnRuntime<E> {
+    inner: Arc<E>,
+    handle: tokio::runtime::Handle,
+    pending: Arc<AtomicUsize>,
+}
+
+impl<E: SpanExporter + 'static> SpanExporter for OnRuntime<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len();
+        let inner = self.inner.clone();
+        let result = match self
+            .handle
+            .spawn(async move { inner.export(batch).await })
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => Err(OTelSdkError::InternalFailure(format!("export task: {e}"))),
+        };
+        let _ = self
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                Some(p.saturating_sub(n))
+            });
+        if let Err(e) = &result {
+            warn_export_failed(n, e);
+        }
+        let outcome = if result.is_ok() { "exported" } else { "failed" };
+        metrics::counter!("cairn_trace_spans_exported_total", "outcome" => outcome)
+            .increment(n as u64);
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.set_resource(resource);
+        }
+    }
+}
+
+/// Say that exports fail, at most once a minute (each failure is counted
+/// in `cairn_trace_spans_exported_total{outcome="failed"}`).
+fn warn_export_failed(spans: usize, error: &OTelSdkError) {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let now = std::time::Instant::now();
+    let Ok(mut last) = LAST.lock() else {
+        return;
+    };
+    if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(60)) {
+        return;
+    }
+    *last = Some(now);
+    tracing::warn!(spans, error = %error, "exporting spans over OTLP failed; they are dropped");
+}
+
+/// The batch processor behind a bound of its own, so that spans dropped
+/// for a full queue are counted (`cairn_trace_spans_exported_total{outcome="dropped"}`).
+#[derive(Debug)]
+struct Bounded {
+    inner: BatchSpanProcessor,
+    pending: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl SpanProcessor for Bounded {
+    fn on_start(&self, span: &mut Span, cx: &opentelemetry::Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        if self.pending.fetch_add(1, Ordering::Relaxed) >= self.max {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            metrics::counter!("cairn_trace_spans_exported_total", "outcome" => "dropped")
+                .increment(1);
+            return;
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// Text-format fields as the default formatter writes them, without the
+/// `otel.*` fields (span naming for the exporter; the span's name and
+/// route are already on the line).
+struct TextFields;
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for TextFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = TextVisitor {
+            writer: &mut writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct TextVisitor<'a, 'w> {
+    writer: &'a mut tracing_subscriber::fmt::format::Writer<'w>,
+    first: bool,
+    result: std::fmt::Result,
+}
+
+impl tracing::field::Visit for TextVisitor<'_, '_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.write(field, format_args!("{value}"));
+        } else {
+            self.write(field, format_args!("{value:?}"));
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.write(field, format_args!("{value:?}"));
+    }
+}
+
+impl TextVisitor<'_, '_> {
+    fn write(&mut self, field: &tracing::field::Field, value: std::fmt::Arguments<'_>) {
+        let name = field.name();
+        if self.result.is_err() || name.starts_with("otel.") || name.starts_with("log.") {
+            return;
+        }
+        let sep = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = if name == "message" {
+            write!(self.writer, "{sep}{value}")
+        } else {
+            write!(self.writer, "{sep}{name}={value}")
+        };
     }
 }

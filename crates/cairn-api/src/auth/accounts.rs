@@ -353,7 +353,7 @@ pub async fn login(auth: &Arc<Auth>, ctx: &Caller, body: Fields) -> Result<Token
         let p = password.clone();
         let _ = tokio::task::spawn_blocking(move || password::dummy_verify(&p)).await;
         audited("unknown or disabled user".into()).await;
-        metrics::counter!("cairn_auth_failures_total").increment(1);
+        crate::metrics::auth_failure("login_failed");
         return Err(invalid());
     };
     if let Some(until) = user.locked_until.filter(|t| *t > now) {
@@ -371,7 +371,7 @@ pub async fn login(auth: &Arc<Auth>, ctx: &Caller, body: Fields) -> Result<Token
         .await
         .map_err(|e| ApiError::Internal(format!("verifying a password: {e}")))?;
     if !ok {
-        metrics::counter!("cairn_auth_failures_total").increment(1);
+        crate::metrics::auth_failure("login_failed");
         let failure = auth
             .access
             .record_login_failure(
@@ -513,7 +513,7 @@ pub async fn refresh(auth: &Arc<Auth>, ctx: &Caller, body: Fields) -> Result<Tok
                 detail,
             })
             .await;
-            metrics::counter!("cairn_auth_failures_total").increment(1);
+            crate::metrics::auth_failure("invalid_credentials");
         }
     };
     match auth.access.rotate_refresh_token(&hash, next, now).await? {

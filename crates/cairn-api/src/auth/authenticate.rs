@@ -93,11 +93,13 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     let header = match header {
         None if public || is_subscription_upgrade(&req) => return next.run(req).await,
         None => {
+            crate::metrics::auth_failure("missing_credentials");
             return reject(ApiError::Unauthorized(
                 "authentication required: send Authorization: Bearer <token>".into(),
             ));
         }
         Some(Err(_)) => {
+            crate::metrics::auth_failure("malformed_header");
             return reject(ApiError::Unauthorized(
                 "the Authorization header is not valid text".into(),
             ));
@@ -139,6 +141,7 @@ pub async fn authenticate_header(
     let token = match header.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
         _ => {
+            crate::metrics::auth_failure("malformed_header");
             return Err(ApiError::Unauthorized(
                 "the Authorization header must be `Bearer <token>`".into(),
             ));
@@ -170,7 +173,7 @@ pub async fn authenticate_header(
                     detail: &reason,
                 })
                 .await;
-            metrics::counter!("cairn_auth_failures_total").increment(1);
+            crate::metrics::auth_failure("invalid_credentials");
             Err(ApiError::Unauthorized(format!(
                 "invalid credentials: {reason}"
             )))

@@ -362,6 +362,7 @@ impl Caller {
         } else {
             format!(" on {target_text}")
         };
+        crate::metrics::auth_failure("forbidden");
         Err(ApiError::Forbidden(format!(
             "forbidden: {} may not {permission}{on}",
             self.principal.id

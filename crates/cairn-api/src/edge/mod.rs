@@ -6,5 +6,7 @@ pub mod fault;
 pub mod headers;
 pub mod idempotency;
 pub mod ratelimit;
+pub mod scrub;
 pub mod shed;
 pub mod toggle;
+pub mod trace;

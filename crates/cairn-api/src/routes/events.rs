@@ -64,7 +64,7 @@ pub async fn batch(
     if !errors.is_empty() {
         return Err(ApiError::Invalid(errors));
     }
-    let ids = state.store.create_events(checked).await?;
+    let ids = service::store_events(state.store.as_ref(), checked).await?;
     Ok(ok(ids))
 }
 

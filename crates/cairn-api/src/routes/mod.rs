@@ -114,8 +114,14 @@ pub fn router(state: AppState) -> Router {
             edge::headers::Policy::new(edge_config),
             edge::headers::apply,
         ))
-        .layer(middleware::from_fn(metrics::track))
-        .layer(middleware::from_fn(metrics::request_id))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            edge::trace::layer,
+        ))
         .with_state(state)
 }
 

@@ -81,6 +81,18 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         Err(e) => tracing::warn!(error = %e, "reading the outbox head for /metrics"),
     }
     metrics::gauge!("cairn_uptime_seconds").set(state.started.elapsed().as_secs_f64());
+    if state.config.observability.metrics {
+        let kind = state.store.kind();
+        let pool = state.store.pool_stats();
+        metrics::gauge!("cairn_db_pool_max_connections", "store" => kind).set(pool.max as f64);
+        metrics::gauge!("cairn_db_pool_connections", "store" => kind, "state" => "idle")
+            .set(pool.idle as f64);
+        metrics::gauge!("cairn_db_pool_connections", "store" => kind, "state" => "in_use")
+            .set(pool.in_use as f64);
+        metrics::gauge!("cairn_store_write_queue_depth", "store" => kind)
+            .set(pool.write_queue as f64);
+        crate::process_metrics::sample();
+    }
     let mut res = handle.render().into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

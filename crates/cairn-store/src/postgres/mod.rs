@@ -362,6 +362,22 @@ macro_rules! write {
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn pool_stats(&self) -> crate::PoolStats {
+        let open = self.pool.size() as usize;
+        let idle = self.pool.num_idle();
+        let write_queue = self
+            .events
+            .lock()
+            .ok()
+            .and_then(|q| q.as_ref().map(|q| q.max_capacity() - q.capacity()))
+            .unwrap_or(0);
+        crate::PoolStats {
+            max: self.pool.options().get_max_connections() as usize,
+            idle,
+            in_use: open.saturating_sub(idle),
+            write_queue,
+        }
+    }
     fn kind(&self) -> &'static str {
         "postgres"
     }
@@ -418,7 +434,11 @@ impl Store for PostgresStore {
             .ok_or_else(|| StoreError::Unavailable("the store is shutting down".into()))?;
         let (reply, answer) = oneshot::channel();
         queue
-            .send(writer::Job { events, reply })
+            .send(writer::Job {
+                events,
+                reply,
+                span: tracing::Span::current(),
+            })
             .await
             .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
         let ids = answer

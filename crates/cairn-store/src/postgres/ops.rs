@@ -28,6 +28,7 @@ use sqlx_core::row::Row;
 use sqlx_postgres::PgConnection;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use tracing::Instrument;
 use ulid::Ulid;
 
 /// What a write operation works with: its transaction's connection, the
@@ -339,6 +340,7 @@ async fn flush(ctx: &mut WriteCtx<'_>, pending: &mut Pending<'_>) -> StoreResult
 pub async fn insert_events(
     ctx: &mut WriteCtx<'_>,
     jobs: &[&[CheckedEvent]],
+    spans: &[&tracing::Span],
 ) -> StoreResult<Vec<Vec<EventId>>> {
     let all = || jobs.iter().flat_map(|j| j.iter());
     let mut units: Vec<&Unit> = Vec::new();
@@ -367,7 +369,12 @@ pub async fn insert_events(
     let mut pending = Pending::default();
     let mut ids = Vec::with_capacity(jobs.len());
     let mut completions = 0u64;
-    for job in jobs {
+    for (j, job) in jobs.iter().enumerate() {
+        // Completion checks of this request join its trace.
+        let job_span = spans
+            .get(j)
+            .map(|s| (*s).clone())
+            .unwrap_or_else(tracing::Span::none);
         let mut job_ids = Vec::with_capacity(job.len());
         for checked in job.iter() {
             let (now, ulid) = ctx.next();
@@ -386,7 +393,10 @@ pub async fn insert_events(
                     pending.events.push((event.clone(), receiver, message_id));
                     flush(ctx, &mut pending).await?;
                     for group in of_receiver {
-                        if evaluate(ctx, group, &event.unit, Some((&event, receiver))).await? {
+                        if evaluate(ctx, group, &event.unit, Some((&event, receiver)))
+                            .instrument(job_span.clone())
+                            .await?
+                        {
                             completions += 1;
                         }
                     }
@@ -404,6 +414,26 @@ pub async fn insert_events(
 /// completion (and its message) when it newly holds. `trigger` is the event
 /// just written, if any, to avoid reading it back.
 async fn evaluate(
+    ctx: &mut WriteCtx<'_>,
+    group: &Group,
+    unit: &Unit,
+    trigger: Option<(&Event, &Arc<Receiver>)>,
+) -> StoreResult<bool> {
+    let span = tracing::debug_span!(
+        "completion.evaluate",
+        group_id = %group.id,
+        completed = tracing::field::Empty
+    );
+    let done = evaluate_in(ctx, group, unit, trigger)
+        .instrument(span.clone())
+        .await;
+    if let Ok(done) = &done {
+        span.record("completed", *done);
+    }
+    done
+}
+
+async fn evaluate_in(
     ctx: &mut WriteCtx<'_>,
     group: &Group,
     unit: &Unit,

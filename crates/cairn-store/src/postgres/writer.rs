@@ -33,6 +33,8 @@ use tokio::task::JoinHandle;
 pub struct Job {
     pub events: Vec<CheckedEvent>,
     pub reply: oneshot::Sender<StoreResult<Vec<EventId>>>,
+    /// The caller's span: its completion checks join the request's trace.
+    pub span: tracing::Span,
 }
 
 /// What the writer tasks share.
@@ -97,7 +99,8 @@ async fn run(shared: Shared, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>) {
 async fn write_batch(shared: &Shared, batch: Vec<Job>) {
     let started = Instant::now();
     let jobs: Vec<&[CheckedEvent]> = batch.iter().map(|j| j.events.as_slice()).collect();
-    let result = write(shared, &jobs).await;
+    let spans: Vec<&tracing::Span> = batch.iter().map(|j| &j.span).collect();
+    let result = write(shared, &jobs, &spans).await;
     metrics::histogram!("cairn_store_batch_jobs").record(batch.len() as f64);
     metrics::histogram!("cairn_store_commit_seconds").record(started.elapsed().as_secs_f64());
     match result {
@@ -114,7 +117,7 @@ async fn write_batch(shared: &Shared, batch: Vec<Job>) {
             );
             metrics::counter!("cairn_store_batch_retries_total").increment(1);
             for job in batch {
-                let result = match write(shared, &[job.events.as_slice()]).await {
+                let result = match write(shared, &[job.events.as_slice()], &[&job.span]).await {
                     Ok(mut ids) => Ok(ids.pop().unwrap_or_default()),
                     Err(Failure::Rolled(e) | Failure::Commit(e)) => Err(e),
                 };
@@ -130,7 +133,11 @@ async fn write_batch(shared: &Shared, batch: Vec<Job>) {
 }
 
 /// Write `jobs` in one transaction; each request's ids, in order.
-async fn write(shared: &Shared, jobs: &[&[CheckedEvent]]) -> Result<Vec<Vec<EventId>>, Failure> {
+async fn write(
+    shared: &Shared,
+    jobs: &[&[CheckedEvent]],
+    spans: &[&tracing::Span],
+) -> Result<Vec<Vec<EventId>>, Failure> {
     let mut tx = shared
         .pool
         .begin()
@@ -142,7 +149,7 @@ async fn write(shared: &Shared, jobs: &[&[CheckedEvent]]) -> Result<Vec<Vec<Even
             clock: &shared.clock,
             cache: &shared.cache,
         };
-        ops::insert_events(ctx, jobs).await
+        ops::insert_events(ctx, jobs, spans).await
     };
     match written {
         Ok(ids) => {

@@ -349,6 +349,15 @@ fn run_list<T>(
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn pool_stats(&self) -> crate::PoolStats {
+        let (max, idle, in_use) = self.readers.stats();
+        crate::PoolStats {
+            max,
+            idle,
+            in_use,
+            write_queue: self.jobs.max_capacity() - self.jobs.capacity(),
+        }
+    }
     fn kind(&self) -> &'static str {
         "sqlite"
     }
@@ -404,8 +413,11 @@ impl Store for SqliteStore {
 
     async fn create_events(&self, events: Vec<CheckedEvent>) -> StoreResult<Vec<EventId>> {
         let n = events.len() as u64;
+        // The writer thread works inside the caller's span, so the spans it
+        // makes (completion checks) join the request's trace.
+        let span = tracing::Span::current();
         let ids = self
-            .write(move |ctx| ops::insert_events(ctx, events))
+            .write(move |ctx| span.in_scope(|| ops::insert_events(ctx, events)))
             .await?;
         metrics::counter!("cairn_events_created_total").increment(n);
         Ok(ids)

@@ -162,6 +162,25 @@ fn evaluate(
     unit: &Unit,
     trigger: Option<(&Event, &Arc<Receiver>)>,
 ) -> StoreResult<bool> {
+    let span = tracing::debug_span!(
+        "completion.evaluate",
+        group_id = %group.id,
+        completed = tracing::field::Empty
+    );
+    let _entered = span.enter();
+    let done = evaluate_in(ctx, group, unit, trigger);
+    if let Ok(done) = &done {
+        span.record("completed", *done);
+    }
+    done
+}
+
+fn evaluate_in(
+    ctx: &mut WriteCtx<'_>,
+    group: &Group,
+    unit: &Unit,
+    trigger: Option<(&Event, &Arc<Receiver>)>,
+) -> StoreResult<bool> {
     if !group.enabled || rows::completion_exists(ctx.conn, group.id, unit)? {
         return Ok(false);
     }

@@ -11,6 +11,7 @@ pub struct ReaderPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     permits: Semaphore,
+    size: usize,
 }
 
 impl ReaderPool {
@@ -19,7 +20,15 @@ impl ReaderPool {
             path,
             idle: Mutex::new(Vec::with_capacity(size)),
             permits: Semaphore::new(size.max(1)),
+            size: size.max(1),
         }
+    }
+
+    /// (most readers, idle connections, reads running).
+    pub fn stats(&self) -> (usize, usize, usize) {
+        let idle = self.idle.lock().map(|v| v.len()).unwrap_or(0);
+        let running = self.size.saturating_sub(self.permits.available_permits());
+        (self.size, idle, running)
     }
 
     pub fn open(path: &PathBuf) -> rusqlite::Result<Connection> {

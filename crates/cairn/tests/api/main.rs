@@ -14,6 +14,7 @@ mod auth_tokens;
 mod batch;
 mod completion;
 mod delivery;
+mod deploy_files;
 mod edge_headers;
 mod edge_overload;
 mod edge_tls;

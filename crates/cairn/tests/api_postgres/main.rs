@@ -22,6 +22,8 @@ mod batch;
 mod completion;
 #[path = "../api/delivery.rs"]
 mod delivery;
+#[path = "../api/deploy_files.rs"]
+mod deploy_files;
 #[path = "../api/edge_headers.rs"]
 mod edge_headers;
 #[path = "../api/edge_overload.rs"]

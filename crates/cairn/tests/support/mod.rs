@@ -57,7 +57,7 @@ impl Server {
                         let _ = tx.send(addr);
                     }
                     let mut log = log.lock().unwrap();
-                    if log.len() < 500 {
+                    if log.len() < 5000 {
                         log.push(line);
                     }
                 }

@@ -1,0 +1,326 @@
+//! The outermost layer: a request id (`X-Request-Id`, accepted or made)
+//! and the W3C Trace Context (`traceparent`, `tracestate`) of every
+//! request, and the request's tracing span that carries both into every
+//! log line and, with an OTLP exporter installed, becomes the HTTP server
+//! span of the trace (docs/observability.md).
+
+use crate::AppState;
+use crate::metrics::RequestId;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use tracing::Instrument;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+const REQUEST_ID: &str = "x-request-id";
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+/// Longest `tracestate` carried (the W3C limit for what must be propagated).
+const MAX_TRACESTATE: usize = 512;
+
+/// The observability settings of the API layer (`ApiConfig::observability`).
+#[derive(Debug, Clone)]
+pub struct ObservabilityConfig {
+    /// Read `traceparent`/`tracestate`, give each request a trace id and
+    /// answer with the server span's `traceparent`. Off: request ids only.
+    pub trace_context: bool,
+    /// Count and time requests (`cairn_http_*`) and sample the gauges read
+    /// at scrape time. Off: `/metrics` still answers with what the rest of
+    /// the process records.
+    pub metrics: bool,
+    /// Receiver types that get their own `receiver_type` label; later
+    /// ones are counted as `other`.
+    pub receiver_types_max: usize,
+    /// What logged headers and bodies go through.
+    pub scrub: std::sync::Arc<super::scrub::Scrubber>,
+}
+
+impl Default for ObservabilityConfig {
+    fn default() -> Self {
+        Self {
+            trace_context: true,
+            metrics: true,
+            receiver_types_max: 50,
+            scrub: std::sync::Arc::new(super::scrub::Scrubber::default()),
+        }
+    }
+}
+
+/// An incoming `traceparent` (and the `tracestate` that came with it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: u128,
+    pub parent_id: u64,
+    pub flags: u8,
+    pub tracestate: Option<String>,
+}
+
+fn hex_lower(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Parse one `traceparent` value per W3C Trace Context level 1: version
+/// `00` is exactly `00-<32 hex>-<16 hex>-<2 hex>`; a higher version (not
+/// `ff`) may append `-...` after those fields, which is ignored. Hex must be
+/// lower case, and neither id may be all zeros. `None` for anything else.
+pub fn parse_traceparent(value: &str) -> Option<(u128, u64, u8)> {
+    let bytes = value.as_bytes();
+    if bytes.len() < 55 {
+        return None;
+    }
+    let version = value.get(0..2)?;
+    if !hex_lower(version) || version == "ff" {
+        return None;
+    }
+    if version == "00" && bytes.len() != 55 {
+        return None;
+    }
+    if bytes.len() > 55 && bytes[55] != b'-' {
+        return None;
+    }
+    if bytes[2] != b'-' || bytes[35] != b'-' || bytes[52] != b'-' {
+        return None;
+    }
+    let (trace, parent, flags) = (value.get(3..35)?, value.get(36..52)?, value.get(53..55)?);
+    if !(hex_lower(trace) && hex_lower(parent) && hex_lower(flags)) {
+        return None;
+    }
+    let trace_id = u128::from_str_radix(trace, 16).ok()?;
+    let parent_id = u64::from_str_radix(parent, 16).ok()?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    if trace_id == 0 || parent_id == 0 {
+        return None;
+    }
+    Some((trace_id, parent_id, flags))
+}
+
+/// The request's trace context: exactly one valid `traceparent` header
+/// (several make it invalid), with the `tracestate` headers joined by
+/// commas when not longer than 512 bytes. Anything malformed is ignored:
+/// the request starts a new trace, it is never refused.
+pub fn incoming(headers: &HeaderMap) -> Option<TraceParent> {
+    let mut values = headers.get_all(TRACEPARENT).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let (trace_id, parent_id, flags) = parse_traceparent(first.to_str().ok()?.trim())?;
+    let states: Vec<&str> = headers
+        .get_all(TRACESTATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let tracestate = Some(states.join(","))
+        .filter(|s| !s.is_empty() && s.len() <= MAX_TRACESTATE && s.is_ascii());
+    Some(TraceParent {
+        trace_id,
+        parent_id,
+        flags,
+        tracestate,
+    })
+}
+
+/// A fresh random, non-zero 64-bit id: the low 64 bits of a ULID are
+/// random.
+fn random_u64() -> u64 {
+    loop {
+        let v = ulid::Ulid::new().0 as u64;
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+/// A fresh random 128-bit trace id (W3C: all bits random).
+fn random_u128() -> u128 {
+    (u128::from(random_u64()) << 64) | u128::from(random_u64())
+}
+
+fn acceptable(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The ids that identify this request in its trace.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceIds {
+    pub trace_id: u128,
+    pub span_id: u64,
+    pub sampled: bool,
+}
+
+impl TraceIds {
+    /// The `traceparent` naming this server's span.
+    pub fn traceparent(&self) -> String {
+        format!(
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id,
+            self.span_id,
+            u8::from(self.sampled)
+        )
+    }
+}
+
+/// Request id, trace context and the request span (see module docs).
+pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| acceptable(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| ulid::Ulid::new().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let method = req.method().clone();
+    let name = format!("{method} {}", route.as_deref().unwrap_or("unmatched"));
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %name,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = %method,
+        http.route = route.as_deref().unwrap_or("unmatched"),
+        url.path = %req.uri().path(),
+        http.response.status_code = Empty,
+        request_id = %id,
+        trace_id = Empty,
+        span_id = Empty,
+    );
+    let trace = if state.config.observability.trace_context {
+        Some(start_trace(&span, incoming(req.headers())))
+    } else {
+        None
+    };
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let scrub = &state.config.observability.scrub;
+        span.in_scope(|| {
+            tracing::debug!(headers = %scrub.headers(req.headers()), "request headers");
+        });
+    }
+    if let Some(ids) = trace {
+        req.extensions_mut().insert(ids);
+    }
+    let mut res = next.run(req).instrument(span.clone()).await;
+    let status = res.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(REQUEST_ID, v);
+    }
+    if let Some(ids) = trace
+        && let Ok(v) = HeaderValue::from_str(&ids.traceparent())
+    {
+        res.headers_mut().insert(TRACEPARENT, v);
+    }
+    res
+}
+
+/// Join the caller's trace (or start one) and record the ids on the span,
+/// so that every log line inside it shows them. With an OpenTelemetry
+/// layer installed its span context is authoritative (it samples and
+/// exports); without one, the ids are made here.
+fn start_trace(span: &tracing::Span, parent: Option<TraceParent>) -> TraceIds {
+    if let Some(p) = &parent {
+        let state = p
+            .tracestate
+            .as_deref()
+            .and_then(|s| s.parse::<TraceState>().ok())
+            .unwrap_or_default();
+        let remote = SpanContext::new(
+            TraceId::from(p.trace_id),
+            SpanId::from(p.parent_id),
+            TraceFlags::new(p.flags),
+            true,
+            state,
+        );
+        // Fails (harmlessly) when no OpenTelemetry layer is installed.
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+    }
+    let otel = span.context();
+    let sc = otel.span().span_context().clone();
+    let ids = if sc.is_valid() {
+        TraceIds {
+            trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
+            span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
+            sampled: sc.is_sampled(),
+        }
+    } else {
+        TraceIds {
+            trace_id: parent.as_ref().map_or_else(random_u128, |p| p.trace_id),
+            span_id: random_u64(),
+            sampled: parent.as_ref().is_none_or(|p| p.flags & 1 == 1),
+        }
+    };
+    span.record(
+        "trace_id",
+        tracing::field::display(format_args!("{:032x}", ids.trace_id)),
+    );
+    span.record(
+        "span_id",
+        tracing::field::display(format_args!("{:016x}", ids.span_id)),
+    );
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_00_is_parsed() {
+        let v = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            parse_traceparent(v),
+            Some((0x4bf92f3577b34da6a3ce929d0e0e4736, 0x00f067aa0ba902b7, 1))
+        );
+    }
+
+    #[test]
+    fn malformed_values_are_refused() {
+        for v in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+        ] {
+            assert_eq!(parse_traceparent(v), None, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn a_later_version_may_append_fields() {
+        let v = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-extra";
+        assert!(parse_traceparent(v).is_some());
+    }
+
+    #[test]
+    fn two_traceparent_headers_are_ignored_and_tracestate_is_joined() {
+        let mut h = HeaderMap::new();
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        h.append(TRACEPARENT, HeaderValue::from_static(tp));
+        h.append(TRACESTATE, HeaderValue::from_static("a=1"));
+        h.append(TRACESTATE, HeaderValue::from_static("b=2"));
+        let got = incoming(&h).map(|p| p.tracestate);
+        assert_eq!(got, Some(Some("a=1,b=2".to_owned())));
+        h.append(TRACEPARENT, HeaderValue::from_static(tp));
+        assert_eq!(incoming(&h), None);
+    }
+}
