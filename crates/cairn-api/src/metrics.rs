@@ -212,6 +212,33 @@ fn describe_issue6() {
         metrics::counter!(name).absolute(0);
     }
     metrics::counter!("cairn_validation_failures_total", "route" => "unmatched").absolute(0);
+    // The edge's counters, by their fixed label values.
+    for class in ["auth", "write", "read", "graphql"] {
+        for scope in ["address", "principal"] {
+            metrics::counter!("cairn_rate_limit_rejections_total", "class" => class, "scope" => scope)
+                .absolute(0);
+        }
+    }
+    for mode in ["open", "closed"] {
+        metrics::counter!("cairn_rate_limit_backend_errors_total", "mode" => mode).absolute(0);
+    }
+    for reason in ["overload", "timeout"] {
+        metrics::counter!("cairn_http_shed_total", "reason" => reason).absolute(0);
+    }
+    metrics::gauge!("cairn_http_in_flight").set(0.0);
+    for kind in ["latency", "error", "drop"] {
+        metrics::counter!("cairn_fault_injections_total", "kind" => kind).absolute(0);
+    }
+    for outcome in [
+        "stored",
+        "replayed",
+        "conflict",
+        "in_progress",
+        "invalid",
+        "released",
+    ] {
+        metrics::counter!("cairn_idempotency_total", "outcome" => outcome).absolute(0);
+    }
 }
 
 /// Count one refusal by authentication or the policy.
