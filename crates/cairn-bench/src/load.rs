@@ -23,6 +23,9 @@ pub enum Work {
     Create {
         url: String,
         bodies: Arc<Vec<Bytes>>,
+        /// Send a fresh `Idempotency-Key` (this prefix, the worker, a
+        /// counter) with every create.
+        idempotency_prefix: Option<String>,
     },
     /// GET `{prefix}{id}` for random ids.
     Get {
@@ -155,16 +158,21 @@ async fn worker(shared: Arc<Shared>, index: u64) -> WorkerResult {
         let check = n.is_multiple_of(CHECK_EVERY);
         let mut pick = 0;
         let (request, what) = match &shared.work {
-            Work::Create { url, bodies } => {
+            Work::Create {
+                url,
+                bodies,
+                idempotency_prefix,
+            } => {
                 let body = bodies[rng.below(bodies.len())].clone();
-                (
-                    shared
-                        .client
-                        .post(url.as_str())
-                        .header(CONTENT_TYPE, json.clone())
-                        .body(body),
-                    Expect::CreatedId,
-                )
+                let mut req = shared
+                    .client
+                    .post(url.as_str())
+                    .header(CONTENT_TYPE, json.clone())
+                    .body(body);
+                if let Some(prefix) = idempotency_prefix {
+                    req = req.header("idempotency-key", format!("{prefix}-{index}-{n}"));
+                }
+                (req, Expect::CreatedId)
             }
             Work::Get { prefix, ids } => {
                 pick = rng.below(ids.len());

@@ -8,6 +8,7 @@
 mod delivery;
 mod load;
 mod server;
+mod stack;
 
 use bytes::Bytes;
 use clap::Parser;
@@ -94,6 +95,17 @@ struct Args {
     #[arg(long, default_value_t = 30)]
     request_timeout_secs: u64,
 
+    /// Which optional layers a spawned server runs: `as-is` (its
+    /// defaults and the environment), `bare` (every issue-6 layer off) or
+    /// `full` (all on, spans exported to an OTLP sink the bench runs).
+    #[arg(long, value_enum, default_value = "as-is", conflicts_with = "url")]
+    stack: stack::Stack,
+
+    /// Send a fresh Idempotency-Key with every create (the server stores
+    /// each response).
+    #[arg(long)]
+    idempotency_keys: bool,
+
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -142,6 +154,7 @@ fn run(args: Args) -> Result<(), BoxError> {
         machine.nproc
     );
 
+    let mut otlp_sink: Option<stack::OtlpSink> = None;
     // The guard inside `target` stops a spawned server on every return path.
     let mut target = match &args.url {
         Some(url) => Target {
@@ -158,11 +171,30 @@ fn run(args: Args) -> Result<(), BoxError> {
                 "server: starting {} serve --listen 127.0.0.1:0",
                 bin.display()
             );
+            let sink = match args.stack {
+                stack::Stack::Full => {
+                    let sink = stack::OtlpSink::start()
+                        .map_err(|e| format!("starting the OTLP sink: {e}"))?;
+                    println!(
+                        "stack: full, spans exported to the OTLP sink at {}",
+                        sink.url
+                    );
+                    Some(sink)
+                }
+                stack::Stack::Bare => {
+                    println!("stack: bare (every issue-6 layer switched off)");
+                    None
+                }
+                stack::Stack::AsIs => None,
+            };
+            let env = args.stack.env(sink.as_ref().map(|s| s.url.as_str()));
+            otlp_sink = sink;
             let server = SpawnedServer::start(
                 &bin,
                 args.data_parent.as_deref(),
                 args.server_log.as_deref(),
                 Duration::from_secs(60),
+                &env,
             )?;
             println!(
                 "server: pid {} listening on http://{} data dir {}",
@@ -219,6 +251,14 @@ fn run(args: Args) -> Result<(), BoxError> {
 
     print_table(&results.scenarios);
     println!();
+    if let Some(sink) = &otlp_sink {
+        use std::sync::atomic::Ordering;
+        println!(
+            "otlp sink: {} export requests, {:.1} MiB of spans received",
+            sink.counts.requests.load(Ordering::Relaxed),
+            sink.counts.bytes.load(Ordering::Relaxed) as f64 / 1024.0 / 1024.0
+        );
+    }
     match &memory {
         Some(Ok((m, note))) => {
             println!(
@@ -279,6 +319,8 @@ fn run(args: Args) -> Result<(), BoxError> {
             },
             "config": {
                 "server": if target.spawned.is_some() { "spawned" } else { "attached" },
+                "stack": format!("{:?}", args.stack).to_ascii_lowercase(),
+                "idempotency_keys": args.idempotency_keys,
                 "duration_secs": args.duration_secs,
                 "warmup_secs": args.warmup_secs,
                 "max_requests": args.max_requests,
@@ -482,6 +524,13 @@ async fn bench(args: &Args, target: &mut Target, machine: &Machine) -> Result<Re
         (None, None) => None,
     };
     let mut headers = reqwest::header::HeaderMap::new();
+    if args.stack == stack::Stack::Full {
+        // A browser-like caller: its origin is allowed, so CORS answers.
+        headers.insert(
+            reqwest::header::ORIGIN,
+            reqwest::header::HeaderValue::from_static(stack::ORIGIN),
+        );
+    }
     if let Some(token) = token {
         println!("auth: requests carry an API key (authentication on)");
         headers.insert(
@@ -553,6 +602,15 @@ async fn bench(args: &Args, target: &mut Target, machine: &Machine) -> Result<Re
             "create event" => Work::Create {
                 url: format!("{base}/api/v1/events"),
                 bodies: Arc::clone(&bodies),
+                idempotency_prefix: args.idempotency_keys.then(|| {
+                    format!(
+                        "bench-{}-{concurrency}",
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_nanos())
+                            .unwrap_or(0)
+                    )
+                }),
             },
             "get event by id" if ids.is_empty() => {
                 scenarios.push(skipped(&name, concurrency, "no event was created"));

@@ -36,6 +36,7 @@ impl SpawnedServer {
         data_parent: Option<&Path>,
         log_file: Option<&Path>,
         startup_timeout: Duration,
+        env: &[(String, String)],
     ) -> Result<Self, BoxError> {
         if !bin.is_file() {
             return Err(format!(
@@ -69,6 +70,7 @@ impl SpawnedServer {
             .env("CAIRN_LISTEN", listen)
             .env("CAIRN_DATA_DIR", &data_path)
             .env("NO_COLOR", "1")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             // Run inside the temp dir so no stray config file in the
             // caller's working directory is picked up.
             .current_dir(data_dir.path())
