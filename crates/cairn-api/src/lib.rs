@@ -56,9 +56,23 @@ impl Default for ApiConfig {
     }
 }
 
-/// What every handler can reach.
+/// What every handler can reach: one shared allocation, so handing it to
+/// a middleware or handler (axum clones it for each request and layer) is
+/// one reference-count increment, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+#[derive(Clone)]
+pub struct AppStateInner {
     pub store: Arc<dyn Store>,
     pub config: Arc<ApiConfig>,
     pub started: Instant,
@@ -89,7 +103,7 @@ impl AppState {
         let rate_limit = Arc::new(edge::ratelimit::RateLimiter::new(config.rate_limit.clone()));
         metrics::set_receiver_types_max(config.observability.receiver_types_max);
         edge::scrub::install(config.observability.scrub.clone());
-        Self {
+        Self(Arc::new(AppStateInner {
             store,
             config: Arc::new(config),
             started: Instant::now(),
@@ -100,7 +114,12 @@ impl AppState {
             auth,
             idempotency: None,
             rate_limit,
-        }
+        }))
+    }
+
+    /// The fields, to change while the application is being built.
+    fn parts(&mut self) -> &mut AppStateInner {
+        Arc::make_mut(&mut self.0)
     }
 
     /// Keep `Idempotency-Key` claims and responses in this store.
@@ -108,13 +127,13 @@ impl AppState {
         mut self,
         store: Arc<dyn cairn_store::idempotency::IdempotencyStore>,
     ) -> Self {
-        self.idempotency = Some(store);
+        self.parts().idempotency = Some(store);
         self
     }
 
     /// Serve subscriptions from this live feed.
     pub fn with_live(mut self, live: cairn_delivery::live::LiveHandle) -> Self {
-        self.live = Some(live);
+        self.parts().live = Some(live);
         self
     }
 
@@ -124,8 +143,9 @@ impl AppState {
         sinks: cairn_delivery::relay::StatusHandle,
         wake: Arc<tokio::sync::Notify>,
     ) -> Self {
-        self.sinks = sinks;
-        self.relay_wake = Some(wake);
+        let parts = self.parts();
+        parts.sinks = sinks;
+        parts.relay_wake = Some(wake);
         self
     }
 }

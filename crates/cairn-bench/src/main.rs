@@ -101,6 +101,11 @@ struct Args {
     #[arg(long, value_enum, default_value = "as-is", conflicts_with = "url")]
     stack: stack::Stack,
 
+    /// With `--stack full`: the share of new traces the server samples and
+    /// exports to the OTLP sink (its `otlp_sampling_ratio`).
+    #[arg(long, default_value_t = 1.0)]
+    otlp_sampling_ratio: f64,
+
     /// Send a fresh Idempotency-Key with every create (the server stores
     /// each response).
     #[arg(long)]
@@ -187,7 +192,10 @@ fn run(args: Args) -> Result<(), BoxError> {
                 }
                 stack::Stack::AsIs => None,
             };
-            let env = args.stack.env(sink.as_ref().map(|s| s.url.as_str()));
+            let env = args.stack.env(
+                sink.as_ref().map(|s| s.url.as_str()),
+                args.otlp_sampling_ratio,
+            );
             otlp_sink = sink;
             let server = SpawnedServer::start(
                 &bin,
@@ -321,6 +329,7 @@ fn run(args: Args) -> Result<(), BoxError> {
                 "server": if target.spawned.is_some() { "spawned" } else { "attached" },
                 "stack": format!("{:?}", args.stack).to_ascii_lowercase(),
                 "idempotency_keys": args.idempotency_keys,
+                "otlp_sampling_ratio": args.otlp_sampling_ratio,
                 "duration_secs": args.duration_secs,
                 "warmup_secs": args.warmup_secs,
                 "max_requests": args.max_requests,
@@ -357,6 +366,9 @@ fn run(args: Args) -> Result<(), BoxError> {
 fn validate(args: &Args) -> Result<(), BoxError> {
     if args.duration_secs == 0 {
         return Err("--duration-secs must be at least 1".into());
+    }
+    if !(0.0..=1.0).contains(&args.otlp_sampling_ratio) {
+        return Err("--otlp-sampling-ratio must be from 0 to 1".into());
     }
     if !(args.warmup_secs.is_finite() && args.warmup_secs >= 0.0) {
         return Err("--warmup-secs must be a non-negative number".into());

@@ -27,8 +27,9 @@ pub enum Stack {
 pub const ORIGIN: &str = "http://bench.invalid";
 
 impl Stack {
-    /// Environment for the spawned server (`otlp`: the sink's base URL).
-    pub fn env(self, otlp: Option<&str>) -> Vec<(String, String)> {
+    /// Environment for the spawned server (`otlp`: the sink's base URL;
+    /// `ratio`: the share of traces the full stack samples and exports).
+    pub fn env(self, otlp: Option<&str>, ratio: f64) -> Vec<(String, String)> {
         let pairs: Vec<(&str, String)> = match self {
             Stack::AsIs => Vec::new(),
             Stack::Bare => [
@@ -56,7 +57,6 @@ impl Stack {
                     ("CAIRN_TRACE_CONTEXT", "true"),
                     ("CAIRN_TRACE_SPANS", "true"),
                     ("CAIRN_METRICS", "true"),
-                    ("CAIRN_OTLP_SAMPLING_RATIO", "1.0"),
                 ]
                 .into_iter()
                 .map(|(k, v)| (k, v.to_owned()))
@@ -65,6 +65,7 @@ impl Stack {
                 if let Some(url) = otlp {
                     v.push(("CAIRN_OTLP_ENDPOINT", url.to_owned()));
                     v.push(("CAIRN_OTLP_PROTOCOL", "http/protobuf".to_owned()));
+                    v.push(("CAIRN_OTLP_SAMPLING_RATIO", ratio.to_string()));
                 }
                 v
             }
@@ -178,10 +179,14 @@ mod tests {
 
     #[test]
     fn bare_switches_every_layer_off_and_full_exports() {
-        let bare = Stack::Bare.env(None);
+        let bare = Stack::Bare.env(None, 1.0);
         assert!(bare.iter().all(|(_, v)| v == "false" || v == "0"));
-        let full = Stack::Full.env(Some("http://127.0.0.1:9"));
+        let full = Stack::Full.env(Some("http://127.0.0.1:9"), 0.25);
         assert!(full.iter().any(|(k, _)| k == "CAIRN_OTLP_ENDPOINT"));
-        assert!(Stack::AsIs.env(None).is_empty());
+        assert!(
+            full.iter()
+                .any(|(k, v)| k == "CAIRN_OTLP_SAMPLING_RATIO" && v == "0.25")
+        );
+        assert!(Stack::AsIs.env(None, 1.0).is_empty());
     }
 }

@@ -1,5 +1,11 @@
 mod identity;
 
+/// mimalloc instead of the system allocator: the request path allocates
+/// per layer and per request, and glibc's malloc under contention cost
+/// far more CPU than the work itself (docs/PERFORMANCE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use cairn::settings::{Overrides, Settings};
 use cairn::startup::Application;
 use clap::{Parser, Subcommand};

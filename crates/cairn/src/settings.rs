@@ -812,6 +812,10 @@ impl Settings {
             scrub: std::sync::Arc::new(cairn_api::edge::scrub::Scrubber::new(
                 self.log_scrub_fields.iter().cloned(),
             )),
+            export_ratio: self
+                .otlp_endpoint
+                .as_ref()
+                .map(|_| self.otlp_sampling_ratio),
         }
     }
 

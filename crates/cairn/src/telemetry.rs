@@ -70,9 +70,20 @@ pub fn init(settings: &Settings) -> Telemetry {
             tracing::Level::INFO
         };
         // Only Cairn's own spans: never the exporter's HTTP/gRPC client
-        // (that would trace the export itself), never log events.
-        let only_ours = tracing_subscriber::filter::filter_fn(move |meta| {
-            meta.is_span() && meta.target().starts_with("cairn") && *meta.level() <= spans
+        // (that would trace the export itself), never log events; and
+        // nothing of a request the edge did not sample (its span's target
+        // is `QUIET_TARGET`): those never reach the exporter's machinery.
+        let only_ours = tracing_subscriber::filter::dynamic_filter_fn(move |meta, cx| {
+            if !(meta.is_span() && meta.target().starts_with("cairn") && *meta.level() <= spans)
+                || meta.target() == cairn_api::edge::trace::QUIET_TARGET
+            {
+                return false;
+            }
+            cx.lookup_current().is_none_or(|current| {
+                current
+                    .scope()
+                    .all(|s| s.metadata().target() != cairn_api::edge::trace::QUIET_TARGET)
+            })
         });
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("cairn"))
@@ -154,11 +165,43 @@ fn provider(settings: &Settings, endpoint: &str) -> Result<SdkTracerProvider, St
             pending,
             max,
         })
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            settings.otlp_sampling_ratio,
-        ))))
+        .with_sampler(EdgeSampled {
+            inner: Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                settings.otlp_sampling_ratio,
+            ))),
+        })
         .with_resource(resource)
         .build())
+}
+
+/// Requests are sampled by the edge (`edge::trace`) before any span is
+/// made, so a request's root (server) span that reaches the SDK is always
+/// recorded; spans under a parent follow it, and traces that start off the
+/// request path (outbox deliveries) draw at the configured ratio.
+#[derive(Debug, Clone)]
+struct EdgeSampled {
+    inner: Sampler,
+}
+
+impl opentelemetry_sdk::trace::ShouldSample for EdgeSampled {
+    fn should_sample(
+        &self,
+        parent_context: Option<&opentelemetry::Context>,
+        trace_id: opentelemetry::trace::TraceId,
+        name: &str,
+        span_kind: &opentelemetry::trace::SpanKind,
+        attributes: &[opentelemetry::KeyValue],
+        links: &[opentelemetry::trace::Link],
+    ) -> opentelemetry_sdk::trace::SamplingResult {
+        use opentelemetry::trace::TraceContextExt;
+        let root = parent_context.is_none_or(|c| !c.span().span_context().is_valid());
+        let sampler = if root && *span_kind == opentelemetry::trace::SpanKind::Server {
+            &Sampler::AlwaysOn
+        } else {
+            &self.inner
+        };
+        sampler.should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+    }
 }
 
 /// Runs each export on the Tokio runtime (the SDK's batch thread has no

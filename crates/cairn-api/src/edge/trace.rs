@@ -36,6 +36,25 @@ pub struct ObservabilityConfig {
     pub receiver_types_max: usize,
     /// What logged headers and bodies go through.
     pub scrub: std::sync::Arc<super::scrub::Scrubber>,
+    /// With spans exported over OTLP: the share of new traces sampled
+    /// (a caller's `traceparent` decides for its own). `None`: no export.
+    pub export_ratio: Option<f64>,
+}
+
+/// The target of a request span whose trace is not exported. The
+/// OpenTelemetry layer skips such spans and everything under them, so an
+/// unsampled request costs it nothing (sampling in the SDK alone would
+/// still build every span's data).
+pub const QUIET_TARGET: &str = "cairn::quiet";
+
+/// Whether this request's spans are exported: the caller's sampled flag
+/// when it sent one, else a draw at `ratio`.
+fn exported(ratio: Option<f64>, parent: Option<&TraceParent>) -> bool {
+    match (ratio, parent) {
+        (None, _) => false,
+        (Some(_), Some(p)) => p.flags & 1 == 1,
+        (Some(r), None) => ((random_u64() >> 11) as f64 / (1u64 << 53) as f64) < r,
+    }
 }
 
 impl Default for ObservabilityConfig {
@@ -45,6 +64,7 @@ impl Default for ObservabilityConfig {
             metrics: true,
             receiver_types_max: 50,
             scrub: std::sync::Arc::new(super::scrub::Scrubber::default()),
+            export_ratio: None,
         }
     }
 }
@@ -182,21 +202,37 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
         .map(|p| p.as_str().to_owned());
     let method = req.method().clone();
     let name = format!("{method} {}", route.as_deref().unwrap_or("unmatched"));
-    let span = tracing::info_span!(
-        "request",
-        otel.name = %name,
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = %method,
-        http.route = route.as_deref().unwrap_or("unmatched"),
-        url.path = %req.uri().path(),
-        http.response.status_code = Empty,
-        request_id = %id,
-        trace_id = Empty,
-        span_id = Empty,
-    );
-    let trace = if state.config.observability.trace_context {
-        Some(start_trace(&span, incoming(req.headers())))
+    let observability = &state.config.observability;
+    let parent = if observability.trace_context {
+        incoming(req.headers())
+    } else {
+        None
+    };
+    macro_rules! request_span {
+        ($target:expr) => {
+            tracing::info_span!(
+                target: $target,
+                "request",
+                otel.name = %name,
+                otel.kind = "server",
+                otel.status_code = Empty,
+                http.request.method = %method,
+                http.route = route.as_deref().unwrap_or("unmatched"),
+                url.path = %req.uri().path(),
+                http.response.status_code = Empty,
+                request_id = %id,
+                trace_id = Empty,
+                span_id = Empty,
+            )
+        };
+    }
+    let span = if exported(observability.export_ratio, parent.as_ref()) {
+        request_span!("cairn::request")
+    } else {
+        request_span!(QUIET_TARGET)
+    };
+    let trace = if observability.trace_context {
+        Some(start_trace(&span, parent))
     } else {
         None
     };
