@@ -18,6 +18,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
+/// Span names that may be exported with no span current.
+const TRACE_ROOTS: &[&str] = &["request", "outbox.deliver", "sink.deliver"];
+
 /// What must be flushed before the process exits.
 #[derive(Default)]
 pub struct Telemetry {
@@ -79,11 +82,18 @@ pub fn init(settings: &Settings) -> Telemetry {
             {
                 return false;
             }
-            cx.lookup_current().is_none_or(|current| {
-                current
+            match cx.lookup_current() {
+                Some(current) => current
                     .scope()
-                    .all(|s| s.metadata().target() != cairn_api::edge::trace::QUIET_TARGET)
-            })
+                    .all(|s| s.metadata().target() != cairn_api::edge::trace::QUIET_TARGET),
+                // With no span current, only the spans that start a trace
+                // (a request, an outbox batch) or name their parent
+                // explicitly (a batch's delivery). Anything else here is
+                // work of a request whose own span was not made (e.g. a
+                // completion check on the writer thread of a quiet
+                // request): exporting it would make an orphan trace.
+                None => TRACE_ROOTS.contains(&meta.name()),
+            }
         });
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("cairn"))
