@@ -752,6 +752,35 @@ impl<T: Clone> CacheMap<T> {
 }
 
 impl SqliteStore {
+    /// A key's or session's credential from `cache` while no identity write
+    /// happened since it was read, else from the store (`load` the record,
+    /// then the user and grants of its `principal`), remembered.
+    async fn cached_credential<T: Clone + Send + 'static>(
+        &self,
+        cache: &CacheMap<T>,
+        id: &str,
+        load: fn(&Connection, &str) -> StoreResult<Option<T>>,
+        principal: fn(&T) -> String,
+    ) -> StoreResult<Option<Credential<T>>> {
+        let generation = self.credentials.generation();
+        if let Some(hit) = cache.get(id, generation) {
+            return Ok(Some(hit));
+        }
+        let key = id.to_owned();
+        let found = self
+            .read(move |conn, _| {
+                let Some(record) = load(conn, &key)? else {
+                    return Ok(None);
+                };
+                credential(conn, principal(&record), record).map(Some)
+            })
+            .await?;
+        if let Some(c) = &found {
+            cache.put(id, generation, c);
+        }
+        Ok(found)
+    }
+
     /// A write that may change what authenticating a request reads: once
     /// it has committed (or failed), cached credentials are dropped.
     async fn access_write<T, F>(&self, op: F) -> StoreResult<T>
@@ -868,24 +897,10 @@ impl AccessStore for SqliteStore {
     }
 
     async fn api_key_credential(&self, id: &str) -> StoreResult<Option<Credential<ApiKeyRecord>>> {
-        let cache = &self.credentials.keys;
-        let generation = self.credentials.generation();
-        if let Some(hit) = cache.get(id, generation) {
-            return Ok(Some(hit));
-        }
-        let key = id.to_owned();
-        let found = self
-            .read(move |conn, _| {
-                let Some(record) = load_key(conn, &key)? else {
-                    return Ok(None);
-                };
-                credential(conn, record.principal.clone(), record).map(Some)
-            })
-            .await?;
-        if let Some(c) = &found {
-            cache.put(id, generation, c);
-        }
-        Ok(found)
+        self.cached_credential(&self.credentials.keys, id, load_key, |k| {
+            k.principal.clone()
+        })
+        .await
     }
 
     async fn list_api_keys(
@@ -1131,24 +1146,10 @@ impl AccessStore for SqliteStore {
     }
 
     async fn session_credential(&self, id: &str) -> StoreResult<Option<Credential<SessionRecord>>> {
-        let cache = &self.credentials.sessions;
-        let generation = self.credentials.generation();
-        if let Some(hit) = cache.get(id, generation) {
-            return Ok(Some(hit));
-        }
-        let key = id.to_owned();
-        let found = self
-            .read(move |conn, _| {
-                let Some(record) = load_session(conn, &key)? else {
-                    return Ok(None);
-                };
-                credential(conn, record.principal.clone(), record).map(Some)
-            })
-            .await?;
-        if let Some(c) = &found {
-            cache.put(id, generation, c);
-        }
-        Ok(found)
+        self.cached_credential(&self.credentials.sessions, id, load_session, |s| {
+            s.principal.clone()
+        })
+        .await
     }
 
     async fn rotate_refresh_token(
