@@ -18,6 +18,72 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
+/// tracing-subscriber's JSON lines, with the ids of the request a line
+/// belongs to (`trace_id`, `span_id`, `request_id` of its `request` span)
+/// copied to the top level, so a log pipeline can index them without
+/// walking `spans`. Lines outside a request are written unchanged.
+struct TopLevelIds<J> {
+    json: J,
+}
+
+const HOISTED: &[&str] = &["trace_id", "span_id", "request_id"];
+
+impl<S, N, J> tracing_subscriber::fmt::FormatEvent<S, N> for TopLevelIds<J>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static,
+    J: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.json.format_event(
+            ctx,
+            tracing_subscriber::fmt::format::Writer::new(&mut line),
+            event,
+        )?;
+        writer.write_str(&hoist_ids(line))
+    }
+}
+
+/// `line` (one JSON object and a newline) with [`HOISTED`] fields of its
+/// `request` span added at the top level; unchanged when it has none.
+fn hoist_ids(line: String) -> String {
+    let Ok(serde_json::Value::Object(mut object)) =
+        serde_json::from_str::<serde_json::Value>(line.trim_end())
+    else {
+        return line;
+    };
+    let ids: Vec<(String, serde_json::Value)> = object
+        .get("spans")
+        .and_then(|s| s.as_array())
+        .and_then(|spans| spans.iter().rev().find(|s| s["name"] == "request"))
+        .map(|span| {
+            HOISTED
+                .iter()
+                .filter_map(|k| span.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
+    if ids.is_empty() {
+        return line;
+    }
+    for (k, v) in ids {
+        object.entry(k).or_insert(v);
+    }
+    match serde_json::to_string(&object) {
+        Ok(mut out) => {
+            out.push('\n');
+            out
+        }
+        Err(_) => line,
+    }
+}
+
 /// Span names that may be exported with no span current.
 const TRACE_ROOTS: &[&str] = &["request", "outbox.deliver", "sink.deliver"];
 
@@ -57,7 +123,11 @@ pub fn init(settings: &Settings) -> Telemetry {
         .with_writer(std::io::stderr);
     let fmt: Box<dyn Layer<Registry> + Send + Sync> = match settings.log_format() {
         LogFormat::Text => fmt.fmt_fields(TextFields).with_filter(filter).boxed(),
-        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+        LogFormat::Json => fmt
+            .json()
+            .map_event_format(|json| TopLevelIds { json })
+            .with_filter(filter)
+            .boxed(),
     };
     let (provider, otel_error) = match &settings.otlp_endpoint {
         Some(endpoint) => match provider(settings, endpoint) {
@@ -369,5 +439,32 @@ impl TextVisitor<'_, '_> {
         } else {
             write!(self.writer, "{sep}{name}={value}")
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hoist_ids;
+
+    #[test]
+    fn a_request_line_gets_its_ids_at_the_top_level() {
+        let line = r#"{"level":"INFO","fields":{"message":"m"},"spans":[{"name":"request","request_id":"r1","trace_id":"t1","span_id":"s1"},{"name":"store.get","x":1}]}"#;
+        let out: serde_json::Value = serde_json::from_str(&hoist_ids(format!("{line}\n"))).unwrap();
+        assert_eq!(out["trace_id"], "t1");
+        assert_eq!(out["span_id"], "s1");
+        assert_eq!(out["request_id"], "r1");
+        assert_eq!(out["fields"]["message"], "m", "the rest is kept");
+        assert_eq!(out["spans"][1]["name"], "store.get");
+    }
+
+    #[test]
+    fn other_lines_are_written_unchanged() {
+        for line in [
+            "{\"level\":\"INFO\",\"fields\":{\"message\":\"listening\"}}\n",
+            "{\"spans\":[{\"name\":\"outbox.deliver\"}]}\n",
+            "not json\n",
+        ] {
+            assert_eq!(hoist_ids(line.to_owned()), line);
+        }
     }
 }

@@ -412,6 +412,10 @@ async fn without_traceparent_a_new_trace_id_is_made_and_logged() {
         let s = request_span(line).unwrap();
         assert_eq!(s["trace_id"], trace, "{line}");
         assert_eq!(s["span_id"], span, "{line}");
+        // ...and at the top level of the line, for log pipelines.
+        assert_eq!(line["trace_id"], trace, "{line}");
+        assert_eq!(line["span_id"], span, "{line}");
+        assert_eq!(line["request_id"], "no-parent-1", "{line}");
     }
 }
 
