@@ -41,11 +41,15 @@ fn is_subscription_upgrade(req: &Request) -> bool {
         && req.headers().contains_key(header::UPGRADE)
 }
 
-fn client_addr(req: &Request) -> String {
+/// The peer's IP address, when the router is served with connect info.
+pub(crate) fn peer_ip(req: &Request) -> Option<String> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn client_addr(req: &Request) -> String {
+    peer_ip(req).unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Authenticate every `/api/v1` request (and `/metrics` when protected)

@@ -16,6 +16,7 @@
 
 pub mod accounts;
 mod authenticate;
+pub(crate) use authenticate::peer_ip;
 pub mod fields;
 
 pub use authenticate::{authenticate_header, layer};

@@ -15,7 +15,7 @@ pub mod redis;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -23,7 +23,6 @@ use bucket::{Clock, MemoryBuckets, MonotonicClock, Outcome, Params};
 use cairn_domain::access::{Principal, PrincipalKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -468,12 +467,6 @@ impl RateLimiter {
     }
 }
 
-fn client_addr(req: &Request) -> Option<String> {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-}
-
 /// Per-address budgets, before authentication; also writes the
 /// `RateLimit-*` headers of every budget checked for the request.
 pub async fn by_address(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -488,7 +481,7 @@ pub async fn by_address(State(state): State<AppState>, req: Request, next: Next)
     let mut reports = Vec::with_capacity(2);
     // Without a peer address (a router served without connect info)
     // there is no address budget, only the principal's.
-    if let Some(addr) = client_addr(&req) {
+    if let Some(addr) = crate::auth::peer_ip(&req) {
         let limit = limiter.config.address.get(class);
         match limiter.check(Scope::Address, class, &addr, limit).await {
             Checked::Done(r) if !r.outcome.allowed => return refused(r, graphql),
