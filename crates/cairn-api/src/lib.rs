@@ -1,6 +1,9 @@
 //! Cairn's HTTP surface: the EPR-compatible `/api/v1` REST routes and
 //! GraphQL API, health routes and `/metrics`. Handlers parse input into domain types, call the
 //! store, and render the envelope; they hold no business rules of their own.
+// The edge pipeline (`edge::pipeline`) is one nested future of thirteen
+// stages; computing its layout goes deeper than the default limit.
+#![recursion_limit = "256"]
 
 pub mod auth;
 pub mod counted;

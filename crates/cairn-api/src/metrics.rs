@@ -1,7 +1,6 @@
 //! Prometheus metrics: one process-wide recorder, rendered by `/metrics`.
 
 use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -296,32 +295,99 @@ pub fn events_ingested(receiver_type: Option<&str>, outcome: &'static str, n: u6
         .increment(n);
 }
 
+/// The method as a label: the standard ones by name, anything else (an
+/// extension method a client made up) as `other`, so a client cannot
+/// create label values.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// The request metrics of one (method, status, route): looked up once,
+/// then reused (the recorder's own lookup hashes every label each time).
+#[derive(Clone)]
+struct RequestHandles {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+    validation_failures: Option<metrics::Counter>,
+}
+
+impl RequestHandles {
+    fn new(route: &str, method: &'static str, status: u16) -> Self {
+        let route = route.to_owned();
+        Self {
+            requests: metrics::counter!("cairn_http_requests_total", "route" => route.clone(), "method" => method, "status" => status.to_string()),
+            duration: metrics::histogram!("cairn_http_request_duration_seconds", "route" => route.clone(), "method" => method),
+            validation_failures: (status == 400)
+                .then(|| metrics::counter!("cairn_validation_failures_total", "route" => route)),
+        }
+    }
+}
+
+/// (method, status) -> route template -> handles. Bounded: routes are
+/// templates (or `unmatched`), methods are [`method_label`]s, statuses
+/// are three digits.
+type HandleCache = std::sync::RwLock<
+    std::collections::HashMap<
+        (&'static str, u16),
+        std::collections::HashMap<String, RequestHandles>,
+    >,
+>;
+
+/// Kept only with Cairn's recorder installed: handles taken before a
+/// recorder is installed would stay no-ops.
+fn request_handles(route: &str, method: &'static str, status: u16) -> RequestHandles {
+    static CACHE: OnceLock<HandleCache> = OnceLock::new();
+    if !matches!(HANDLE.get(), Some(Some(_))) {
+        return RequestHandles::new(route, method, status);
+    }
+    let cache = CACHE.get_or_init(Default::default);
+    if let Ok(map) = cache.read()
+        && let Some(h) = map.get(&(method, status)).and_then(|m| m.get(route))
+    {
+        return h.clone();
+    }
+    let h = RequestHandles::new(route, method, status);
+    if let Ok(mut map) = cache.write() {
+        map.entry((method, status))
+            .or_default()
+            .insert(route.to_owned(), h.clone());
+    }
+    h
+}
+
 /// Count and time every request by route template (never the raw path, so
 /// label cardinality stays bounded).
 pub async fn track(
-    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    state: &crate::AppState,
     req: Request,
-    next: Next,
+    next: impl crate::edge::pipeline::Next,
 ) -> Response {
     if !state.config.observability.metrics {
         return next.run(req).await;
     }
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = method_label(req.method());
     let started = Instant::now();
     let res = next.run(req).await;
-    let status = res.status().as_u16().to_string();
-    if res.status() == axum::http::StatusCode::BAD_REQUEST {
-        metrics::counter!("cairn_validation_failures_total", "route" => route.clone()).increment(1);
+    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
+    let h = request_handles(route, method, res.status().as_u16());
+    if let Some(c) = &h.validation_failures {
+        c.increment(1);
     }
-    metrics::histogram!("cairn_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!("cairn_http_requests_total", "route" => route, "method" => method, "status" => status)
-        .increment(1);
+    h.duration.record(started.elapsed().as_secs_f64());
+    h.requests.increment(1);
     res
 }
 
@@ -335,9 +401,9 @@ pub struct RequestId(pub String);
 /// wake the outbox relay so it delivers without waiting for its next poll.
 /// Never waits for it.
 pub async fn wake_relay(
-    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    state: &crate::AppState,
     req: Request,
-    next: Next,
+    next: impl crate::edge::pipeline::Next,
 ) -> Response {
     let write = !matches!(
         *req.method(),

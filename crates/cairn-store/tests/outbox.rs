@@ -293,11 +293,13 @@ async fn the_wal_stays_bounded_under_steady_writes() {
     let db = std::fs::metadata(dir.path().join("cairn.db"))
         .unwrap()
         .len();
-    // 1,600 commits of a few pages each would make a WAL of several MiB if
-    // it never started over; with restarts it stays within a few hundred pages.
+    // Never starting over, these 1,600 commits make a WAL of about 28 MB
+    // (measured with `wal_restart_pages` out of reach). With restarts it
+    // stays within a few hundred pages (one CI run under load saw 2.2 MB:
+    // a restart must wait for readers and for the writer's next gap).
     assert!(largest > 0, "the WAL was never observed");
     assert!(
-        largest < 2 * 1024 * 1024,
+        largest < 8 * 1024 * 1024,
         "WAL grew to {largest} bytes (database {db} bytes)"
     );
     assert_eq!(

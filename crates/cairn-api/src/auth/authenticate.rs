@@ -3,11 +3,11 @@
 
 use super::{AuditNote, Auth, Caller, now};
 use crate::AppState;
+use crate::edge::pipeline::Next;
 use crate::error::ApiError;
 use crate::metrics::RequestId;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cairn_auth::apikey;
 use cairn_domain::access::{
@@ -54,7 +54,7 @@ fn client_addr(req: &Request) -> String {
 
 /// Authenticate every `/api/v1` request (and `/metrics` when protected)
 /// and hand the handlers a [`Caller`].
-pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Response {
     let path = req.uri().path();
     let metrics = path == "/metrics";
     // GraphQL clients get refusals as GraphQL errors.

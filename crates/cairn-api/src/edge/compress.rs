@@ -6,22 +6,21 @@
 //! (101, no body) never is.
 
 use super::config::EdgeConfig;
-use super::toggle::Toggle;
 use tower_http::compression::predicate::{And, NotForContentType, Predicate, SizeAbove};
 use tower_http::compression::{CompressionLayer, CompressionLevel};
 
 pub type When = And<And<And<SizeAbove, NotForContentType>, NotForContentType>, NotForContentType>;
 
 /// The layer (`compression = false`: none).
-pub fn layer(config: &EdgeConfig) -> Toggle<CompressionLayer<When>> {
+pub fn layer(config: &EdgeConfig) -> Option<CompressionLayer<When>> {
     if !config.compression {
-        return Toggle(None);
+        return None;
     }
     let when = SizeAbove::new(config.compression_min_bytes)
         .and(NotForContentType::SSE)
         .and(NotForContentType::IMAGES)
         .and(NotForContentType::GRPC);
-    Toggle(Some(
+    Some(
         CompressionLayer::new()
             .gzip(true)
             .br(true)
@@ -32,5 +31,5 @@ pub fn layer(config: &EdgeConfig) -> Toggle<CompressionLayer<When>> {
             // gzip's default.
             .quality(CompressionLevel::Precise(4))
             .compress_when(when),
-    ))
+    )
 }

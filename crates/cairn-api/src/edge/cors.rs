@@ -6,7 +6,6 @@
 //! only; any other origin gets no `Access-Control-Allow-Origin`.
 
 use super::config::EdgeConfig;
-use super::toggle::Toggle;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -61,8 +60,8 @@ pub fn check_origin(origin: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The layer: `None` inside when no origin is listed (CORS closed).
-pub fn layer(config: &EdgeConfig) -> Toggle<CorsLayer> {
+/// The layer: `None` when no origin is listed (CORS closed).
+pub fn layer(config: &EdgeConfig) -> Option<CorsLayer> {
     let origins: Vec<HeaderValue> = config
         .cors_allowed_origins
         .iter()
@@ -75,14 +74,14 @@ pub fn layer(config: &EdgeConfig) -> Toggle<CorsLayer> {
         })
         .collect();
     if origins.is_empty() {
-        return Toggle(None);
+        return None;
     }
     let names = |list: &[&'static str]| -> Vec<HeaderName> {
         list.iter().map(|h| HeaderName::from_static(h)).collect()
     };
     let mut allowed = names(ALLOWED_HEADERS);
     allowed.push(header::ACCEPT);
-    Toggle(Some(
+    Some(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
             .allow_methods([
@@ -95,7 +94,7 @@ pub fn layer(config: &EdgeConfig) -> Toggle<CorsLayer> {
             .allow_headers(allowed)
             .expose_headers(names(EXPOSED_HEADERS))
             .max_age(config.cors_max_age),
-    ))
+    )
 }
 
 #[cfg(test)]

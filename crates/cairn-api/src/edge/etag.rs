@@ -6,17 +6,17 @@
 //! RFC 9110 section 13.1.2) turns a 200 into a 304 with the `ETag` and no
 //! body. Only 200 JSON responses get one; WebSocket upgrades never.
 
+use crate::edge::pipeline::Next;
 use crate::error::ApiError;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
 /// The middleware; `State(false)` only passes through.
-pub async fn conditional(State(enabled): State<bool>, mut req: Request, next: Next) -> Response {
+pub async fn conditional(enabled: bool, mut req: Request, next: impl Next) -> Response {
     let head = req.method() == Method::HEAD;
     if !enabled
         || !(head || req.method() == Method::GET)

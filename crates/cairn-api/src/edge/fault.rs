@@ -15,10 +15,10 @@
 //! no response at all (EOF, or a reset if it was still sending).
 
 use super::config::{Fault, FaultRule, FaultTarget};
+use crate::edge::pipeline::Next;
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::Response;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,7 +90,7 @@ fn dropped() -> Response {
 }
 
 /// The middleware (no rules: it only passes through).
-pub async fn inject(State(faults): State<Arc<Faults>>, req: Request, next: Next) -> Response {
+pub async fn inject(faults: &Faults, req: Request, next: impl Next) -> Response {
     if faults.rules.is_empty() {
         return next.run(req).await;
     }

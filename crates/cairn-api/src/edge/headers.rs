@@ -5,9 +5,9 @@
 //! A header the handler already set is kept.
 
 use super::config::EdgeConfig;
-use axum::extract::{Request, State};
+use crate::edge::pipeline::Next;
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use std::sync::Arc;
 
@@ -47,7 +47,7 @@ fn carries_credentials(path: &str) -> bool {
 }
 
 /// The middleware (with `security_headers = false` it only passes through).
-pub async fn apply(State(policy): State<Arc<Policy>>, req: Request, next: Next) -> Response {
+pub async fn apply(policy: &Policy, req: Request, next: impl Next) -> Response {
     if !policy.enabled {
         return next.run(req).await;
     }

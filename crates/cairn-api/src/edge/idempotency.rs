@@ -14,11 +14,11 @@
 
 use crate::AppState;
 use crate::auth::Caller;
+use crate::edge::pipeline::Next;
 use crate::error::ApiError;
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cairn_domain::Timestamp;
 use cairn_store::idempotency::{Claim, IdempotencyStore, KeyState, NewClaim, StoredResponse};
@@ -171,7 +171,7 @@ fn replay(stored: StoredResponse) -> Response {
 }
 
 /// Wrap every `POST`/`PATCH` with an `Idempotency-Key` (see the module).
-pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn layer(state: &AppState, req: Request, next: impl Next + 'static) -> Response {
     let config = &state.config.idempotency;
     // Without the header (or switched off, or not a POST/PATCH under
     // /api/v1/): straight through, no store call, no buffering.
@@ -348,7 +348,7 @@ async fn release(store: &dyn IdempotencyStore, owned: &Owned, why: &str) {
 /// release the key) and answer it.
 async fn run_claimed(
     store: Arc<dyn IdempotencyStore>,
-    next: Next,
+    next: impl Next + 'static,
     req: Request,
     owned: Owned,
     max: usize,

@@ -15,10 +15,10 @@
 //! retry with `Idempotency-Key`. WebSocket upgrades are exempt.
 
 use super::config::EdgeConfig;
+use crate::edge::pipeline::Next;
 use crate::error::envelope;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,7 +101,7 @@ fn unavailable(message: String) -> Response {
 
 /// The middleware (with `max_concurrent_requests = 0` and
 /// `request_timeout_ms = 0` it only passes through).
-pub async fn limit(State(shed): State<Arc<Shed>>, req: Request, next: Next) -> Response {
+pub async fn limit(shed: &Shed, req: Request, next: impl Next) -> Response {
     if shed.off() {
         return next.run(req).await;
     }

@@ -5,10 +5,10 @@
 //! span of the trace (docs/observability.md).
 
 use crate::AppState;
+use crate::edge::pipeline::Next;
 use crate::metrics::RequestId;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tracing::Instrument;
@@ -187,7 +187,7 @@ impl TraceIds {
 }
 
 /// Request id, trace context and the request span (see module docs).
-pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Response {
     let id = req
         .headers()
         .get(REQUEST_ID)
@@ -196,12 +196,11 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
         .map(str::to_owned)
         .unwrap_or_else(|| ulid::Ulid::new().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map(MatchedPath::as_str);
     let method = req.method().clone();
-    let name = format!("{method} {}", route.as_deref().unwrap_or("unmatched"));
+    // Formatted only by a layer that records it (the exporter's).
+    let name = SpanName(&method, route.unwrap_or("unmatched"));
     let observability = &state.config.observability;
     let parent = if observability.trace_context {
         incoming(req.headers())
@@ -217,7 +216,7 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
                 otel.kind = "server",
                 otel.status_code = Empty,
                 http.request.method = %method,
-                http.route = route.as_deref().unwrap_or("unmatched"),
+                http.route = route.unwrap_or("unmatched"),
                 url.path = %req.uri().path(),
                 http.response.status_code = Empty,
                 request_id = %id,
@@ -236,12 +235,13 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     } else {
         None
     };
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        let scrub = &state.config.observability.scrub;
-        span.in_scope(|| {
-            tracing::debug!(headers = %scrub.headers(req.headers()), "request headers");
-        });
-    }
+    // Formatted (and scrubbed) only if a layer takes the event.
+    span.in_scope(|| {
+        tracing::debug!(
+            headers = %Scrubbed(&state.config.observability.scrub, req.headers()),
+            "request headers"
+        );
+    });
     if let Some(ids) = trace {
         req.extensions_mut().insert(ids);
     }
@@ -260,6 +260,24 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
         res.headers_mut().insert(TRACEPARENT, v);
     }
     res
+}
+
+/// `<method> <route>`: the server span's name.
+struct SpanName<'a>(&'a axum::http::Method, &'a str);
+
+impl std::fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.0, self.1)
+    }
+}
+
+/// A request's headers as the log shows them, scrubbed when formatted.
+struct Scrubbed<'a>(&'a super::scrub::Scrubber, &'a HeaderMap);
+
+impl std::fmt::Display for Scrubbed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.headers(self.1))
+    }
 }
 
 /// Join the caller's trace (or start one) and record the ids on the span,

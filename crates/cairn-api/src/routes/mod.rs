@@ -13,15 +13,13 @@ mod roles;
 mod users;
 
 use crate::error::ApiError;
-use crate::{AppState, edge, metrics};
+use crate::{AppState, edge};
 use axum::Router;
 use axum::http::{Method, Uri};
 use axum::middleware;
 use axum::routing::{delete, get, post};
 
 pub fn router(state: AppState) -> Router {
-    let config = state.config.clone();
-    let edge_config = &config.edge;
     Router::new()
         .route(
             "/api/v1/receivers",
@@ -77,50 +75,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
-            state.clone(),
-            metrics::wake_relay,
-        ))
-        .layer(middleware::from_fn_with_state(
-            edge_config.etag,
-            edge::etag::conditional,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            edge::idempotency::layer,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            edge::ratelimit::by_principal,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::auth::layer,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            edge::ratelimit::by_address,
-        ))
-        .layer(edge::compress::layer(edge_config))
-        .layer(middleware::from_fn_with_state(
-            edge::fault::Faults::new(&edge_config.faults),
-            edge::fault::inject,
-        ))
-        .layer(middleware::from_fn_with_state(
-            edge::shed::Shed::new(edge_config),
-            edge::shed::limit,
-        ))
-        .layer(edge::cors::layer(edge_config))
-        .layer(middleware::from_fn_with_state(
-            edge::headers::Policy::new(edge_config),
-            edge::headers::apply,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            edge::trace::layer,
+            edge::pipeline::Edge::new(state.clone()),
+            edge::pipeline::run,
         ))
         .with_state(state)
 }

@@ -118,3 +118,27 @@ async fn health_and_metrics_are_open_the_api_is_not() {
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(res.headers()["www-authenticate"], "Bearer realm=\"cairn\"");
 }
+
+/// A made-up method is counted as `other`: clients cannot add label values.
+#[tokio::test]
+async fn request_metrics_do_not_take_a_clients_method_as_a_label() {
+    let app = spawn_app().await;
+    let brew = Method::from_bytes(b"BREWCOFFEE").unwrap();
+    let (status, _, _) = app.send_raw(brew, "/api/v1/events", None, "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (_, _, text) = app.send_raw(Method::GET, "/metrics", None, "").await;
+    let requests: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("cairn_http_requests_total{"))
+        .collect();
+    assert!(
+        !requests.iter().any(|l| l.contains("BREWCOFFEE")),
+        "{requests:#?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|l| l.contains("method=\"other\"") && l.contains("status=\"405\"")),
+        "{requests:#?}"
+    );
+}

@@ -14,10 +14,10 @@ pub mod redis;
 
 use crate::AppState;
 use crate::auth::Caller;
+use crate::edge::pipeline::Next;
 use crate::error::ApiError;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bucket::{Clock, MemoryBuckets, MonotonicClock, Outcome, Params};
 use cairn_domain::access::{Principal, PrincipalKind};
@@ -469,7 +469,7 @@ impl RateLimiter {
 
 /// Per-address budgets, before authentication; also writes the
 /// `RateLimit-*` headers of every budget checked for the request.
-pub async fn by_address(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn by_address(state: &AppState, req: Request, next: impl Next) -> Response {
     let limiter = state.rate_limit.clone();
     if !limiter.enabled() {
         return next.run(req).await;
@@ -505,7 +505,7 @@ pub async fn by_address(State(state): State<AppState>, req: Request, next: Next)
 /// authenticated principal, and everyone when authentication is off,
 /// have only their address's budget). Must run inside [`by_address`],
 /// which writes the headers of both.
-pub async fn by_principal(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn by_principal(state: &AppState, req: Request, next: impl Next) -> Response {
     let limiter = state.rate_limit.clone();
     if !limiter.enabled() {
         return next.run(req).await;
