@@ -165,8 +165,20 @@ pub fn init(settings: &Settings) -> Telemetry {
                 None => TRACE_ROOTS.contains(&meta.name()),
             }
         });
+        // Each span carries the attributes it was given and nothing per
+        // span that the bridge would compute on every enter and close
+        // (source location, thread, target, busy/idle times); and entering
+        // a span does not make its context current (nothing here reads
+        // `opentelemetry::Context::current`; spans are joined through
+        // `OpenTelemetrySpanExt`). Exported spans cost less to build and
+        // to send.
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("cairn"))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
             .with_filter(only_ours)
     });
     let result = tracing_subscriber::registry()
