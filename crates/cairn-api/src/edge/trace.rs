@@ -207,6 +207,10 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
     } else {
         None
     };
+    // With no exporter the ids are made here, and go on the span as it is
+    // made (recording them afterwards costs every layer a second visit).
+    let local = (observability.trace_context && observability.export_ratio.is_none())
+        .then(|| local_ids(parent.as_ref()));
     macro_rules! request_span {
         ($target:expr) => {
             tracing::info_span!(
@@ -220,8 +224,8 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
                 url.path = %req.uri().path(),
                 http.response.status_code = Empty,
                 request_id = %id,
-                trace_id = Empty,
-                span_id = Empty,
+                trace_id = local.map(|i| tracing::field::display(TraceHex(i.trace_id))),
+                span_id = local.map(|i| tracing::field::display(SpanHex(i.span_id))),
             )
         };
     }
@@ -230,10 +234,10 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
     } else {
         request_span!(QUIET_TARGET)
     };
-    let trace = if observability.trace_context {
-        Some(start_trace(&span, parent))
-    } else {
-        None
+    let trace = match local {
+        Some(ids) => Some(ids),
+        None if observability.trace_context => Some(start_trace(&span, parent)),
+        None => None,
     };
     // Formatted (and scrubbed) only if a layer takes the event.
     span.in_scope(|| {
@@ -310,21 +314,39 @@ fn start_trace(span: &tracing::Span, parent: Option<TraceParent>) -> TraceIds {
             sampled: sc.is_sampled(),
         }
     } else {
-        TraceIds {
-            trace_id: parent.as_ref().map_or_else(random_u128, |p| p.trace_id),
-            span_id: random_u64(),
-            sampled: parent.as_ref().is_none_or(|p| p.flags & 1 == 1),
-        }
+        local_ids(parent.as_ref())
     };
-    span.record(
-        "trace_id",
-        tracing::field::display(format_args!("{:032x}", ids.trace_id)),
-    );
-    span.record(
-        "span_id",
-        tracing::field::display(format_args!("{:016x}", ids.span_id)),
-    );
+    span.record("trace_id", tracing::field::display(TraceHex(ids.trace_id)));
+    span.record("span_id", tracing::field::display(SpanHex(ids.span_id)));
     ids
+}
+
+/// Ids made without an OpenTelemetry layer: the caller's trace (and
+/// sampled flag) when it sent one, else a new trace; always a new span.
+fn local_ids(parent: Option<&TraceParent>) -> TraceIds {
+    TraceIds {
+        trace_id: parent.map_or_else(random_u128, |p| p.trace_id),
+        span_id: random_u64(),
+        sampled: parent.is_none_or(|p| p.flags & 1 == 1),
+    }
+}
+
+/// A trace id as W3C writes it: 32 lower-case hex digits.
+struct TraceHex(u128);
+
+impl std::fmt::Display for TraceHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// A span id as W3C writes it: 16 lower-case hex digits.
+struct SpanHex(u64);
+
+impl std::fmt::Display for SpanHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
 }
 
 #[cfg(test)]
