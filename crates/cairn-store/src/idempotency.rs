@@ -9,7 +9,7 @@
 //! claim. An expired row is treated as absent: claiming over it replaces it,
 //! and every claim also purges a bounded number of other expired rows.
 
-use crate::StoreResult;
+use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
 use cairn_domain::Timestamp;
 
@@ -98,6 +98,44 @@ pub trait IdempotencyStore: Send + Sync {
 
     /// Delete up to `limit` rows expired at `now`; returns how many.
     async fn purge_idempotency_keys(&self, now: Timestamp, limit: u32) -> StoreResult<u64>;
+}
+
+/// A stored key's columns as both stores read them (`SELECT fingerprint,
+/// state, status, headers, body, created_at, expires_at`).
+pub(crate) struct KeyRow {
+    pub fingerprint: String,
+    pub state: String,
+    pub status: Option<u16>,
+    pub headers: Option<String>,
+    pub body: Option<Vec<u8>>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+impl KeyRow {
+    /// The record, or why the row is not one.
+    pub(crate) fn record(self) -> StoreResult<KeyRecord> {
+        let state = match (self.state.as_str(), self.status) {
+            ("in_progress", _) => KeyState::InProgress,
+            ("completed", Some(status)) => KeyState::Completed(StoredResponse {
+                status,
+                headers: headers_from_json(self.headers.as_deref().unwrap_or("[]"))
+                    .map_err(StoreError::Internal)?,
+                body: self.body.unwrap_or_default(),
+            }),
+            (other, _) => {
+                return Err(StoreError::Internal(format!(
+                    "stored idempotency key state {other:?} is not in_progress or completed"
+                )));
+            }
+        };
+        Ok(KeyRecord {
+            fingerprint: self.fingerprint,
+            state,
+            created_at: Timestamp::from_micros(self.created_at),
+            expires_at: Timestamp::from_micros(self.expires_at),
+        })
+    }
 }
 
 /// Headers as stored: a JSON array of `[name, value]` pairs.

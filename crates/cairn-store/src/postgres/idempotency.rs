@@ -13,8 +13,8 @@
 use super::PostgresStore;
 use super::rows::{col, db};
 use crate::idempotency::{
-    Claim, IdempotencyStore, KeyRecord, KeyState, NewClaim, PURGE_PER_CLAIM, StoredResponse,
-    headers_from_json, headers_to_json,
+    Claim, IdempotencyStore, KeyRecord, KeyRow, NewClaim, PURGE_PER_CLAIM, StoredResponse,
+    headers_to_json,
 };
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
@@ -27,35 +27,24 @@ use sqlx_postgres::PgRow;
 const CLAIM_ATTEMPTS: usize = 4;
 
 fn record(row: &PgRow) -> StoreResult<KeyRecord> {
-    let fingerprint: String = col(row, 0)?;
-    let state: String = col(row, 1)?;
     let status: Option<i32> = col(row, 2)?;
-    let state = match (state.as_str(), status) {
-        ("in_progress", _) => KeyState::InProgress,
-        ("completed", Some(status)) => {
-            let headers: Option<String> = col(row, 3)?;
-            let body: Option<Vec<u8>> = col(row, 4)?;
-            KeyState::Completed(StoredResponse {
-                status: u16::try_from(status).map_err(|_| {
-                    StoreError::Internal(format!("stored response status {status} is not HTTP"))
-                })?,
-                headers: headers_from_json(headers.as_deref().unwrap_or("[]"))
-                    .map_err(StoreError::Internal)?,
-                body: body.unwrap_or_default(),
+    let status = status
+        .map(|s| {
+            u16::try_from(s).map_err(|_| {
+                StoreError::Internal(format!("stored response status {s} is not HTTP"))
             })
-        }
-        (other, _) => {
-            return Err(StoreError::Internal(format!(
-                "stored idempotency key state {other:?} is not in_progress or completed"
-            )));
-        }
-    };
-    Ok(KeyRecord {
-        fingerprint,
-        state,
-        created_at: Timestamp::from_micros(col(row, 5)?),
-        expires_at: Timestamp::from_micros(col(row, 6)?),
-    })
+        })
+        .transpose()?;
+    KeyRow {
+        fingerprint: col(row, 0)?,
+        state: col(row, 1)?,
+        status,
+        headers: col(row, 3)?,
+        body: col(row, 4)?,
+        created_at: col(row, 5)?,
+        expires_at: col(row, 6)?,
+    }
+    .record()
 }
 
 /// PostgreSQL text cannot hold NUL; the API never sends one (keys are

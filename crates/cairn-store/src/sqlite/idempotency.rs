@@ -7,69 +7,34 @@
 
 use super::SqliteStore;
 use super::rows::db;
+use crate::StoreResult;
 use crate::idempotency::{
-    Claim, IdempotencyStore, KeyRecord, KeyState, NewClaim, PURGE_PER_CLAIM, StoredResponse,
-    headers_from_json, headers_to_json,
+    Claim, IdempotencyStore, KeyRow, NewClaim, PURGE_PER_CLAIM, StoredResponse, headers_to_json,
 };
-use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
 use cairn_domain::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 
-type Row = (
-    String,
-    String,
-    Option<u16>,
-    Option<String>,
-    Option<Vec<u8>>,
-    i64,
-    i64,
-);
-
-fn load(conn: &Connection, scope: &str, key: &str) -> StoreResult<Option<Row>> {
+fn load(conn: &Connection, scope: &str, key: &str) -> StoreResult<Option<KeyRow>> {
     conn.prepare_cached(
         "SELECT fingerprint, state, status, headers, body, created_at, expires_at
          FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
     )
     .and_then(|mut st| {
         st.query_row(params![scope, key], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
+            Ok(KeyRow {
+                fingerprint: r.get(0)?,
+                state: r.get(1)?,
+                status: r.get(2)?,
+                headers: r.get(3)?,
+                body: r.get(4)?,
+                created_at: r.get(5)?,
+                expires_at: r.get(6)?,
+            })
         })
         .optional()
     })
     .map_err(db("reading an idempotency key"))
-}
-
-fn record(row: Row) -> StoreResult<KeyRecord> {
-    let (fingerprint, state, status, headers, body, created_at, expires_at) = row;
-    let state = match (state.as_str(), status) {
-        ("in_progress", _) => KeyState::InProgress,
-        ("completed", Some(status)) => KeyState::Completed(StoredResponse {
-            status,
-            headers: headers_from_json(headers.as_deref().unwrap_or("[]"))
-                .map_err(StoreError::Internal)?,
-            body: body.unwrap_or_default(),
-        }),
-        (other, _) => {
-            return Err(StoreError::Internal(format!(
-                "stored idempotency key state {other:?} is not in_progress or completed"
-            )));
-        }
-    };
-    Ok(KeyRecord {
-        fingerprint,
-        state,
-        created_at: Timestamp::from_micros(created_at),
-        expires_at: Timestamp::from_micros(expires_at),
-    })
 }
 
 fn purge(conn: &Connection, now: i64, limit: u32) -> StoreResult<u64> {
@@ -88,9 +53,9 @@ impl IdempotencyStore for SqliteStore {
         self.write(move |ctx| {
             let now = claim.now.micros();
             if let Some(row) = load(ctx.conn, &claim.scope, &claim.key)?
-                && row.6 > now
+                && row.expires_at > now
             {
-                return record(row).map(Claim::Existing);
+                return row.record().map(Claim::Existing);
             }
             // Absent or expired: the expired row (if any) goes with the
             // purge, and a few other expired rows with it.
