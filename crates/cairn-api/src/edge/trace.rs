@@ -178,9 +178,9 @@ impl TraceIds {
     /// The `traceparent` naming this server's span.
     pub fn traceparent(&self) -> String {
         format!(
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id,
-            self.span_id,
+            "00-{}-{}-{:02x}",
+            TraceHex(self.trace_id),
+            SpanHex(self.span_id),
             u8::from(self.sampled)
         )
     }

@@ -467,14 +467,20 @@ impl RateLimiter {
     }
 }
 
+/// The limiter and the request's route class, when rate limiting is on
+/// and the route has a class.
+fn limited<'a>(state: &'a AppState, req: &Request) -> Option<(&'a RateLimiter, Class)> {
+    let limiter = &state.rate_limit;
+    if !limiter.enabled() {
+        return None;
+    }
+    Class::of(req.method(), req.uri().path()).map(|class| (&**limiter, class))
+}
+
 /// Per-address budgets, before authentication; also writes the
 /// `RateLimit-*` headers of every budget checked for the request.
 pub async fn by_address(state: &AppState, req: Request, next: impl Next) -> Response {
-    let limiter = state.rate_limit.clone();
-    if !limiter.enabled() {
-        return next.run(req).await;
-    }
-    let Some(class) = Class::of(req.method(), req.uri().path()) else {
+    let Some((limiter, class)) = limited(state, &req) else {
         return next.run(req).await;
     };
     let graphql = class == Class::Graphql;
@@ -506,11 +512,7 @@ pub async fn by_address(state: &AppState, req: Request, next: impl Next) -> Resp
 /// have only their address's budget). Must run inside [`by_address`],
 /// which writes the headers of both.
 pub async fn by_principal(state: &AppState, req: Request, next: impl Next) -> Response {
-    let limiter = state.rate_limit.clone();
-    if !limiter.enabled() {
-        return next.run(req).await;
-    }
-    let Some(class) = Class::of(req.method(), req.uri().path()) else {
+    let Some((limiter, class)) = limited(state, &req) else {
         return next.run(req).await;
     };
     let graphql = class == Class::Graphql;

@@ -158,23 +158,21 @@ impl RedisBuckets {
 
     async fn take_inner(&self, key: &str, p: Params) -> Result<Outcome, String> {
         let (mut conn, sha) = self.connection().await?;
-        let reply: Result<(i64, i64, i64, i64), redis::RedisError> = redis::cmd("EVALSHA")
-            .arg(&sha)
-            .arg(1)
-            .arg(key)
-            .arg(p.rate)
-            .arg(p.capacity)
-            .arg(p.cost)
-            .query_async(&mut conn)
-            .await;
-        let reply = match reply {
-            Err(e) if e.code() == Some("NOSCRIPT") => redis::cmd("EVAL")
-                .arg(SCRIPT)
+        // `EVALSHA <sha>` or `EVAL <script>`, then the same arguments.
+        let call = |command: &str, script: &str| {
+            let mut cmd = redis::cmd(command);
+            cmd.arg(script)
                 .arg(1)
                 .arg(key)
                 .arg(p.rate)
                 .arg(p.capacity)
-                .arg(p.cost)
+                .arg(p.cost);
+            cmd
+        };
+        let reply: Result<(i64, i64, i64, i64), redis::RedisError> =
+            call("EVALSHA", &sha).query_async(&mut conn).await;
+        let reply = match reply {
+            Err(e) if e.code() == Some("NOSCRIPT") => call("EVAL", SCRIPT)
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| format!("running the script: {e}"))?,
