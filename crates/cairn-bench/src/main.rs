@@ -111,6 +111,17 @@ struct Args {
     #[arg(long)]
     idempotency_keys: bool,
 
+    /// Which scenarios run, in this order: `create` (at each
+    /// `--concurrency`), `get` (fetches the events the creates made, so it
+    /// needs `create`) and `list`.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "create,get,list"
+    )]
+    scenarios: Vec<Which>,
+
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -131,6 +142,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A scenario `--scenarios` can select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Which {
+    Create,
+    Get,
+    List,
 }
 
 /// Where the server under test is and whether we own it.
@@ -388,6 +407,9 @@ fn validate(args: &Args) -> Result<(), BoxError> {
     if args.max_requests == 0 {
         return Err("--max-requests must be at least 1".into());
     }
+    if args.scenarios.contains(&Which::Get) && !args.scenarios.contains(&Which::Create) {
+        return Err("--scenarios: get fetches the events create makes, so it needs create".into());
+    }
     Ok(())
 }
 
@@ -601,13 +623,21 @@ async fn bench(args: &Args, target: &mut Target, machine: &Machine) -> Result<Re
     let mut aborted = None;
     let mut last_memory = None;
 
-    let mut steps: Vec<(String, usize)> = args
-        .concurrency
-        .iter()
-        .map(|&c| ("create event".to_owned(), c))
-        .collect();
-    steps.push(("get event by id".to_owned(), args.get_concurrency));
-    steps.push(("list events by name".to_owned(), args.list_concurrency));
+    let wanted = |w| args.scenarios.contains(&w);
+    let mut steps: Vec<(String, usize)> = Vec::new();
+    if wanted(Which::Create) {
+        steps.extend(
+            args.concurrency
+                .iter()
+                .map(|&c| ("create event".to_owned(), c)),
+        );
+    }
+    if wanted(Which::Get) {
+        steps.push(("get event by id".to_owned(), args.get_concurrency));
+    }
+    if wanted(Which::List) {
+        steps.push(("list events by name".to_owned(), args.list_concurrency));
+    }
 
     for (name, concurrency) in steps {
         let work = match name.as_str() {

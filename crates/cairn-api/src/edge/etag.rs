@@ -48,15 +48,20 @@ pub async fn conditional(enabled: bool, mut req: Request, next: impl Next) -> Re
         }
     };
     let digest = Sha256::digest(&bytes);
-    let tag = format!(
-        "W/\"{}\"",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
-    );
-    let Ok(value) = HeaderValue::from_str(&tag) else {
+    // `W/"` + 22 characters of base64 (128 bits) + `"`, on the stack.
+    let mut tag = [0u8; 26];
+    tag[..3].copy_from_slice(b"W/\"");
+    tag[25] = b'"';
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode_slice(&digest[..16], &mut tag[3..25]);
+    let (Ok(22), Ok(tag)) = (encoded, std::str::from_utf8(&tag)) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    let Ok(value) = HeaderValue::from_str(tag) else {
         return Response::from_parts(parts, Body::from(bytes));
     };
     if let Some(condition) = if_none_match
-        && matches(&condition, &tag)
+        && matches(&condition, tag)
     {
         let mut not_modified = StatusCode::NOT_MODIFIED.into_response();
         let headers = not_modified.headers_mut();
@@ -95,7 +100,9 @@ fn matches(condition: &HeaderValue, tag: &str) -> bool {
     let Ok(condition) = condition.to_str() else {
         return false;
     };
-    let opaque = |t: &str| -> String { t.trim().trim_start_matches("W/").to_owned() };
+    fn opaque(t: &str) -> &str {
+        t.trim().trim_start_matches("W/")
+    }
     let ours = opaque(tag);
     condition.split(',').any(|candidate| {
         let candidate = candidate.trim();

@@ -58,7 +58,10 @@ pub async fn apply(policy: &Policy, req: Request, next: impl Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
+        .is_some_and(|v| {
+            let v = v.trim_start().as_bytes();
+            v.len() >= 9 && v[..9].eq_ignore_ascii_case(b"text/html")
+        });
     let headers = res.headers_mut();
     let mut set = |name: HeaderName, value: HeaderValue| {
         headers.entry(name).or_insert(value);

@@ -18,7 +18,9 @@
 
 use super::{compress, cors, etag, fault, headers, idempotency, ratelimit, shed, trace};
 use crate::{AppState, metrics};
+use axum::body::HttpBody as _;
 use axum::extract::{Request, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use futures_util::future::{Either, Map, Ready, ready};
@@ -55,6 +57,7 @@ pub struct Edge {
     policy: Arc<headers::Policy>,
     cors: Option<CorsLayer>,
     compress: Option<CompressionLayer<compress::When>>,
+    compress_min: u64,
     shed: Arc<shed::Shed>,
     faults: Arc<fault::Faults>,
     etag: bool,
@@ -67,6 +70,7 @@ impl Edge {
             policy: headers::Policy::new(config),
             cors: cors::layer(config),
             compress: compress::layer(config),
+            compress_min: u64::from(config.compression_min_bytes),
             shed: shed::Shed::new(config),
             faults: fault::Faults::new(&config.faults),
             etag: config.etag,
@@ -102,7 +106,7 @@ pub async fn run(
                 cors_stage(e.cors.as_ref(), req, |req| {
                     shed::limit(&e.shed, req, |req| {
                         fault::inject(&e.faults, req, |req| {
-                            compress_stage(e.compress.as_ref(), req, |req| {
+                            compress_stage(e.compress.as_ref(), e.compress_min, req, |req| {
                                 ratelimit::by_address(s, req, |req| {
                                     crate::auth::layer(s, req, |req| {
                                         ratelimit::by_principal(s, req, |req| {
@@ -132,17 +136,35 @@ async fn cors_stage(layer: Option<&CorsLayer>, req: Request, next: impl Next) ->
 }
 
 /// Response compression as a stage (tower-http's layer; `None`: off).
+///
+/// A response whose body is known to be smaller than `min` is the one
+/// tower-http's size predicate would pass through untouched (no encoding,
+/// no `Vary`), so it is returned as it is without building tower-http's
+/// per-response state; every other response goes through tower-http, which
+/// negotiates from the request's `Accept-Encoding` kept for it.
 async fn compress_stage(
     layer: Option<&CompressionLayer<compress::When>>,
+    min: u64,
     req: Request,
     next: impl Next,
 ) -> Response {
-    match layer {
-        None => next.run(req).await,
-        Some(layer) => match layer.layer(Rest::new(next)).oneshot(req).await {
-            Ok(res) => res.map(axum::body::Body::new),
-            Err(never) => match never {},
-        },
+    let Some(layer) = layer else {
+        return next.run(req).await;
+    };
+    let mut asked = Request::new(axum::body::Body::empty());
+    for v in req.headers().get_all(header::ACCEPT_ENCODING) {
+        asked
+            .headers_mut()
+            .append(header::ACCEPT_ENCODING, v.clone());
+    }
+    let res = next.run(req).await;
+    if res.body().size_hint().exact().is_some_and(|n| n < min) {
+        return res;
+    }
+    let answered = Rest::new(move |_: Request| ready(res));
+    match layer.layer(answered).oneshot(asked).await {
+        Ok(res) => res.map(axum::body::Body::new),
+        Err(never) => match never {},
     }
 }
 

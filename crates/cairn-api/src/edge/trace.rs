@@ -175,14 +175,25 @@ pub struct TraceIds {
 }
 
 impl TraceIds {
-    /// The `traceparent` naming this server's span.
-    pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            TraceHex(self.trace_id),
-            SpanHex(self.span_id),
-            u8::from(self.sampled)
-        )
+    /// The `traceparent` naming this server's span,
+    /// `00-<trace id>-<span id>-<flags>`, written without the formatting
+    /// machinery (it is on every response).
+    fn traceparent_bytes(&self) -> [u8; 55] {
+        let mut out = [b'-'; 55];
+        out[..2].copy_from_slice(b"00");
+        hex_into(&mut out[3..35], &self.trace_id.to_be_bytes());
+        hex_into(&mut out[36..52], &self.span_id.to_be_bytes());
+        hex_into(&mut out[53..55], &[u8::from(self.sampled)]);
+        out
+    }
+}
+
+/// Lower-case hex of `bytes` into `out` (twice as long).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
 }
 
@@ -259,7 +270,7 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
         res.headers_mut().insert(REQUEST_ID, v);
     }
     if let Some(ids) = trace
-        && let Ok(v) = HeaderValue::from_str(&ids.traceparent())
+        && let Ok(v) = HeaderValue::from_bytes(&ids.traceparent_bytes())
     {
         res.headers_mut().insert(TRACEPARENT, v);
     }
@@ -336,7 +347,9 @@ struct TraceHex(u128);
 
 impl std::fmt::Display for TraceHex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:032x}", self.0)
+        let mut out = [0u8; 32];
+        hex_into(&mut out, &self.0.to_be_bytes());
+        f.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
     }
 }
 
@@ -345,7 +358,9 @@ struct SpanHex(u64);
 
 impl std::fmt::Display for SpanHex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:016x}", self.0)
+        let mut out = [0u8; 16];
+        hex_into(&mut out, &self.0.to_be_bytes());
+        f.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
     }
 }
 
@@ -379,6 +394,32 @@ mod tests {
         ] {
             assert_eq!(parse_traceparent(v), None, "{v:?}");
         }
+    }
+
+    #[test]
+    fn ids_are_written_as_w3c_hex() {
+        let ids = TraceIds {
+            trace_id: 0x4bf92f3577b34da6a3ce929d0e0e4736,
+            span_id: 0x00f067aa0ba902b7,
+            sampled: true,
+        };
+        let tp = String::from_utf8(ids.traceparent_bytes().to_vec()).unwrap();
+        assert_eq!(
+            tp,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(parse_traceparent(&tp), Some((ids.trace_id, ids.span_id, 1)));
+        let unsampled = TraceIds {
+            trace_id: 1,
+            span_id: 2,
+            sampled: false,
+        };
+        assert_eq!(
+            String::from_utf8(unsampled.traceparent_bytes().to_vec()).unwrap(),
+            "00-00000000000000000000000000000001-0000000000000002-00"
+        );
+        assert_eq!(TraceHex(0xab).to_string(), format!("{:032x}", 0xab));
+        assert_eq!(SpanHex(u64::MAX).to_string(), "ffffffffffffffff");
     }
 
     #[test]

@@ -419,7 +419,8 @@ async fn responses_are_compressed_as_negotiated() {
             .expect("request");
         assert_eq!(header(res.headers(), "content-encoding"), None, "{accept}");
     }
-    // Tiny bodies are not worth it.
+    // Tiny bodies are not worth it: sent as they are, and (as tower-http
+    // does for a body below its size predicate) without `Vary`.
     let res = client
         .get(app.url("/healthz/liveness"))
         .header("accept-encoding", "gzip")
@@ -427,6 +428,13 @@ async fn responses_are_compressed_as_negotiated() {
         .await
         .expect("request");
     assert_eq!(header(res.headers(), "content-encoding"), None);
+    assert_eq!(header(res.headers(), "vary"), None);
+    let tiny = res.bytes().await.expect("body");
+    assert!(
+        !tiny.is_empty() && tiny.len() < 1024,
+        "{} bytes",
+        tiny.len()
+    );
 }
 
 #[tokio::test]

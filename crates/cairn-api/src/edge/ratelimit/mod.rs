@@ -622,24 +622,33 @@ fn write_headers(headers: &mut HeaderMap, reports: &[Report]) {
         RESET.clone(),
         HeaderValue::from(secs_ceil(first.outcome.reset_us)),
     );
-    let policy = |r: &Report| {
-        format!(
-            "{};w={};burst={};comment=\"{} {}\"",
-            r.limit.rate,
-            r.limit.period_secs,
-            r.limit.burst,
-            r.scope.as_str(),
-            r.class.as_str()
-        )
-    };
-    let mut text = policy(first);
+    // Built by hand: this runs on every limited response, and the
+    // formatting machinery was most of the stage's cost.
+    let mut text = Vec::with_capacity(64 * reports.len());
+    write_policy(&mut text, first);
     for r in reports.iter().filter(|r| !std::ptr::eq(*r, first)) {
-        text.push_str(", ");
-        text.push_str(&policy(r));
+        text.extend_from_slice(b", ");
+        write_policy(&mut text, r);
     }
-    if let Ok(v) = HeaderValue::from_str(&text) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(axum::body::Bytes::from(text)) {
         headers.insert(POLICY.clone(), v);
     }
+}
+
+/// One budget of `RateLimit-Policy`:
+/// `<rate>;w=<period>;burst=<burst>;comment="<scope> <class>"`.
+fn write_policy(out: &mut Vec<u8>, r: &Report) {
+    let mut n = itoa::Buffer::new();
+    out.extend_from_slice(n.format(r.limit.rate).as_bytes());
+    out.extend_from_slice(b";w=");
+    out.extend_from_slice(n.format(r.limit.period_secs).as_bytes());
+    out.extend_from_slice(b";burst=");
+    out.extend_from_slice(n.format(r.limit.burst).as_bytes());
+    out.extend_from_slice(b";comment=\"");
+    out.extend_from_slice(r.scope.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(r.class.as_str().as_bytes());
+    out.push(b'"');
 }
 
 #[cfg(test)]
