@@ -202,6 +202,9 @@ pub struct Settings {
     pub compression: bool,
     /// Smallest response body compressed (`CAIRN_COMPRESSION_MIN_BYTES`).
     pub compression_min_bytes: u16,
+    /// Level of all three encodings, 1 (fastest) to 9
+    /// (`CAIRN_COMPRESSION_LEVEL`).
+    pub compression_level: u8,
     /// `ETag` and `If-None-Match` (304) on `GET /api/v1/...` (`CAIRN_ETAG`).
     pub etag: bool,
     /// Apply `fault_injection` rules; refused in production
@@ -326,6 +329,7 @@ impl Default for Settings {
             request_timeout_ms: 30_000,
             compression: true,
             compression_min_bytes: 1024,
+            compression_level: 1,
             etag: true,
             fault_injection_enabled: false,
             fault_injection: Vec::new(),
@@ -416,6 +420,7 @@ const KEYS: &[&str] = &[
     "request_timeout_ms",
     "compression",
     "compression_min_bytes",
+    "compression_level",
     "etag",
     "fault_injection_enabled",
     "fault_injection",
@@ -599,6 +604,9 @@ impl Settings {
             if value == 0 {
                 return bad(key, "must be greater than 0");
             }
+        }
+        if !(1..=9).contains(&self.compression_level) {
+            return bad("compression_level", "must be from 1 to 9");
         }
         if !(1..=100_000).contains(&self.graphql_max_list) {
             return bad("graphql_max_list", "must be from 1 to 100000");
@@ -890,6 +898,7 @@ impl Settings {
                 .then(|| Duration::from_millis(self.request_timeout_ms)),
             compression: self.compression,
             compression_min_bytes: self.compression_min_bytes,
+            compression_level: self.compression_level,
             etag: self.etag,
             faults,
         }
@@ -1402,6 +1411,8 @@ mod tests {
                     "rate_limit_redis_prefix",
                 ),
                 ("CAIRN_RATE_LIMIT_MAX_KEYS", "10", "rate_limit_max_keys"),
+                ("CAIRN_COMPRESSION_LEVEL", "0", "compression_level"),
+                ("CAIRN_COMPRESSION_LEVEL", "10", "compression_level"),
             ] {
                 jail.set_env(key, value);
                 let err = Settings::load(Some(Path::new("cairn.toml")), Overrides::default())

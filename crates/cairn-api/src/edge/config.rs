@@ -24,6 +24,8 @@ pub struct EdgeConfig {
     pub compression: bool,
     /// Smallest body compressed, in bytes.
     pub compression_min_bytes: u16,
+    /// Level of gzip, br and zstd alike (1 to 9).
+    pub compression_level: u8,
     /// `ETag` / `If-None-Match` on `GET /api/v1/...`.
     pub etag: bool,
     /// Fault-injection rules; empty unless `fault_injection_enabled`.
@@ -42,6 +44,7 @@ impl Default for EdgeConfig {
             request_timeout: Some(Duration::from_secs(30)),
             compression: true,
             compression_min_bytes: 1024,
+            compression_level: 1,
             etag: true,
             faults: Vec::new(),
         }
