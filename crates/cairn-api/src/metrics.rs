@@ -345,26 +345,33 @@ type HandleCache = std::sync::RwLock<
     >,
 >;
 
-/// Kept only with Cairn's recorder installed: handles taken before a
-/// recorder is installed would stay no-ops.
-fn request_handles(route: &str, method: &'static str, status: u16) -> RequestHandles {
+/// Runs `f` with the handles of (route, method, status). Kept only with
+/// Cairn's recorder installed: handles taken before a recorder is
+/// installed would stay no-ops. A cached handle is used under the read
+/// lock, not cloned (each clone is three reference counts up and down).
+fn with_request_handles(
+    route: &str,
+    method: &'static str,
+    status: u16,
+    f: impl Fn(&RequestHandles),
+) {
     static CACHE: OnceLock<HandleCache> = OnceLock::new();
     if !matches!(HANDLE.get(), Some(Some(_))) {
-        return RequestHandles::new(route, method, status);
+        return f(&RequestHandles::new(route, method, status));
     }
     let cache = CACHE.get_or_init(Default::default);
     if let Ok(map) = cache.read()
         && let Some(h) = map.get(&(method, status)).and_then(|m| m.get(route))
     {
-        return h.clone();
+        return f(h);
     }
     let h = RequestHandles::new(route, method, status);
+    f(&h);
     if let Ok(mut map) = cache.write() {
         map.entry((method, status))
             .or_default()
-            .insert(route.to_owned(), h.clone());
+            .insert(route.to_owned(), h);
     }
-    h
 }
 
 /// Count and time every request by route template (never the raw path, so
@@ -382,12 +389,14 @@ pub async fn track(
     let started = Instant::now();
     let res = next.run(req).await;
     let route = route.as_ref().map_or("unmatched", |p| p.as_str());
-    let h = request_handles(route, method, res.status().as_u16());
-    if let Some(c) = &h.validation_failures {
-        c.increment(1);
-    }
-    h.duration.record(started.elapsed().as_secs_f64());
-    h.requests.increment(1);
+    let elapsed = started.elapsed().as_secs_f64();
+    with_request_handles(route, method, res.status().as_u16(), |h| {
+        if let Some(c) = &h.validation_failures {
+            c.increment(1);
+        }
+        h.duration.record(elapsed);
+        h.requests.increment(1);
+    });
     res
 }
 

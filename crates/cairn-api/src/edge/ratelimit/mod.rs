@@ -358,10 +358,20 @@ pub struct Report {
     pub outcome: Outcome,
 }
 
-/// The budgets checked for a request, carried on the response so the
-/// outermost check writes the headers once.
-#[derive(Debug, Clone, Default)]
-struct Reports(Vec<Report>);
+/// The address budget's report, handed to [`by_principal`] in the
+/// request's extensions: when the principal's budget is checked too, that
+/// stage writes the headers of both (the request's extensions exist
+/// already; the response's would be made for it).
+#[derive(Debug, Clone, Copy)]
+struct AddressReport(Report);
+
+/// Both reports, the address's first, as `RateLimit-Policy` lists them.
+fn with_address(address: Option<Report>, r: Report) -> ([Report; 2], usize) {
+    match address {
+        Some(a) => ([a, r], 2),
+        None => ([r, r], 1),
+    }
+}
 
 enum Checked {
     Done(Report),
@@ -477,40 +487,40 @@ fn limited<'a>(state: &'a AppState, req: &Request) -> Option<(&'a RateLimiter, C
     Class::of(req.method(), req.uri().path()).map(|class| (&**limiter, class))
 }
 
-/// Per-address budgets, before authentication; also writes the
-/// `RateLimit-*` headers of every budget checked for the request.
-pub async fn by_address(state: &AppState, req: Request, next: impl Next) -> Response {
+/// Per-address budgets, before authentication; writes the `RateLimit-*`
+/// headers when [`by_principal`] did not (it writes those of both).
+pub async fn by_address(state: &AppState, mut req: Request, next: impl Next) -> Response {
     let Some((limiter, class)) = limited(state, &req) else {
         return next.run(req).await;
     };
     let graphql = class == Class::Graphql;
-    let mut reports = Vec::with_capacity(2);
     // Without a peer address (a router served without connect info)
     // there is no address budget, only the principal's.
-    if let Some(addr) = crate::auth::peer_ip(&req) {
-        let limit = limiter.config.address.get(class);
-        match limiter.check(Scope::Address, class, &addr, limit).await {
-            Checked::Done(r) if !r.outcome.allowed => return refused(r, graphql),
-            Checked::Done(r) => reports.push(r),
-            Checked::Failed => {
-                if limiter.config.redis_failure == FailureMode::Closed {
-                    return unavailable(graphql);
-                }
-            }
+    let Some(addr) = crate::auth::peer_ip(&req) else {
+        return next.run(req).await;
+    };
+    let limit = limiter.config.address.get(class);
+    let report = match limiter.check(Scope::Address, class, &addr, limit).await {
+        Checked::Done(r) if !r.outcome.allowed => return refused(r, graphql),
+        Checked::Done(r) => r,
+        Checked::Failed if limiter.config.redis_failure == FailureMode::Closed => {
+            return unavailable(graphql);
         }
-    }
+        Checked::Failed => return next.run(req).await,
+    };
+    req.extensions_mut().insert(AddressReport(report));
     let mut res = next.run(req).await;
-    if let Some(inner) = res.extensions_mut().remove::<Reports>() {
-        reports.extend(inner.0);
+    // Unless `by_principal` wrote the headers of both budgets.
+    if !res.headers().contains_key(&LIMIT) {
+        write_headers(res.headers_mut(), &[report]);
     }
-    write_headers(res.headers_mut(), &reports);
     res
 }
 
 /// Per-principal budgets, after authentication (requests without an
 /// authenticated principal, and everyone when authentication is off,
-/// have only their address's budget). Must run inside [`by_address`],
-/// which writes the headers of both.
+/// have only their address's budget). Runs inside [`by_address`]: when it
+/// checks a budget it writes the headers of both.
 pub async fn by_principal(state: &AppState, req: Request, next: impl Next) -> Response {
     let Some((limiter, class)) = limited(state, &req) else {
         return next.run(req).await;
@@ -525,19 +535,19 @@ pub async fn by_principal(state: &AppState, req: Request, next: impl Next) -> Re
         return next.run(req).await;
     };
     let limit = limiter.config.principal_limit(&principal, class);
+    let address = req.extensions().get::<AddressReport>().map(|a| a.0);
     match limiter
         .check(Scope::Principal, class, &principal.id, limit)
         .await
     {
-        Checked::Done(r) if !r.outcome.allowed => {
-            let mut res = refused(r, graphql);
-            res.extensions_mut().insert(Reports(vec![r]));
-            res
-        }
         Checked::Done(r) => {
-            // `by_address`, outside, writes the headers.
-            let mut res = next.run(req).await;
-            res.extensions_mut().insert(Reports(vec![r]));
+            let mut res = if r.outcome.allowed {
+                next.run(req).await
+            } else {
+                refused(r, graphql)
+            };
+            let (reports, n) = with_address(address, r);
+            write_headers(res.headers_mut(), &reports[..n]);
             res
         }
         Checked::Failed if limiter.config.redis_failure == FailureMode::Closed => {
