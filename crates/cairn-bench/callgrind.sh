@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Instructions the server executes per request, counted by valgrind's
+# callgrind: the same count for the same binary and inputs whatever else
+# the machine is doing, so two edge stacks (or two builds) compare where
+# throughput runs on a shared 2-core VM spread by 30% (docs/PERFORMANCE.md
+# "The edge stack").
+#
+#   crates/cairn-bench/callgrind.sh STACK SCENARIO REQUESTS [SERVER_BIN]
+#
+# STACK is cairn-bench's --stack (bare, as-is, full); SCENARIO is create,
+# get or list. cairn-bench starts the server under callgrind with
+# instrumentation off, makes the events a get or list needs, switches
+# instrumentation on as the measured scenario starts, sends REQUESTS
+# requests at its usual concurrency and stops the server; the count covers
+# that scenario and the shutdown. Prints instructions per request and
+# leaves the profile (for callgrind_annotate) in $CALLGRIND_OUT_DIR
+# (default: a new temp dir). Extra cairn-bench arguments may be given in
+# $BENCH_ARGS (e.g. BENCH_ARGS="--names 30": with 3000 creates, every list
+# is a full page of 100). Needs valgrind and a release build:
+#   cargo build --release -p cairn -p cairn-bench
+set -euo pipefail
+if [ $# -lt 3 ]; then
+  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+  exit 2
+fi
+stack=$1 scenario=$2 requests=$3
+target=${CARGO_TARGET_DIR:-target}
+bench="$target/release/cairn-bench"
+server=$(realpath "${4:-$target/release/cairn}")
+out=${CALLGRIND_OUT_DIR:-$(mktemp -d)}
+mkdir -p "$out"
+case $scenario in
+  create) scenarios=create; starts="running: create" ;;
+  get) scenarios=create,get; starts="running: get" ;;
+  list) scenarios=create,list; starts="running: list" ;;
+  *) echo "scenario must be create, get or list" >&2; exit 2 ;;
+esac
+tag="$stack-$scenario-$$"
+wrapper="$out/server-$tag.sh"
+cat >"$wrapper" <<EOF
+#!/bin/sh
+exec valgrind --tool=callgrind --instr-atstart=no --dump-instr=no \
+  --callgrind-out-file="$out/callgrind.$tag" "$server" "\$@"
+EOF
+chmod +x "$wrapper"
+
+# Measured scenario: a fixed number of requests, no warm-up, no time limit.
+"$bench" --server-bin "$wrapper" --stack "$stack" --scenarios "$scenarios" \
+  --concurrency 64 --get-concurrency 64 --list-concurrency 16 \
+  --max-requests "$requests" --warmup-secs 0 --duration-secs 100000 ${BENCH_ARGS:-} \
+  2>&1 >"$out/bench-$tag.log" | while IFS= read -r line; do
+  echo "$line" >>"$out/bench-$tag.log"
+  case $line in *"$starts"*)
+    pid=$(pgrep -f -- "--callgrind-out-file=$out/callgrind.$tag" | head -n1)
+    callgrind_control --instr=on "$pid" >/dev/null 2>&1 ;;
+  esac
+done
+total=$(sed -n 's/^summary: //p' "$out/callgrind.$tag")
+if [ -z "$total" ] || [ "$total" = 0 ]; then
+  echo "no instructions were counted; see $out/bench-$tag.log" >&2
+  exit 1
+fi
+echo "$stack $scenario: $((total / requests)) instructions per request ($requests requests; profile $out/callgrind.$tag)"
