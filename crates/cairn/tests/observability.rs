@@ -356,6 +356,54 @@ async fn the_callers_sampling_decision_is_followed() {
     );
 }
 
+/// With `otlp_sampling_ratio = 0` a new trace is not exported and its
+/// `traceparent` says so (flags `00`), while a caller's sampled trace is
+/// still followed and exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_the_server_does_not_sample_answers_not_sampled() {
+    let (endpoint, received) = http_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[],
+        &[
+            ("CAIRN_OTLP_ENDPOINT", endpoint.as_str()),
+            ("CAIRN_OTLP_SAMPLING_RATIO", "0"),
+        ],
+    );
+    let client = server.client();
+    let res = client
+        .get(server.url("/api/v1/receivers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
+    let (trace_id, _, flags) = cairn_api::edge::trace::parse_traceparent(&tp).expect("W3C");
+    assert_eq!(flags, 0, "{tp}: not sampled");
+    let unsampled = format!("{trace_id:032x}");
+    assert_ne!(unsampled, TRACE_ID);
+
+    let res = client
+        .get(server.url("/api/v1/groups"))
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+        .send()
+        .await
+        .unwrap();
+    let followed = res.headers()["traceparent"].to_str().unwrap().to_owned();
+    assert!(
+        followed.starts_with(&format!("00-{TRACE_ID}-")) && followed.ends_with("-01"),
+        "{followed}"
+    );
+    // Exported after the first request's spans would have been.
+    let spans = received.wait_for("GET /api/v1/groups").await;
+    assert!(spans.iter().any(|(_, s)| hex(&s.trace_id) == TRACE_ID));
+    assert!(
+        !spans.iter().any(|(_, s)| hex(&s.trace_id) == unsampled),
+        "a trace the server did not sample was exported"
+    );
+}
+
 fn json_lines(log: &str) -> Vec<Value> {
     log.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

@@ -218,10 +218,20 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
     } else {
         None
     };
-    // With no exporter the ids are made here, and go on the span as it is
-    // made (recording them afterwards costs every layer a second visit).
-    let local = (observability.trace_context && observability.export_ratio.is_none())
-        .then(|| local_ids(parent.as_ref()));
+    let export = exported(observability.export_ratio, parent.as_ref());
+    // Unless this request's trace is exported (then the OpenTelemetry
+    // layer's span context is authoritative), the ids are made here and go
+    // on the span as it is made: recording them afterwards costs every
+    // layer a second visit, and joining a trace through the bridge costs a
+    // span the exporter never sees. A trace the exporter skips answers
+    // "not sampled".
+    let local = (observability.trace_context && !export).then(|| {
+        let mut ids = local_ids(parent.as_ref());
+        if observability.export_ratio.is_some() {
+            ids.sampled = false;
+        }
+        ids
+    });
     macro_rules! request_span {
         ($target:expr) => {
             tracing::info_span!(
@@ -240,7 +250,7 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
             )
         };
     }
-    let span = if exported(observability.export_ratio, parent.as_ref()) {
+    let span = if export {
         request_span!("cairn::request")
     } else {
         request_span!(QUIET_TARGET)
@@ -295,10 +305,11 @@ impl std::fmt::Display for Scrubbed<'_> {
     }
 }
 
-/// Join the caller's trace (or start one) and record the ids on the span,
-/// so that every log line inside it shows them. With an OpenTelemetry
-/// layer installed its span context is authoritative (it samples and
-/// exports); without one, the ids are made here.
+/// For a request whose trace is exported: join the caller's trace (or
+/// start one) through the OpenTelemetry layer, whose span context is
+/// authoritative, and record the ids on the span so that every log line
+/// inside it shows them. Should the layer have made no context, the ids
+/// are made here.
 fn start_trace(span: &tracing::Span, parent: Option<TraceParent>) -> TraceIds {
     if let Some(p) = &parent {
         let state = p
