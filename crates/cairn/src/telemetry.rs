@@ -172,14 +172,16 @@ pub fn init(settings: &Settings) -> Telemetry {
         // `opentelemetry::Context::current`; spans are joined through
         // `OpenTelemetrySpanExt`). Exported spans cost less to build and
         // to send.
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("cairn"))
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            .with_context_activation(false)
-            .with_filter(only_ours)
+        NoEnterExit(
+            tracing_opentelemetry::layer()
+                .with_tracer(p.tracer("cairn"))
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false)
+                .with_tracked_inactivity(false)
+                .with_context_activation(false)
+                .with_filter(only_ours),
+        )
     });
     let result = tracing_subscriber::registry()
         .with(fmt)
@@ -451,6 +453,113 @@ impl TextVisitor<'_, '_> {
         } else {
             write!(self.writer, "{sep}{name}={value}")
         };
+    }
+}
+
+/// A layer that is not told when a span is entered or exited.
+///
+/// For the OpenTelemetry layer, which neither tracks busy/idle time nor
+/// activates contexts: it would only note an exit time, and a span without
+/// one ends when it closes. Each call still cost a lookup of the span in
+/// the registry for the layer's per-layer filter, on every poll of every
+/// instrumented future. (Not for the log layer: its `EnvFilter` follows
+/// entered spans for span-scoped directives such as `[request]=debug`.) Everything else is passed on
+/// unchanged, `on_layer` (where a per-layer filter registers itself) and
+/// `downcast_raw` (how the OpenTelemetry layer's span context is found)
+/// included.
+struct NoEnterExit<L>(L);
+
+impl<S, L> Layer<S> for NoEnterExit<L>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    L: Layer<S>,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.0.on_register_dispatch(subscriber);
+    }
+
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.0.on_layer(subscriber);
+    }
+
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        self.0.register_callsite(metadata)
+    }
+
+    fn enabled(
+        &self,
+        metadata: &tracing::Metadata<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        self.0.enabled(metadata, ctx)
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_new_span(attrs, id, ctx);
+    }
+
+    fn on_record(
+        &self,
+        span: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_record(span, values, ctx);
+    }
+
+    fn on_follows_from(
+        &self,
+        span: &tracing::span::Id,
+        follows: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_follows_from(span, follows, ctx);
+    }
+
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        self.0.event_enabled(event, ctx)
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.on_event(event, ctx);
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.on_close(id, ctx);
+    }
+
+    fn on_id_change(
+        &self,
+        old: &tracing::span::Id,
+        new: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_id_change(old, new, ctx);
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        self.0.max_level_hint()
+    }
+
+    unsafe fn downcast_raw(&self, id: std::any::TypeId) -> Option<*const ()> {
+        if id == std::any::TypeId::of::<Self>() {
+            return Some(self as *const Self as *const ());
+        }
+        // SAFETY: the inner layer answers for its own types, as `Layered`
+        // asks each of its layers.
+        unsafe { self.0.downcast_raw(id) }
     }
 }
 

@@ -218,6 +218,15 @@ fn check_trace(spans: &[(String, OtlpSpan)], response_traceparent: &str) {
     );
     assert!(attr(http, "request_id").is_some(), "request id attribute");
     assert_eq!(http.trace_state, "vendor=abc", "tracestate carried");
+    for s in &in_trace {
+        assert!(
+            s.start_time_unix_nano > 0 && s.end_time_unix_nano >= s.start_time_unix_nano,
+            "{}: starts at {} and ends at {}",
+            s.name,
+            s.start_time_unix_nano,
+            s.end_time_unix_nano
+        );
+    }
     assert_eq!(
         response_traceparent,
         format!("00-{TRACE_ID}-{}-01", hex(&http.span_id)),
