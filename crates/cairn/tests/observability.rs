@@ -70,6 +70,18 @@ impl Received {
     }
 }
 
+/// A server exporting over OTLP/HTTP to a receiver of this test, with
+/// `envs` besides `CAIRN_OTLP_ENDPOINT`. The data dir comes first so that
+/// it is dropped after the server.
+async fn exporting(envs: &[(&str, &str)]) -> (tempfile::TempDir, Server, Received) {
+    let (endpoint, received) = http_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = vec![("CAIRN_OTLP_ENDPOINT", endpoint.as_str())];
+    all.extend_from_slice(envs);
+    let server = Server::start_with(dir.path(), &[], &all);
+    (dir, server, received)
+}
+
 /// An OTLP/HTTP receiver: `POST /v1/traces` with a protobuf body.
 async fn http_receiver() -> (String, Received) {
     use axum::routing::post;
@@ -259,18 +271,12 @@ fn service_names(spans: &[(String, OtlpSpan)]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_over_otlp_http_in_the_callers_trace() {
-    let (endpoint, received) = http_receiver().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(
-        dir.path(),
-        &[],
-        &[
-            ("CAIRN_OTLP_ENDPOINT", endpoint.as_str()),
-            ("CAIRN_OTLP_PROTOCOL", "http/protobuf"),
-            ("CAIRN_OTLP_SERVICE_NAME", "cairn-http-test"),
-            ("CAIRN_SINKS", r#"[{name="mem",kind="memory"}]"#),
-        ],
-    );
+    let (_dir, server, received) = exporting(&[
+        ("CAIRN_OTLP_PROTOCOL", "http/protobuf"),
+        ("CAIRN_OTLP_SERVICE_NAME", "cairn-http-test"),
+        ("CAIRN_SINKS", r#"[{name="mem",kind="memory"}]"#),
+    ])
+    .await;
     let res = traced_event(&server).await;
     let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
     received.wait_for("completion.evaluate").await;
@@ -323,13 +329,7 @@ async fn spans_are_exported_over_otlp_grpc_in_the_callers_trace() {
 /// exported, while a request without `traceparent` starts a sampled trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callers_sampling_decision_is_followed() {
-    let (endpoint, received) = http_receiver().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(
-        dir.path(),
-        &[],
-        &[("CAIRN_OTLP_ENDPOINT", endpoint.as_str())],
-    );
+    let (_dir, server, received) = exporting(&[]).await;
     let client = server.client();
     let unsampled = "0af7651916cd43dd8448eb211c80319c";
     let res = client
@@ -370,16 +370,7 @@ async fn the_callers_sampling_decision_is_followed() {
 /// still followed and exported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_the_server_does_not_sample_answers_not_sampled() {
-    let (endpoint, received) = http_receiver().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(
-        dir.path(),
-        &[],
-        &[
-            ("CAIRN_OTLP_ENDPOINT", endpoint.as_str()),
-            ("CAIRN_OTLP_SAMPLING_RATIO", "0"),
-        ],
-    );
+    let (_dir, server, received) = exporting(&[("CAIRN_OTLP_SAMPLING_RATIO", "0")]).await;
     let client = server.client();
     let res = client
         .get(server.url("/api/v1/receivers"))
