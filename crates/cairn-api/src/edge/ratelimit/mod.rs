@@ -365,14 +365,6 @@ pub struct Report {
 #[derive(Debug, Clone, Copy)]
 struct AddressReport(Report);
 
-/// Both reports, the address's first, as `RateLimit-Policy` lists them.
-fn with_address(address: Option<Report>, r: Report) -> ([Report; 2], usize) {
-    match address {
-        Some(a) => ([a, r], 2),
-        None => ([r, r], 1),
-    }
-}
-
 enum Checked {
     Done(Report),
     /// Redis could not be asked; the failure mode says what happens.
@@ -546,8 +538,11 @@ pub async fn by_principal(state: &AppState, req: Request, next: impl Next) -> Re
             } else {
                 refused(r, graphql)
             };
-            let (reports, n) = with_address(address, r);
-            write_headers(res.headers_mut(), &reports[..n]);
+            // The address's budget first, as `RateLimit-Policy` lists them.
+            match address {
+                Some(a) => write_headers(res.headers_mut(), &[a, r]),
+                None => write_headers(res.headers_mut(), &[r]),
+            }
             res
         }
         Checked::Failed if limiter.config.redis_failure == FailureMode::Closed => {
