@@ -463,10 +463,10 @@ impl TextVisitor<'_, '_> {
 /// one ends when it closes. Each call still cost a lookup of the span in
 /// the registry for the layer's per-layer filter, on every poll of every
 /// instrumented future. (Not for the log layer: its `EnvFilter` follows
-/// entered spans for span-scoped directives such as `[request]=debug`.) Everything else is passed on
-/// unchanged, `on_layer` (where a per-layer filter registers itself) and
-/// `downcast_raw` (how the OpenTelemetry layer's span context is found)
-/// included.
+/// entered spans for span-scoped directives such as `[request]=debug`.)
+/// Everything else is passed on unchanged, `on_layer` (where a per-layer
+/// filter registers itself) and `downcast_raw` (how the OpenTelemetry
+/// layer's span context is found) included.
 struct NoEnterExit<L>(L);
 
 impl<S, L> Layer<S> for NoEnterExit<L>
