@@ -42,7 +42,7 @@ fn is_subscription_upgrade(req: &Request) -> bool {
 }
 
 /// The peer's IP address, when the router is served with connect info.
-pub(crate) fn peer_ip(req: &Request) -> Option<String> {
+fn peer_ip(req: &Request) -> Option<String> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string())

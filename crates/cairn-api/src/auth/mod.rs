@@ -16,7 +16,6 @@
 
 pub mod accounts;
 mod authenticate;
-pub(crate) use authenticate::peer_ip;
 pub mod fields;
 
 pub use authenticate::{authenticate_header, layer};

@@ -15,7 +15,7 @@
 //! computation (`redis.rs`).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -153,7 +153,12 @@ struct Entry {
     idle_at_us: u64,
 }
 
-type Shard = Mutex<HashMap<Box<str>, Entry>>;
+/// Keys are bytes (an address's octets, a principal's id); the hasher is
+/// foldhash, seeded at random per process (keys come from clients, so the
+/// seed must not be guessable), and much cheaper than SipHash on keys this
+/// short.
+type Hasher = foldhash::fast::RandomState;
+type Shard = Mutex<HashMap<Box<[u8]>, Entry, Hasher>>;
 
 /// Buckets of one scope (addresses or principals) in this process.
 ///
@@ -165,16 +170,18 @@ type Shard = Mutex<HashMap<Box<str>, Entry>>;
 pub struct MemoryBuckets {
     shards: Box<[Shard]>,
     shard_cap: usize,
-    hasher: RandomState,
+    hasher: Hasher,
     clock: Arc<dyn Clock>,
 }
 
 impl MemoryBuckets {
     pub fn new(max_keys: usize, clock: Arc<dyn Clock>) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_hasher(Hasher::default())))
+                .collect(),
             shard_cap: max_keys.div_ceil(SHARDS).max(16),
-            hasher: RandomState::new(),
+            hasher: Hasher::default(),
             clock,
         }
     }
@@ -197,7 +204,8 @@ impl MemoryBuckets {
     }
 
     /// Check and consume one request of `class` for `key`.
-    pub fn take(&self, class: usize, key: &str, p: Params) -> Outcome {
+    pub fn take(&self, class: usize, key: impl AsRef<[u8]>, p: Params) -> Outcome {
+        let key = key.as_ref();
         let class = class.min(CLASSES - 1);
         let now = self.clock.now_us();
         let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
@@ -228,7 +236,7 @@ impl MemoryBuckets {
     }
 }
 
-fn evict(map: &mut HashMap<Box<str>, Entry>, cap: usize, now: u64) {
+fn evict(map: &mut HashMap<Box<[u8]>, Entry, Hasher>, cap: usize, now: u64) {
     map.retain(|_, e| e.idle_at_us > now);
     if map.len() < cap {
         return;
@@ -364,7 +372,7 @@ mod tests {
         let (clock, b) = store(320); // 10 keys per shard
         let p = Params::new(1, 1, 1);
         for i in 0..10_000 {
-            b.take(0, &format!("10.0.{}.{}", i / 256, i % 256), p);
+            b.take(0, format!("10.0.{}.{}", i / 256, i % 256), p);
         }
         assert!(b.len() <= b.capacity(), "{} > {}", b.len(), b.capacity());
         // A key that is still spending keeps its state while full buckets
@@ -372,7 +380,7 @@ mod tests {
         assert!(b.take(0, "busy", p).allowed);
         clock.advance(2_000_000);
         for i in 0..500 {
-            b.take(0, &format!("idle-{i}"), p);
+            b.take(0, format!("idle-{i}"), p);
         }
         assert!(b.len() <= b.capacity());
     }
@@ -386,7 +394,7 @@ mod tests {
         // Many other keys, each full again immediately (fast budget).
         let fast = Params::new(1_000_000, 1, 1);
         for i in 0..5_000 {
-            b.take(0, &format!("k{i}"), fast);
+            b.take(0, format!("k{i}"), fast);
             clock.advance(2);
         }
         assert!(

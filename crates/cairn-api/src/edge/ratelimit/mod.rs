@@ -23,6 +23,7 @@ use bucket::{Clock, MemoryBuckets, MonotonicClock, Outcome, Params};
 use cairn_domain::access::{Principal, PrincipalKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -334,6 +335,7 @@ enum Backend {
 pub struct RateLimiter {
     config: RateLimitConfig,
     backend: Backend,
+    policies: Policies,
     /// When the last "Redis unreachable" warning was logged (seconds on
     /// the limiter's clock, +1 so 0 means never).
     last_warning: AtomicU64,
@@ -364,6 +366,22 @@ pub struct Report {
 /// already; the response's would be made for it).
 #[derive(Debug, Clone, Copy)]
 struct AddressReport(Report);
+
+/// Whose budget a check spends.
+#[derive(Debug, Clone, Copy)]
+enum Key<'a> {
+    Address(IpAddr),
+    Principal(&'a str),
+}
+
+impl Key<'_> {
+    fn scope(self) -> Scope {
+        match self {
+            Key::Address(_) => Scope::Address,
+            Key::Principal(_) => Scope::Principal,
+        }
+    }
+}
 
 enum Checked {
     Done(Report),
@@ -402,6 +420,7 @@ impl RateLimiter {
             tracing::info!("rate limiting is off (rate_limit_enabled = false)");
         }
         Self {
+            policies: Policies::new(&config),
             config,
             backend,
             last_warning: AtomicU64::new(0),
@@ -413,18 +432,25 @@ impl RateLimiter {
         self.config.enabled
     }
 
-    async fn check(&self, scope: Scope, class: Class, key: &str, limit: Limit) -> Checked {
+    async fn check(&self, class: Class, key: Key<'_>, limit: Limit) -> Checked {
         let p = limit.params();
-        let outcome = match &self.backend {
-            Backend::Memory { address, principal } => {
-                let buckets = match scope {
-                    Scope::Address => address,
-                    Scope::Principal => principal,
-                };
-                buckets.take(class.index(), key, p)
+        let scope = key.scope();
+        let outcome = match (&self.backend, key) {
+            // In memory an address is its octets (no text to format).
+            (Backend::Memory { address, .. }, Key::Address(IpAddr::V4(ip))) => {
+                address.take(class.index(), ip.octets(), p)
             }
-            Backend::Redis(r) => {
-                let key = format!("{}:{}:{key}", class.as_str(), scope.as_str());
+            (Backend::Memory { address, .. }, Key::Address(IpAddr::V6(ip))) => {
+                address.take(class.index(), ip.octets(), p)
+            }
+            (Backend::Memory { principal, .. }, Key::Principal(id)) => {
+                principal.take(class.index(), id, p)
+            }
+            (Backend::Redis(r), key) => {
+                let key = match key {
+                    Key::Address(ip) => format!("{}:{}:{ip}", class.as_str(), scope.as_str()),
+                    Key::Principal(id) => format!("{}:{}:{id}", class.as_str(), scope.as_str()),
+                };
                 match r.take(&key, p).await {
                     Ok(o) => o,
                     Err(e) => {
@@ -488,12 +514,16 @@ pub async fn by_address(state: &AppState, mut req: Request, next: impl Next) -> 
     let graphql = class == Class::Graphql;
     // Without a peer address (a router served without connect info)
     // there is no address budget, only the principal's.
-    let Some(addr) = crate::auth::peer_ip(&req) else {
+    let Some(addr) = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+    else {
         return next.run(req).await;
     };
     let limit = limiter.config.address.get(class);
-    let report = match limiter.check(Scope::Address, class, &addr, limit).await {
-        Checked::Done(r) if !r.outcome.allowed => return refused(r, graphql),
+    let report = match limiter.check(class, Key::Address(addr), limit).await {
+        Checked::Done(r) if !r.outcome.allowed => return limiter.refused(r, graphql),
         Checked::Done(r) => r,
         Checked::Failed if limiter.config.redis_failure == FailureMode::Closed => {
             return unavailable(graphql);
@@ -504,7 +534,7 @@ pub async fn by_address(state: &AppState, mut req: Request, next: impl Next) -> 
     let mut res = next.run(req).await;
     // Unless `by_principal` wrote the headers of both budgets.
     if !res.headers().contains_key(&LIMIT) {
-        write_headers(res.headers_mut(), &[report]);
+        limiter.write_headers(res.headers_mut(), &[report]);
     }
     res
 }
@@ -518,30 +548,32 @@ pub async fn by_principal(state: &AppState, req: Request, next: impl Next) -> Re
         return next.run(req).await;
     };
     let graphql = class == Class::Graphql;
-    let Some(principal) = req
-        .extensions()
-        .get::<Caller>()
-        .map(|c| c.principal.clone())
-        .filter(|p| p.kind != PrincipalKind::Anonymous)
-    else {
-        return next.run(req).await;
+    let checked = {
+        let Some(principal) = req
+            .extensions()
+            .get::<Caller>()
+            .map(|c| &*c.principal)
+            .filter(|p| p.kind != PrincipalKind::Anonymous)
+        else {
+            return next.run(req).await;
+        };
+        let limit = limiter.config.principal_limit(principal, class);
+        limiter
+            .check(class, Key::Principal(&principal.id), limit)
+            .await
     };
-    let limit = limiter.config.principal_limit(&principal, class);
     let address = req.extensions().get::<AddressReport>().map(|a| a.0);
-    match limiter
-        .check(Scope::Principal, class, &principal.id, limit)
-        .await
-    {
+    match checked {
         Checked::Done(r) => {
             let mut res = if r.outcome.allowed {
                 next.run(req).await
             } else {
-                refused(r, graphql)
+                limiter.refused(r, graphql)
             };
             // The address's budget first, as `RateLimit-Policy` lists them.
             match address {
-                Some(a) => write_headers(res.headers_mut(), &[a, r]),
-                None => write_headers(res.headers_mut(), &[r]),
+                Some(a) => limiter.write_headers(res.headers_mut(), &[a, r]),
+                None => limiter.write_headers(res.headers_mut(), &[r]),
             }
             res
         }
@@ -556,35 +588,37 @@ fn secs_ceil(us: u64) -> u64 {
     us.div_ceil(1_000_000)
 }
 
-fn refused(r: Report, graphql: bool) -> Response {
-    metrics::counter!(
-        "cairn_rate_limit_rejections_total",
-        "class" => r.class.as_str(),
-        "scope" => r.scope.as_str()
-    )
-    .increment(1);
-    let retry_after = secs_ceil(r.outcome.retry_after_us).max(1);
-    let l = r.limit;
-    let error = ApiError::TooManyRequests {
-        message: format!(
-            "rate limit exceeded: {} {} requests per {} s per {} (burst {}); retry in {retry_after} s",
-            l.rate,
-            r.class.as_str(),
-            l.period_secs,
-            r.scope.as_str(),
-            l.burst
-        ),
-        retry_after,
-    };
-    let mut res = if graphql {
-        crate::graphql::api_error_response(error)
-    } else {
-        error.into_response()
-    };
-    let headers = res.headers_mut();
-    headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-    write_headers(headers, &[r]);
-    res
+impl RateLimiter {
+    fn refused(&self, r: Report, graphql: bool) -> Response {
+        metrics::counter!(
+            "cairn_rate_limit_rejections_total",
+            "class" => r.class.as_str(),
+            "scope" => r.scope.as_str()
+        )
+        .increment(1);
+        let retry_after = secs_ceil(r.outcome.retry_after_us).max(1);
+        let l = r.limit;
+        let error = ApiError::TooManyRequests {
+            message: format!(
+                "rate limit exceeded: {} {} requests per {} s per {} (burst {}); retry in {retry_after} s",
+                l.rate,
+                r.class.as_str(),
+                l.period_secs,
+                r.scope.as_str(),
+                l.burst
+            ),
+            retry_after,
+        };
+        let mut res = if graphql {
+            crate::graphql::api_error_response(error)
+        } else {
+            error.into_response()
+        };
+        let headers = res.headers_mut();
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        self.write_headers(headers, &[r]);
+        res
+    }
 }
 
 fn unavailable(graphql: bool) -> Response {
@@ -606,54 +640,147 @@ static REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 static RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
-/// The headers of the most restrictive budget (fewest requests left, then
-/// the longest wait until full); `RateLimit-Policy` lists every budget
-/// checked, that one first.
-fn write_headers(headers: &mut HeaderMap, reports: &[Report]) {
-    let Some(first) = reports.iter().min_by(|a, b| {
-        a.outcome
-            .remaining
-            .cmp(&b.outcome.remaining)
-            .then(b.outcome.reset_us.cmp(&a.outcome.reset_us))
-    }) else {
-        return;
-    };
-    headers.insert(LIMIT.clone(), HeaderValue::from(first.limit.burst));
-    headers.insert(
-        REMAINING.clone(),
-        HeaderValue::from(first.outcome.remaining),
-    );
-    headers.insert(
-        RESET.clone(),
-        HeaderValue::from(secs_ceil(first.outcome.reset_us)),
-    );
-    // Built by hand: this runs on every limited response, and the
-    // formatting machinery was most of the stage's cost.
-    let mut text = Vec::with_capacity(64 * reports.len());
-    write_policy(&mut text, first);
-    for r in reports.iter().filter(|r| !std::ptr::eq(*r, first)) {
-        text.extend_from_slice(b", ");
-        write_policy(&mut text, r);
+impl RateLimiter {
+    /// The headers of the most restrictive budget (fewest requests left,
+    /// then the longest wait until full); `RateLimit-Policy` lists every
+    /// budget checked, that one first.
+    fn write_headers(&self, headers: &mut HeaderMap, reports: &[Report]) {
+        let Some(first) = reports.iter().min_by(|a, b| {
+            a.outcome
+                .remaining
+                .cmp(&b.outcome.remaining)
+                .then(b.outcome.reset_us.cmp(&a.outcome.reset_us))
+        }) else {
+            return;
+        };
+        let mut listed = [(Scope::Address, first.limit); 2];
+        let mut n = 1;
+        listed[0] = (first.scope, first.limit);
+        for r in reports.iter().filter(|r| !std::ptr::eq(*r, first)).take(1) {
+            listed[1] = (r.scope, r.limit);
+            n = 2;
+        }
+        let (limit, policy) = match self.policies.get(first.class, &listed[..n]) {
+            Some(made) => made,
+            None => {
+                let ordered = std::iter::once(first)
+                    .chain(reports.iter().filter(|r| !std::ptr::eq(*r, first)));
+                (
+                    HeaderValue::from(first.limit.burst),
+                    policy_value(first.class, ordered),
+                )
+            }
+        };
+        headers.insert(LIMIT.clone(), limit);
+        headers.insert(REMAINING.clone(), number(first.outcome.remaining));
+        headers.insert(RESET.clone(), number(secs_ceil(first.outcome.reset_us)));
+        headers.insert(POLICY.clone(), policy);
     }
-    if let Ok(v) = HeaderValue::from_maybe_shared(axum::body::Bytes::from(text)) {
-        headers.insert(POLICY.clone(), v);
+}
+
+/// A count as a header value; the small ones (seconds to reset, the last
+/// requests of a budget) without allocating.
+fn number(n: u64) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match SMALL.get(n as usize) {
+        Some(s) if n < 10 => HeaderValue::from_static(s),
+        _ => HeaderValue::from(n),
     }
+}
+
+/// `RateLimit-Policy` listing `reports` in order.
+fn policy_value<'a>(class: Class, reports: impl Iterator<Item = &'a Report>) -> HeaderValue {
+    let mut text = Vec::with_capacity(128);
+    for (i, r) in reports.enumerate() {
+        if i > 0 {
+            text.extend_from_slice(b", ");
+        }
+        write_policy(&mut text, r.scope, class, r.limit);
+    }
+    HeaderValue::from_maybe_shared(axum::body::Bytes::from(text))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// One budget of `RateLimit-Policy`:
 /// `<rate>;w=<period>;burst=<burst>;comment="<scope> <class>"`.
-fn write_policy(out: &mut Vec<u8>, r: &Report) {
+fn write_policy(out: &mut Vec<u8>, scope: Scope, class: Class, limit: Limit) {
     let mut n = itoa::Buffer::new();
-    out.extend_from_slice(n.format(r.limit.rate).as_bytes());
+    out.extend_from_slice(n.format(limit.rate).as_bytes());
     out.extend_from_slice(b";w=");
-    out.extend_from_slice(n.format(r.limit.period_secs).as_bytes());
+    out.extend_from_slice(n.format(limit.period_secs).as_bytes());
     out.extend_from_slice(b";burst=");
-    out.extend_from_slice(n.format(r.limit.burst).as_bytes());
+    out.extend_from_slice(n.format(limit.burst).as_bytes());
     out.extend_from_slice(b";comment=\"");
-    out.extend_from_slice(r.scope.as_str().as_bytes());
+    out.extend_from_slice(scope.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(r.class.as_str().as_bytes());
+    out.extend_from_slice(class.as_str().as_bytes());
     out.push(b'"');
+}
+
+/// The `RateLimit-Limit` and `RateLimit-Policy` values of the budget
+/// lists the configuration makes (per class: the address's budget alone,
+/// and with each principal budget the defaults and roles give, in either
+/// order), made once: they are the same on every response.
+struct Policies([Vec<Made>; 4]);
+
+/// The values for one list of budgets.
+struct Made {
+    listed: Vec<(Scope, Limit)>,
+    limit: HeaderValue,
+    policy: HeaderValue,
+}
+
+impl Policies {
+    fn new(config: &RateLimitConfig) -> Self {
+        let classes = [Class::Auth, Class::Write, Class::Read, Class::Graphql];
+        Self(classes.map(|class| {
+            let address = (Scope::Address, config.address.get(class));
+            let mut principal: Vec<Limit> = vec![config.principal.get(class)];
+            for limit in config.roles.values().filter_map(|r| r.get(class)) {
+                if !principal.contains(&limit) {
+                    principal.push(limit);
+                }
+            }
+            let mut lists = vec![vec![address]];
+            for limit in principal {
+                let p = (Scope::Principal, limit);
+                lists.extend([vec![address, p], vec![p, address], vec![p]]);
+            }
+            lists
+                .into_iter()
+                .map(|list| {
+                    let reports: Vec<Report> = list
+                        .iter()
+                        .map(|&(scope, limit)| Report {
+                            scope,
+                            class,
+                            limit,
+                            outcome: Outcome {
+                                allowed: true,
+                                remaining: 0,
+                                retry_after_us: 0,
+                                reset_us: 0,
+                            },
+                        })
+                        .collect();
+                    Made {
+                        limit: HeaderValue::from(list[0].1.burst),
+                        policy: policy_value(class, reports.iter()),
+                        listed: list,
+                    }
+                })
+                .collect()
+        }))
+    }
+
+    /// `RateLimit-Limit` and `RateLimit-Policy` for these budgets, in
+    /// this order, if the configuration makes them.
+    fn get(&self, class: Class, listed: &[(Scope, Limit)]) -> Option<(HeaderValue, HeaderValue)> {
+        self.0[class.index()]
+            .iter()
+            .find(|m| m.listed == listed)
+            .map(|m| (m.limit.clone(), m.policy.clone()))
+    }
 }
 
 #[cfg(test)]
@@ -744,25 +871,30 @@ mod tests {
         assert_eq!(Limit::new(50_000, 100_000).problem(), None);
     }
 
-    #[test]
-    fn headers_report_the_tightest_budget_and_list_all() {
-        let report = |scope, remaining, reset_us| Report {
+    fn report(scope: Scope, limit: Limit, remaining: u64, reset_us: u64) -> Report {
+        Report {
             scope,
             class: Class::Write,
-            limit: Limit::new(5, 10),
+            limit,
             outcome: Outcome {
                 allowed: true,
                 remaining,
                 retry_after_us: 0,
                 reset_us,
             },
-        };
+        }
+    }
+
+    #[test]
+    fn headers_report_the_tightest_budget_and_list_all() {
+        let limiter = RateLimiter::new(RateLimitConfig::default());
+        let limit = Limit::new(5, 10);
         let mut h = HeaderMap::new();
-        write_headers(
+        limiter.write_headers(
             &mut h,
             &[
-                report(Scope::Address, 7, 600_000),
-                report(Scope::Principal, 3, 1_400_001),
+                report(Scope::Address, limit, 7, 600_000),
+                report(Scope::Principal, limit, 3, 1_400_001),
             ],
         );
         assert_eq!(h["ratelimit-limit"], "10");
@@ -772,5 +904,75 @@ mod tests {
             h["ratelimit-policy"],
             "5;w=1;burst=10;comment=\"principal write\", 5;w=1;burst=10;comment=\"address write\""
         );
+    }
+
+    #[test]
+    fn values_made_once_equal_those_made_per_response() {
+        // A role budget, so the configuration makes more than the defaults.
+        let mut config = RateLimitConfig::default();
+        config.roles.insert(
+            "producer".into(),
+            RoleLimits {
+                write: Some(Limit::new(7, 70)),
+                ..RoleLimits::default()
+            },
+        );
+        let limiter = RateLimiter::new(config.clone());
+        let address = config.address.write;
+        let cases = [
+            vec![report(Scope::Address, address, 9, 0)],
+            vec![
+                report(Scope::Address, address, 9, 0),
+                report(Scope::Principal, config.principal.write, 5, 0),
+            ],
+            vec![
+                report(Scope::Address, address, 1, 0),
+                report(Scope::Principal, Limit::new(7, 70), 5, 0),
+            ],
+            vec![report(Scope::Principal, Limit::new(7, 70), 12, 3_000_000)],
+        ];
+        for reports in cases {
+            let first = reports
+                .iter()
+                .min_by_key(|r| r.outcome.remaining)
+                .expect("a report");
+            let listed: Vec<(Scope, Limit)> = std::iter::once(first)
+                .chain(reports.iter().filter(|r| !std::ptr::eq(*r, first)))
+                .map(|r| (r.scope, r.limit))
+                .collect();
+            let (limit, policy) = limiter
+                .policies
+                .get(Class::Write, &listed)
+                .expect("made once for this configuration");
+            let ordered =
+                std::iter::once(first).chain(reports.iter().filter(|r| !std::ptr::eq(*r, first)));
+            assert_eq!(policy, policy_value(Class::Write, ordered), "{listed:?}");
+            assert_eq!(limit, HeaderValue::from(first.limit.burst), "{listed:?}");
+            let mut h = HeaderMap::new();
+            limiter.write_headers(&mut h, &reports);
+            assert_eq!(h["ratelimit-policy"], policy);
+            assert_eq!(
+                h["ratelimit-remaining"],
+                first.outcome.remaining.to_string()
+            );
+            assert_eq!(
+                h["ratelimit-reset"],
+                first.outcome.reset_us.div_ceil(1_000_000).to_string()
+            );
+        }
+        assert!(
+            limiter
+                .policies
+                .get(Class::Write, &[(Scope::Address, Limit::new(5, 10))])
+                .is_none(),
+            "a budget the configuration does not make is written per response"
+        );
+    }
+
+    #[test]
+    fn small_numbers_are_written_like_large_ones() {
+        for n in [0u64, 1, 9, 10, 11, 99_999] {
+            assert_eq!(number(n), HeaderValue::from(n), "{n}");
+        }
     }
 }
