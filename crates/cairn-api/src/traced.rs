@@ -1,7 +1,8 @@
 //! A view of the store that makes one tracing span per call
 //! (`store.<operation>`, at debug level, with `db.system`), so that store
 //! calls show up in a request's trace. When no layer wants debug spans the
-//! cost is a disabled-callsite check per call.
+//! cost is a disabled-callsite check per call; for a request whose trace
+//! the exporter does not sample, no span is made (`edge::trace::quiet`).
 
 use async_trait::async_trait;
 use cairn_domain::group::GroupPatch;
@@ -25,6 +26,9 @@ impl TracedStore {
     }
 
     fn span(&self, operation: &'static str) -> tracing::Span {
+        if crate::edge::trace::quiet() {
+            return tracing::Span::none();
+        }
         tracing::debug_span!(
             "store",
             otel.name = %format_args!("store.{operation}"),

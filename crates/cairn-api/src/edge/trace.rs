@@ -8,16 +8,16 @@ use crate::AppState;
 use crate::edge::pipeline::Next;
 use crate::metrics::RequestId;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-const REQUEST_ID: &str = "x-request-id";
-const TRACEPARENT: &str = "traceparent";
-const TRACESTATE: &str = "tracestate";
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// Longest `tracestate` carried (the W3C limit for what must be propagated).
 const MAX_TRACESTATE: usize = 512;
 
@@ -123,14 +123,14 @@ pub fn parse_traceparent(value: &str) -> Option<(u128, u64, u8)> {
 /// commas when not longer than 512 bytes. Anything malformed is ignored:
 /// the request starts a new trace, it is never refused.
 pub fn incoming(headers: &HeaderMap) -> Option<TraceParent> {
-    let mut values = headers.get_all(TRACEPARENT).iter();
+    let mut values = headers.get_all(&TRACEPARENT).iter();
     let first = values.next()?;
     if values.next().is_some() {
         return None;
     }
     let (trace_id, parent_id, flags) = parse_traceparent(first.to_str().ok()?.trim())?;
     let states: Vec<&str> = headers
-        .get_all(TRACESTATE)
+        .get_all(&TRACESTATE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(str::trim)
@@ -197,16 +197,37 @@ fn hex_into(out: &mut [u8], bytes: &[u8]) {
     }
 }
 
+tokio::task_local! {
+    /// Set for the work of a request whose trace the exporter skips.
+    static QUIET: bool;
+}
+
+/// Whether the request this task serves is one whose trace is not
+/// exported (an exporter is installed and did not sample it). Its inner
+/// spans (store calls) are then not made at all: made, each cost the
+/// span registry and the exporter's filter a visit on creation, every poll
+/// and close, only to be dropped. Outside a request: `false`.
+pub fn quiet() -> bool {
+    QUIET.try_with(|q| *q).unwrap_or(false)
+}
+
 /// Request id, trace context and the request span (see module docs).
 pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Response {
-    let id = req
+    // The id, and the value echoed: the caller's own header value, or
+    // the new ULID's text made once for both.
+    let given = req
         .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| acceptable(v))
-        .map(str::to_owned)
-        .unwrap_or_else(|| ulid::Ulid::new().to_string());
-    req.extensions_mut().insert(RequestId(id.clone()));
+        .get(&REQUEST_ID)
+        .filter(|v| v.to_str().is_ok_and(acceptable))
+        .cloned();
+    let (id, echoed) = match given {
+        Some(v) => (v.to_str().map(str::to_owned).unwrap_or_default(), Ok(v)),
+        None => {
+            let mut text = [0u8; ulid::ULID_LEN];
+            let text = ulid::Ulid::new().array_to_str(&mut text);
+            (text.to_owned(), HeaderValue::from_str(text))
+        }
+    };
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map(MatchedPath::as_str);
     let method = req.method().clone();
@@ -267,22 +288,26 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
             "request headers"
         );
     });
-    if let Some(ids) = trace {
-        req.extensions_mut().insert(ids);
-    }
-    let mut res = next.run(req).instrument(span.clone()).await;
+    req.extensions_mut().insert(RequestId(id));
+    // Boxed: `Instrumented` then moves a pointer, not the rest of the
+    // pipeline's future (kilobytes, copied several times per request).
+    let quiet = observability.export_ratio.is_some() && !export;
+    let mut res = QUIET
+        .scope(quiet, Box::pin(next.run(req)))
+        .instrument(span.clone())
+        .await;
     let status = res.status();
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
         span.record("otel.status_code", "error");
     }
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        res.headers_mut().insert(REQUEST_ID, v);
+    if let Ok(v) = echoed {
+        res.headers_mut().insert(REQUEST_ID.clone(), v);
     }
     if let Some(ids) = trace
         && let Ok(v) = HeaderValue::from_bytes(&ids.traceparent_bytes())
     {
-        res.headers_mut().insert(TRACEPARENT, v);
+        res.headers_mut().insert(TRACEPARENT.clone(), v);
     }
     res
 }
@@ -443,12 +468,12 @@ mod tests {
     fn two_traceparent_headers_are_ignored_and_tracestate_is_joined() {
         let mut h = HeaderMap::new();
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        h.append(TRACEPARENT, HeaderValue::from_static(tp));
-        h.append(TRACESTATE, HeaderValue::from_static("a=1"));
-        h.append(TRACESTATE, HeaderValue::from_static("b=2"));
+        h.append(TRACEPARENT.clone(), HeaderValue::from_static(tp));
+        h.append(TRACESTATE.clone(), HeaderValue::from_static("a=1"));
+        h.append(TRACESTATE.clone(), HeaderValue::from_static("b=2"));
         let got = incoming(&h).map(|p| p.tracestate);
         assert_eq!(got, Some(Some("a=1,b=2".to_owned())));
-        h.append(TRACEPARENT, HeaderValue::from_static(tp));
+        h.append(TRACEPARENT.clone(), HeaderValue::from_static(tp));
         assert_eq!(incoming(&h), None);
     }
 }
