@@ -61,6 +61,15 @@ pub struct Outcome {
     pub sent: u64,
 }
 
+impl Outcome {
+    /// Successful responses per second of the measured window (`None` if
+    /// the window is empty).
+    pub fn rps(&self) -> Option<f64> {
+        let secs = self.window.as_secs_f64();
+        (secs > 0.0).then(|| self.latencies_us.len() as f64 / secs)
+    }
+}
+
 struct WorkerResult {
     latencies_us: Vec<u64>,
     errors: u64,

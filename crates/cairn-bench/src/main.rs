@@ -3,8 +3,11 @@
 //! Starts the real `cairn` server on 127.0.0.1 (or attaches to a running one
 //! with `--url`), drives it over HTTP/1.1 with a closed-loop load generator
 //! and prints throughput, latency percentiles, errors and the server's
-//! memory use. See docs/PERFORMANCE.md.
+//! memory use. With `--compare` it instead starts one server per stack
+//! and compares them in paired, interleaved slices (see `compare`). See
+//! docs/PERFORMANCE.md.
 
+mod compare;
 mod delivery;
 mod load;
 mod server;
@@ -15,9 +18,10 @@ use clap::Parser;
 use load::{Outcome, Plan, Work, error_chain, percentile};
 use reqwest::Client;
 use serde_json::{Value, json};
-use server::SpawnedServer;
+use server::{LogSummary, SpawnedServer};
+use stack::{OtlpSink, Stack};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,15 +68,16 @@ struct Args {
     pid: Option<u32>,
 
     /// Measured duration of each scenario, in seconds.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, conflicts_with = "compare")]
     duration_secs: u64,
 
     /// Warm-up before each scenario's measurement starts, in seconds.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, conflicts_with = "compare")]
     warmup_secs: f64,
 
-    /// Concurrency levels of the event-create scenarios.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    /// Concurrency levels of the event-create scenarios [default: 1,16,64;
+    /// with --compare: 64, and only the first level is used].
+    #[arg(long, value_delimiter = ',')]
     concurrency: Vec<usize>,
 
     /// Concurrency of the get-event-by-id scenario.
@@ -99,10 +104,35 @@ struct Args {
     /// defaults and the environment), `bare` (every issue-6 layer off) or
     /// `full` (all on, spans exported to an OTLP sink the bench runs).
     #[arg(long, value_enum, default_value = "as-is", conflicts_with = "url")]
-    stack: stack::Stack,
+    stack: Stack,
 
-    /// With `--stack full`: the share of new traces the server samples and
-    /// exports to the OTLP sink (its `otlp_sampling_ratio`).
+    /// Compare these stacks instead of benchmarking one server, e.g.
+    /// `bare,as-is,full`: one server per stack runs at once and every
+    /// scenario is measured in rounds of short slices, one per stack, in
+    /// an order that rotates from round to round. The first stack is the
+    /// baseline; each other one is reported as its per-round throughput
+    /// ratio to it. `--server-log F` then writes F.STACK per server.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        conflicts_with_all = ["url", "stack", "drain_timeout_secs"]
+    )]
+    compare: Vec<Stack>,
+
+    /// With `--compare`: rounds per scenario (each measures every stack
+    /// once).
+    #[arg(long, default_value_t = 15, requires = "compare")]
+    rounds: usize,
+
+    /// With `--compare`: measured seconds of each slice (one stack's turn
+    /// in a round), after a short warm-up.
+    #[arg(long, default_value_t = 2.0, requires = "compare")]
+    slice_secs: f64,
+
+    /// With `--stack full` (or `full` in `--compare`): the share of new
+    /// traces the server samples and exports to the OTLP sink (its
+    /// `otlp_sampling_ratio`).
     #[arg(long, default_value_t = 1.0)]
     otlp_sampling_ratio: f64,
 
@@ -134,7 +164,14 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.concurrency.is_empty() {
+        args.concurrency = if args.compare.is_empty() {
+            vec![1, 16, 64]
+        } else {
+            vec![64]
+        };
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -163,22 +200,12 @@ fn run(args: Args) -> Result<(), BoxError> {
     validate(&args)?;
     let started = Instant::now();
     let machine = Machine::detect();
-    println!("cairn-bench");
-    println!(
-        "machine: nproc={} cpu={} memory={} (MemTotal)",
-        machine.nproc,
-        machine.cpu_model.as_deref().unwrap_or("unknown"),
-        machine
-            .mem_total_kib
-            .map(|k| format!("{:.1} GiB", k as f64 / 1024.0 / 1024.0))
-            .unwrap_or_else(|| "unknown".to_owned())
-    );
-    println!(
-        "load generator runs on the same machine as the server (they share all {} cores)",
-        machine.nproc
-    );
+    machine.print_header();
+    if !args.compare.is_empty() {
+        return compare::run(&args, &machine, started);
+    }
 
-    let mut otlp_sink: Option<stack::OtlpSink> = None;
+    let mut otlp_sink: Option<OtlpSink> = None;
     // The guard inside `target` stops a spawned server on every return path.
     let mut target = match &args.url {
         Some(url) => Target {
@@ -187,48 +214,9 @@ fn run(args: Args) -> Result<(), BoxError> {
             spawned: None,
         },
         None => {
-            let bin = match &args.server_bin {
-                Some(p) => p.clone(),
-                None => default_server_bin()?,
-            };
-            println!(
-                "server: starting {} serve --listen 127.0.0.1:0",
-                bin.display()
-            );
-            let sink = match args.stack {
-                stack::Stack::Full => {
-                    let sink = stack::OtlpSink::start()
-                        .map_err(|e| format!("starting the OTLP sink: {e}"))?;
-                    println!(
-                        "stack: full, spans exported to the OTLP sink at {}",
-                        sink.url
-                    );
-                    Some(sink)
-                }
-                stack::Stack::Bare => {
-                    println!("stack: bare (every issue-6 layer switched off)");
-                    None
-                }
-                stack::Stack::AsIs => None,
-            };
-            let env = args.stack.env(
-                sink.as_ref().map(|s| s.url.as_str()),
-                args.otlp_sampling_ratio,
-            );
+            let bin = server_bin(&args)?;
+            let (server, sink) = start_server(&args, &bin, args.stack, args.server_log.as_deref())?;
             otlp_sink = sink;
-            let server = SpawnedServer::start(
-                &bin,
-                args.data_parent.as_deref(),
-                args.server_log.as_deref(),
-                Duration::from_secs(60),
-                &env,
-            )?;
-            println!(
-                "server: pid {} listening on http://{} data dir {}",
-                server.pid,
-                server.addr,
-                server.data_dir().display()
-            );
             Target {
                 base: format!("http://{}", server.addr),
                 pid: Some(server.pid),
@@ -247,11 +235,7 @@ fn run(args: Args) -> Result<(), BoxError> {
         );
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("building the tokio runtime: {e}"))?;
-    let outcome = runtime.block_on(bench(&args, &mut target, &machine));
+    let outcome = runtime()?.block_on(bench(&args, &mut target, &machine));
 
     // Memory is read before the server is stopped. If the server is gone,
     // fall back to the last sample taken after a scenario.
@@ -279,12 +263,7 @@ fn run(args: Args) -> Result<(), BoxError> {
     print_table(&results.scenarios);
     println!();
     if let Some(sink) = &otlp_sink {
-        use std::sync::atomic::Ordering;
-        println!(
-            "otlp sink: {} export requests, {:.1} MiB of spans received",
-            sink.counts.requests.load(Ordering::Relaxed),
-            sink.counts.bytes.load(Ordering::Relaxed) as f64 / 1024.0 / 1024.0
-        );
+        println!("otlp sink: {}", otlp_summary(sink));
     }
     match &memory {
         Some(Ok((m, note))) => {
@@ -317,15 +296,7 @@ fn run(args: Args) -> Result<(), BoxError> {
     }
     let log_summary = target.spawned.as_ref().map(SpawnedServer::log_summary);
     if let Some(log) = &log_summary {
-        println!(
-            "server log: {} ERROR and {} WARN lines{}",
-            log.errors,
-            log.warnings,
-            log.first_problem
-                .as_ref()
-                .map(|l| format!("; first: {l}"))
-                .unwrap_or_default()
-        );
+        println!("server log: {}", log_text(log));
     }
     if let Some(how) = &stop {
         println!("server: {how}");
@@ -338,12 +309,7 @@ fn run(args: Args) -> Result<(), BoxError> {
             .and_then(|m| m.as_ref().ok())
             .map(|(m, _)| *m);
         let doc = json!({
-            "machine": {
-                "nproc": machine.nproc,
-                "cpu_model": machine.cpu_model,
-                "mem_total_mib": machine.mem_total_kib.map(mib),
-                "load_generator_on_same_machine": true,
-            },
+            "machine": machine.to_json(),
             "config": {
                 "server": if target.spawned.is_some() { "spawned" } else { "attached" },
                 "stack": format!("{:?}", args.stack).to_ascii_lowercase(),
@@ -370,11 +336,7 @@ fn run(args: Args) -> Result<(), BoxError> {
                 "log_first_problem": log_summary.as_ref().and_then(|l| l.first_problem.clone()),
             },
         });
-        let text = serde_json::to_string_pretty(&doc)
-            .map_err(|e| format!("serializing the JSON results: {e}"))?;
-        std::fs::write(path, text + "\n")
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
-        println!("results written to {}", path.display());
+        write_json(path, &doc)?;
     }
     match results.aborted {
         Some(why) => Err(why.into()),
@@ -410,6 +372,9 @@ fn validate(args: &Args) -> Result<(), BoxError> {
     if args.scenarios.contains(&Which::Get) && !args.scenarios.contains(&Which::Create) {
         return Err("--scenarios: get fetches the events create makes, so it needs create".into());
     }
+    if !args.compare.is_empty() {
+        compare::validate(args)?;
+    }
     Ok(())
 }
 
@@ -436,6 +401,102 @@ fn default_server_bin() -> Result<PathBuf, BoxError> {
         .parent()
         .ok_or_else(|| format!("{} has no parent directory", exe.display()))?;
     Ok(dir.join("cairn"))
+}
+
+/// The server binary to start: `--server-bin`, or `cairn` next to this
+/// executable.
+fn server_bin(args: &Args) -> Result<PathBuf, BoxError> {
+    match &args.server_bin {
+        Some(p) => Ok(p.clone()),
+        None => default_server_bin(),
+    }
+}
+
+/// Start `bin` with `stack`'s layers (for `full`, with the OTLP sink its
+/// spans are exported to, which is returned too) and say where it listens.
+fn start_server(
+    args: &Args,
+    bin: &Path,
+    stack: Stack,
+    log: Option<&Path>,
+) -> Result<(SpawnedServer, Option<OtlpSink>), BoxError> {
+    println!(
+        "server: starting {} serve --listen 127.0.0.1:0",
+        bin.display()
+    );
+    let sink = match stack {
+        Stack::Full => {
+            let sink = OtlpSink::start().map_err(|e| format!("starting the OTLP sink: {e}"))?;
+            println!(
+                "stack: full, spans exported to the OTLP sink at {}",
+                sink.url
+            );
+            Some(sink)
+        }
+        Stack::Bare => {
+            println!("stack: bare (every issue-6 layer switched off)");
+            None
+        }
+        Stack::AsIs => None,
+    };
+    let env = stack.env(
+        sink.as_ref().map(|s| s.url.as_str()),
+        args.otlp_sampling_ratio,
+    );
+    let server = SpawnedServer::start(
+        bin,
+        args.data_parent.as_deref(),
+        log,
+        Duration::from_secs(60),
+        &env,
+    )?;
+    println!(
+        "server: pid {} listening on http://{} data dir {}",
+        server.pid,
+        server.addr,
+        server.data_dir().display()
+    );
+    Ok((server, sink))
+}
+
+/// The multi-threaded tokio runtime the load runs on.
+fn runtime() -> Result<tokio::runtime::Runtime, BoxError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("building the tokio runtime: {e}").into())
+}
+
+/// "N export requests, X MiB of spans received".
+fn otlp_summary(sink: &OtlpSink) -> String {
+    use std::sync::atomic::Ordering;
+    format!(
+        "{} export requests, {:.1} MiB of spans received",
+        sink.counts.requests.load(Ordering::Relaxed),
+        sink.counts.bytes.load(Ordering::Relaxed) as f64 / 1024.0 / 1024.0
+    )
+}
+
+/// "N ERROR and M WARN lines; first: ...".
+fn log_text(log: &LogSummary) -> String {
+    format!(
+        "{} ERROR and {} WARN lines{}",
+        log.errors,
+        log.warnings,
+        log.first_problem
+            .as_ref()
+            .map(|l| format!("; first: {l}"))
+            .unwrap_or_default()
+    )
+}
+
+/// Write `doc` as pretty-printed JSON to `path`.
+fn write_json(path: &Path, doc: &Value) -> Result<(), BoxError> {
+    let text = serde_json::to_string_pretty(doc)
+        .map_err(|e| format!("serializing the JSON results: {e}"))?;
+    std::fs::write(path, text + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
+    println!("results written to {}", path.display());
+    Ok(())
 }
 
 struct Machine {
@@ -468,6 +529,32 @@ impl Machine {
             clock_ticks: server::clock_ticks_per_sec(),
         }
     }
+
+    /// The lines that open every report.
+    fn print_header(&self) {
+        println!("cairn-bench");
+        println!(
+            "machine: nproc={} cpu={} memory={} (MemTotal)",
+            self.nproc,
+            self.cpu_model.as_deref().unwrap_or("unknown"),
+            self.mem_total_kib
+                .map(|k| format!("{:.1} GiB", k as f64 / 1024.0 / 1024.0))
+                .unwrap_or_else(|| "unknown".to_owned())
+        );
+        println!(
+            "load generator runs on the same machine as the server (they share all {} cores)",
+            self.nproc
+        );
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "nproc": self.nproc,
+            "cpu_model": self.cpu_model,
+            "mem_total_mib": self.mem_total_kib.map(mib),
+            "load_generator_on_same_machine": true,
+        })
+    }
 }
 
 fn mib(kib: u64) -> f64 {
@@ -493,9 +580,7 @@ impl Scenario {
     }
 
     fn rps(&self) -> Option<f64> {
-        let o = self.outcome.as_ref()?;
-        let secs = o.window.as_secs_f64();
-        (secs > 0.0).then(|| o.latencies_us.len() as f64 / secs)
+        self.outcome.as_ref()?.rps()
     }
 
     fn latency_ms(&self, p: f64) -> Option<f64> {
@@ -550,43 +635,13 @@ async fn bench(args: &Args, target: &mut Target, machine: &Machine) -> Result<Re
         .copied()
         .max()
         .unwrap_or(1);
-    let token = match (&args.token, &target.spawned) {
-        (Some(t), _) => Some(t.clone()),
-        (None, Some(server)) => std::fs::read_to_string(server.admin_key_file())
-            .ok()
-            .map(|k| k.trim().to_owned()),
-        (None, None) => None,
-    };
-    let mut headers = reqwest::header::HeaderMap::new();
-    if args.stack == stack::Stack::Full {
-        // A browser-like caller: its origin is allowed, so CORS answers.
-        headers.insert(
-            reqwest::header::ORIGIN,
-            reqwest::header::HeaderValue::from_static(stack::ORIGIN),
-        );
-    }
-    if let Some(token) = token {
+    let token = api_key(args, target.spawned.as_ref());
+    if token.is_some() {
         println!("auth: requests carry an API key (authentication on)");
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {token}")
-                .parse()
-                .map_err(|e| format!("the token is not a valid header value: {e}"))?,
-        );
     } else {
         println!("auth: requests carry no credentials (the server must run with auth off)");
     }
-    let client = Client::builder()
-        .default_headers(headers)
-        .http1_only()
-        .no_proxy()
-        .pool_max_idle_per_host(max_conc)
-        .pool_idle_timeout(Duration::from_secs(300))
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(args.request_timeout_secs))
-        .build()
-        .map_err(|e| format!("building the HTTP client: {}", error_chain(&e)))?;
+    let client = build_client(args, args.stack, token.as_deref(), max_conc)?;
 
     let base = target.base.clone();
     let receiver_id = create_receiver(&client, &base).await?;
@@ -603,9 +658,7 @@ async fn bench(args: &Args, target: &mut Target, machine: &Machine) -> Result<Re
         );
     }
 
-    let names: Vec<String> = (0..args.names)
-        .map(|i| format!("bench-unit-{i:04}"))
-        .collect();
+    let names = unit_names(args.names);
     let bodies = Arc::new(event_bodies(&names, &receiver_id)?);
     let plan = |concurrency| Plan {
         warmup: Duration::from_secs_f64(args.warmup_secs),
@@ -641,35 +694,13 @@ async fn bench(args: &Args, target: &mut Target, machine: &Machine) -> Result<Re
 
     for (name, concurrency) in steps {
         let work = match name.as_str() {
-            "create event" => Work::Create {
-                url: format!("{base}/api/v1/events"),
-                bodies: Arc::clone(&bodies),
-                idempotency_prefix: args.idempotency_keys.then(|| {
-                    format!(
-                        "bench-{}-{concurrency}",
-                        std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map(|d| d.as_nanos())
-                            .unwrap_or(0)
-                    )
-                }),
-            },
+            "create event" => create_work(&base, &bodies, args.idempotency_keys, concurrency),
             "get event by id" if ids.is_empty() => {
                 scenarios.push(skipped(&name, concurrency, "no event was created"));
                 continue;
             }
-            "get event by id" => Work::Get {
-                prefix: format!("{base}/api/v1/events/"),
-                ids: Arc::new(ids.clone()),
-            },
-            _ => Work::List {
-                urls: Arc::new(
-                    names
-                        .iter()
-                        .map(|n| format!("{base}/api/v1/events?name={n}&limit=100"))
-                        .collect(),
-                ),
-            },
+            "get event by id" => get_work(&base, Arc::new(ids.clone())),
+            _ => list_work(&base, &names),
         };
         eprintln!("running: {name} at concurrency {concurrency} ...");
         let pid = target.pid;
@@ -755,6 +786,104 @@ async fn bench(args: &Args, target: &mut Target, machine: &Machine) -> Result<Re
         aborted,
         last_memory,
     })
+}
+
+/// The API key requests carry: `--token`, else a spawned server's
+/// first-start admin key from its data dir, else none.
+fn api_key(args: &Args, spawned: Option<&SpawnedServer>) -> Option<String> {
+    match (&args.token, spawned) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(server)) => std::fs::read_to_string(server.admin_key_file())
+            .ok()
+            .map(|k| k.trim().to_owned()),
+        (None, None) => None,
+    }
+}
+
+/// The bench's HTTP/1.1 client for a server running `stack`: up to
+/// `max_conc` kept-alive connections, the API key on every request and,
+/// for `full`, a browser-like Origin the stack allows (so CORS answers).
+fn build_client(
+    args: &Args,
+    stack: Stack,
+    token: Option<&str>,
+    max_conc: usize,
+) -> Result<Client, BoxError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if stack == Stack::Full {
+        headers.insert(
+            reqwest::header::ORIGIN,
+            reqwest::header::HeaderValue::from_static(stack::ORIGIN),
+        );
+    }
+    if let Some(token) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}")
+                .parse()
+                .map_err(|e| format!("the token is not a valid header value: {e}"))?,
+        );
+    }
+    Client::builder()
+        .default_headers(headers)
+        .http1_only()
+        .no_proxy()
+        .pool_max_idle_per_host(max_conc)
+        .pool_idle_timeout(Duration::from_secs(300))
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(args.request_timeout_secs))
+        .build()
+        .map_err(|e| format!("building the HTTP client: {}", error_chain(&e)).into())
+}
+
+/// The unit names the created events cycle through (and lists ask for).
+fn unit_names(count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("bench-unit-{i:04}")).collect()
+}
+
+/// Create events on the server at `base`, cycling through `bodies`; with
+/// `idempotency_keys`, under a key prefix no earlier scenario used.
+fn create_work(
+    base: &str,
+    bodies: &Arc<Vec<Bytes>>,
+    idempotency_keys: bool,
+    concurrency: usize,
+) -> Work {
+    Work::Create {
+        url: format!("{base}/api/v1/events"),
+        bodies: Arc::clone(bodies),
+        idempotency_prefix: idempotency_keys.then(|| {
+            format!(
+                "bench-{}-{concurrency}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            )
+        }),
+    }
+}
+
+/// Get events by id (`ids` must not be empty) from the server at `base`.
+fn get_work(base: &str, ids: Arc<Vec<String>>) -> Work {
+    Work::Get {
+        prefix: format!("{base}/api/v1/events/"),
+        ids,
+    }
+}
+
+/// List the events of each of `names` (first page of 100) on the server
+/// at `base`.
+fn list_work(base: &str, names: &[String]) -> Work {
+    Work::List {
+        urls: Arc::new(
+            names
+                .iter()
+                .map(|n| format!("{base}/api/v1/events?name={n}&limit=100"))
+                .collect(),
+        ),
+    }
 }
 
 fn skipped(name: &str, concurrency: usize, why: &str) -> Scenario {

@@ -27,6 +27,15 @@ pub enum Stack {
 pub const ORIGIN: &str = "http://bench.invalid";
 
 impl Stack {
+    /// The name `--stack` and `--compare` know it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stack::AsIs => "as-is",
+            Stack::Bare => "bare",
+            Stack::Full => "full",
+        }
+    }
+
     /// Environment for the spawned server (`otlp`: the sink's base URL;
     /// `ratio`: the share of traces the full stack samples and exports).
     pub fn env(self, otlp: Option<&str>, ratio: f64) -> Vec<(String, String)> {
