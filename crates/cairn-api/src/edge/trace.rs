@@ -215,13 +215,12 @@ pub fn quiet() -> bool {
 pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Response {
     // The id, and the value echoed: the caller's own header value, or
     // the new ULID's text made once for both.
-    let given = req
-        .headers()
-        .get(&REQUEST_ID)
-        .filter(|v| v.to_str().is_ok_and(acceptable))
-        .cloned();
+    let given = req.headers().get(&REQUEST_ID).and_then(|v| {
+        let id = v.to_str().ok().filter(|id| acceptable(id))?;
+        Some((id.to_owned(), Ok(v.clone())))
+    });
     let (id, echoed) = match given {
-        Some(v) => (v.to_str().map(str::to_owned).unwrap_or_default(), Ok(v)),
+        Some(given) => given,
         None => {
             let mut text = [0u8; ulid::ULID_LEN];
             let text = ulid::Ulid::new().array_to_str(&mut text);
@@ -240,6 +239,8 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
         None
     };
     let export = exported(observability.export_ratio, parent.as_ref());
+    // An exporter is installed and skips this trace.
+    let quiet = observability.export_ratio.is_some() && !export;
     // Unless this request's trace is exported (then the OpenTelemetry
     // layer's span context is authoritative), the ids are made here and go
     // on the span as it is made: recording them afterwards costs every
@@ -248,7 +249,7 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
     // "not sampled".
     let local = (observability.trace_context && !export).then(|| {
         let mut ids = local_ids(parent.as_ref());
-        if observability.export_ratio.is_some() {
+        if quiet {
             ids.sampled = false;
         }
         ids
@@ -291,7 +292,6 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
     req.extensions_mut().insert(RequestId(id));
     // Boxed: `Instrumented` then moves a pointer, not the rest of the
     // pipeline's future (kilobytes, copied several times per request).
-    let quiet = observability.export_ratio.is_some() && !export;
     let mut res = QUIET
         .scope(quiet, Box::pin(next.run(req)))
         .instrument(span.clone())

@@ -374,6 +374,16 @@ enum Key<'a> {
     Principal(&'a str),
 }
 
+/// As Redis keys name it: the address's usual text, the principal's id.
+impl std::fmt::Display for Key<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Key::Address(ip) => ip.fmt(f),
+            Key::Principal(id) => f.write_str(id),
+        }
+    }
+}
+
 impl Key<'_> {
     fn scope(self) -> Scope {
         match self {
@@ -447,10 +457,7 @@ impl RateLimiter {
                 principal.take(class.index(), id, p)
             }
             (Backend::Redis(r), key) => {
-                let key = match key {
-                    Key::Address(ip) => format!("{}:{}:{ip}", class.as_str(), scope.as_str()),
-                    Key::Principal(id) => format!("{}:{}:{id}", class.as_str(), scope.as_str()),
-                };
+                let key = format!("{}:{}:{key}", class.as_str(), scope.as_str());
                 match r.take(&key, p).await {
                     Ok(o) => o,
                     Err(e) => {
@@ -653,23 +660,18 @@ impl RateLimiter {
         }) else {
             return;
         };
-        let mut listed = [(Scope::Address, first.limit); 2];
-        let mut n = 1;
-        listed[0] = (first.scope, first.limit);
-        for r in reports.iter().filter(|r| !std::ptr::eq(*r, first)).take(1) {
-            listed[1] = (r.scope, r.limit);
-            n = 2;
-        }
-        let (limit, policy) = match self.policies.get(first.class, &listed[..n]) {
+        // Every budget checked, that one first.
+        let listed = || {
+            std::iter::once(first)
+                .chain(reports.iter().filter(|r| !std::ptr::eq(*r, first)))
+                .map(|r| (r.scope, r.limit))
+        };
+        let (limit, policy) = match self.policies.get(first.class, listed()) {
             Some(made) => made,
-            None => {
-                let ordered = std::iter::once(first)
-                    .chain(reports.iter().filter(|r| !std::ptr::eq(*r, first)));
-                (
-                    HeaderValue::from(first.limit.burst),
-                    policy_value(first.class, ordered),
-                )
-            }
+            None => (
+                HeaderValue::from(first.limit.burst),
+                policy_value(first.class, listed()),
+            ),
         };
         headers.insert(LIMIT.clone(), limit);
         headers.insert(REMAINING.clone(), number(first.outcome.remaining));
@@ -688,14 +690,14 @@ fn number(n: u64) -> HeaderValue {
     }
 }
 
-/// `RateLimit-Policy` listing `reports` in order.
-fn policy_value<'a>(class: Class, reports: impl Iterator<Item = &'a Report>) -> HeaderValue {
+/// `RateLimit-Policy` listing these budgets of `class` in order.
+fn policy_value(class: Class, listed: impl Iterator<Item = (Scope, Limit)>) -> HeaderValue {
     let mut text = Vec::with_capacity(128);
-    for (i, r) in reports.enumerate() {
+    for (i, (scope, limit)) in listed.enumerate() {
         if i > 0 {
             text.extend_from_slice(b", ");
         }
-        write_policy(&mut text, r.scope, class, r.limit);
+        write_policy(&mut text, scope, class, limit);
     }
     HeaderValue::from_maybe_shared(axum::body::Bytes::from(text))
         .unwrap_or_else(|_| HeaderValue::from_static(""))
@@ -748,26 +750,10 @@ impl Policies {
             }
             lists
                 .into_iter()
-                .map(|list| {
-                    let reports: Vec<Report> = list
-                        .iter()
-                        .map(|&(scope, limit)| Report {
-                            scope,
-                            class,
-                            limit,
-                            outcome: Outcome {
-                                allowed: true,
-                                remaining: 0,
-                                retry_after_us: 0,
-                                reset_us: 0,
-                            },
-                        })
-                        .collect();
-                    Made {
-                        limit: HeaderValue::from(list[0].1.burst),
-                        policy: policy_value(class, reports.iter()),
-                        listed: list,
-                    }
+                .map(|list| Made {
+                    limit: HeaderValue::from(list[0].1.burst),
+                    policy: policy_value(class, list.iter().copied()),
+                    listed: list,
                 })
                 .collect()
         }))
@@ -775,10 +761,14 @@ impl Policies {
 
     /// `RateLimit-Limit` and `RateLimit-Policy` for these budgets, in
     /// this order, if the configuration makes them.
-    fn get(&self, class: Class, listed: &[(Scope, Limit)]) -> Option<(HeaderValue, HeaderValue)> {
+    fn get(
+        &self,
+        class: Class,
+        listed: impl Iterator<Item = (Scope, Limit)> + Clone,
+    ) -> Option<(HeaderValue, HeaderValue)> {
         self.0[class.index()]
             .iter()
-            .find(|m| m.listed == listed)
+            .find(|m| m.listed.iter().copied().eq(listed.clone()))
             .map(|m| (m.limit.clone(), m.policy.clone()))
     }
 }
@@ -942,11 +932,13 @@ mod tests {
                 .collect();
             let (limit, policy) = limiter
                 .policies
-                .get(Class::Write, &listed)
+                .get(Class::Write, listed.iter().copied())
                 .expect("made once for this configuration");
-            let ordered =
-                std::iter::once(first).chain(reports.iter().filter(|r| !std::ptr::eq(*r, first)));
-            assert_eq!(policy, policy_value(Class::Write, ordered), "{listed:?}");
+            assert_eq!(
+                policy,
+                policy_value(Class::Write, listed.iter().copied()),
+                "{listed:?}"
+            );
             assert_eq!(limit, HeaderValue::from(first.limit.burst), "{listed:?}");
             let mut h = HeaderMap::new();
             limiter.write_headers(&mut h, &reports);
@@ -963,7 +955,10 @@ mod tests {
         assert!(
             limiter
                 .policies
-                .get(Class::Write, &[(Scope::Address, Limit::new(5, 10))])
+                .get(
+                    Class::Write,
+                    [(Scope::Address, Limit::new(5, 10))].into_iter()
+                )
                 .is_none(),
             "a budget the configuration does not make is written per response"
         );
