@@ -44,6 +44,10 @@ impl Store for CountedStore {
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
+    /// Not counted: a look into memory, not a store call.
+    fn cached_receiver(&self, id: ReceiverId) -> Option<Arc<Receiver>> {
+        self.inner.cached_receiver(id)
+    }
     async fn create_receiver(&self, receiver: NewReceiver) -> StoreResult<Arc<Receiver>> {
         self.count().create_receiver(receiver).await
     }

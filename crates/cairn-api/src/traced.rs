@@ -25,18 +25,32 @@ impl TracedStore {
         Self { inner }
     }
 
-    fn span(&self, operation: &'static str) -> tracing::Span {
+    /// `name` is `store.<operation>`, spelt out by the caller so that the
+    /// exporter is handed a ready string, not a format to run per call.
+    fn span(&self, name: &'static str, operation: &'static str) -> tracing::Span {
+        debug_assert_eq!(name.strip_prefix("store."), Some(operation));
         if crate::edge::trace::quiet() {
             return tracing::Span::none();
         }
         tracing::debug_span!(
             "store",
-            otel.name = %format_args!("store.{operation}"),
+            otel.name = name,
             otel.kind = "client",
             db.system = self.inner.kind(),
             db.operation = operation,
         )
     }
+}
+
+/// Every receiver among `ids` (duplicates dropped, as `Store::receivers`
+/// answers) when the process holds them all; else `None`.
+fn all_held(store: &dyn Store, ids: &[ReceiverId]) -> Option<Vec<Arc<Receiver>>> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter()
+        .map(|id| store.cached_receiver(id))
+        .collect()
 }
 
 #[async_trait]
@@ -50,19 +64,32 @@ impl Store for TracedStore {
     async fn create_receiver(&self, receiver: NewReceiver) -> StoreResult<Arc<Receiver>> {
         self.inner
             .create_receiver(receiver)
-            .instrument(self.span("create_receiver"))
+            .instrument(self.span("store.create_receiver", "create_receiver"))
             .await
     }
+    fn cached_receiver(&self, id: ReceiverId) -> Option<Arc<Receiver>> {
+        self.inner.cached_receiver(id)
+    }
+    /// A receiver this process holds is no store call and gets no span
+    /// (each exported span costs tens of thousands of instructions to
+    /// build and send; a get's receiver is nearly always held).
     async fn receiver(&self, id: ReceiverId) -> StoreResult<Option<Arc<Receiver>>> {
+        if let Some(held) = self.inner.cached_receiver(id) {
+            return Ok(Some(held));
+        }
         self.inner
             .receiver(id)
-            .instrument(self.span("receiver"))
+            .instrument(self.span("store.receiver", "receiver"))
             .await
     }
+    /// As `receiver`: no span when every one asked for is held.
     async fn receivers(&self, ids: Vec<ReceiverId>) -> StoreResult<Vec<Arc<Receiver>>> {
+        if let Some(held) = all_held(self.inner.as_ref(), &ids) {
+            return Ok(held);
+        }
         self.inner
             .receivers(ids)
-            .instrument(self.span("receivers"))
+            .instrument(self.span("store.receivers", "receivers"))
             .await
     }
     async fn list_receivers(
@@ -72,61 +99,67 @@ impl Store for TracedStore {
     ) -> StoreResult<Vec<Arc<Receiver>>> {
         self.inner
             .list_receivers(filter, page)
-            .instrument(self.span("list_receivers"))
+            .instrument(self.span("store.list_receivers", "list_receivers"))
             .await
     }
     async fn create_events(&self, events: Vec<CheckedEvent>) -> StoreResult<Vec<EventId>> {
         self.inner
             .create_events(events)
-            .instrument(self.span("create_events"))
+            .instrument(self.span("store.create_events", "create_events"))
             .await
     }
     async fn event(&self, id: EventId) -> StoreResult<Option<Event>> {
-        self.inner.event(id).instrument(self.span("event")).await
+        self.inner
+            .event(id)
+            .instrument(self.span("store.event", "event"))
+            .await
     }
     async fn list_events(&self, filter: EventFilter, page: PageRequest) -> StoreResult<Vec<Event>> {
         self.inner
             .list_events(filter, page)
-            .instrument(self.span("list_events"))
+            .instrument(self.span("store.list_events", "list_events"))
             .await
     }
     async fn create_group(&self, group: NewGroup) -> StoreResult<Group> {
         self.inner
             .create_group(group)
-            .instrument(self.span("create_group"))
+            .instrument(self.span("store.create_group", "create_group"))
             .await
     }
     async fn group(&self, id: GroupId) -> StoreResult<Option<Group>> {
-        self.inner.group(id).instrument(self.span("group")).await
+        self.inner
+            .group(id)
+            .instrument(self.span("store.group", "group"))
+            .await
     }
     async fn list_groups(&self, filter: GroupFilter, page: PageRequest) -> StoreResult<Vec<Group>> {
         self.inner
             .list_groups(filter, page)
-            .instrument(self.span("list_groups"))
+            .instrument(self.span("store.list_groups", "list_groups"))
             .await
     }
     async fn update_group(&self, id: GroupId, patch: GroupPatch) -> StoreResult<Group> {
         self.inner
             .update_group(id, patch)
-            .instrument(self.span("update_group"))
+            .instrument(self.span("store.update_group", "update_group"))
             .await
     }
     async fn add_group_receivers(&self, id: GroupId, ids: Vec<ReceiverId>) -> StoreResult<Group> {
         self.inner
             .add_group_receivers(id, ids)
-            .instrument(self.span("add_group_receivers"))
+            .instrument(self.span("store.add_group_receivers", "add_group_receivers"))
             .await
     }
     async fn remove_group_receiver(&self, id: GroupId, receiver: ReceiverId) -> StoreResult<Group> {
         self.inner
             .remove_group_receiver(id, receiver)
-            .instrument(self.span("remove_group_receiver"))
+            .instrument(self.span("store.remove_group_receiver", "remove_group_receiver"))
             .await
     }
     async fn group_status(&self, id: GroupId, unit: Unit) -> StoreResult<GroupStatus> {
         self.inner
             .group_status(id, unit)
-            .instrument(self.span("group_status"))
+            .instrument(self.span("store.group_status", "group_status"))
             .await
     }
     async fn list_completions(
@@ -136,19 +169,19 @@ impl Store for TracedStore {
     ) -> StoreResult<Vec<Completion>> {
         self.inner
             .list_completions(id, page)
-            .instrument(self.span("list_completions"))
+            .instrument(self.span("store.list_completions", "list_completions"))
             .await
     }
     async fn outbox_head(&self) -> StoreResult<u64> {
         self.inner
             .outbox_head()
-            .instrument(self.span("outbox_head"))
+            .instrument(self.span("store.outbox_head", "outbox_head"))
             .await
     }
     async fn outbox_after(&self, after_seq: u64, limit: u32) -> StoreResult<Vec<OutboxMessage>> {
         self.inner
             .outbox_after(after_seq, limit)
-            .instrument(self.span("outbox_after"))
+            .instrument(self.span("store.outbox_after", "outbox_after"))
             .await
     }
     async fn outbox_deliverable(
@@ -158,65 +191,68 @@ impl Store for TracedStore {
     ) -> StoreResult<Vec<OutboxMessage>> {
         self.inner
             .outbox_deliverable(after_seq, limit)
-            .instrument(self.span("outbox_deliverable"))
+            .instrument(self.span("store.outbox_deliverable", "outbox_deliverable"))
             .await
     }
     async fn outbox_count_after(&self, after_seq: u64) -> StoreResult<u64> {
         self.inner
             .outbox_count_after(after_seq)
-            .instrument(self.span("outbox_count_after"))
+            .instrument(self.span("store.outbox_count_after", "outbox_count_after"))
             .await
     }
     async fn lease_sink(&self, sink: &str) -> StoreResult<Option<Box<dyn SinkLease>>> {
         self.inner
             .lease_sink(sink)
-            .instrument(self.span("lease_sink"))
+            .instrument(self.span("store.lease_sink", "lease_sink"))
             .await
     }
     async fn sink_cursor(&self, sink: &str) -> StoreResult<u64> {
         self.inner
             .sink_cursor(sink)
-            .instrument(self.span("sink_cursor"))
+            .instrument(self.span("store.sink_cursor", "sink_cursor"))
             .await
     }
     async fn advance_sink_cursor(&self, sink: &str, seq: u64) -> StoreResult<()> {
         self.inner
             .advance_sink_cursor(sink, seq)
-            .instrument(self.span("advance_sink_cursor"))
+            .instrument(self.span("store.advance_sink_cursor", "advance_sink_cursor"))
             .await
     }
     async fn record_dead_letter(&self, letter: DeadLetter) -> StoreResult<()> {
         self.inner
             .record_dead_letter(letter)
-            .instrument(self.span("record_dead_letter"))
+            .instrument(self.span("store.record_dead_letter", "record_dead_letter"))
             .await
     }
     async fn dead_letters(&self, sink: Option<String>, limit: u32) -> StoreResult<Vec<DeadLetter>> {
         self.inner
             .dead_letters(sink, limit)
-            .instrument(self.span("dead_letters"))
+            .instrument(self.span("store.dead_letters", "dead_letters"))
             .await
     }
     async fn replay_dead_letter(&self, sink: &str, seq: u64) -> StoreResult<()> {
         self.inner
             .replay_dead_letter(sink, seq)
-            .instrument(self.span("replay_dead_letter"))
+            .instrument(self.span("store.replay_dead_letter", "replay_dead_letter"))
             .await
     }
     async fn sink_replays(&self, sink: &str, limit: u32) -> StoreResult<Vec<OutboxMessage>> {
         self.inner
             .sink_replays(sink, limit)
-            .instrument(self.span("sink_replays"))
+            .instrument(self.span("store.sink_replays", "sink_replays"))
             .await
     }
     async fn finish_replay(&self, sink: &str, seq: u64) -> StoreResult<()> {
         self.inner
             .finish_replay(sink, seq)
-            .instrument(self.span("finish_replay"))
+            .instrument(self.span("store.finish_replay", "finish_replay"))
             .await
     }
     async fn check(&self) -> StoreResult<()> {
-        self.inner.check().instrument(self.span("check")).await
+        self.inner
+            .check()
+            .instrument(self.span("store.check", "check"))
+            .await
     }
     async fn close(&self) {
         self.inner.close().await

@@ -162,6 +162,15 @@ pub trait Store: Send + Sync + 'static {
         PoolStats::default()
     }
 
+    /// The receiver if this process already holds it (receivers are
+    /// immutable, so a held one is current): no I/O. A view over a store
+    /// uses it to tell a memory hit from a storage read (`TracedStore`
+    /// makes no span for a hit). `None`: not held, or no cache.
+    fn cached_receiver(&self, id: ReceiverId) -> Option<Arc<Receiver>> {
+        let _ = id;
+        None
+    }
+
     async fn create_receiver(&self, receiver: NewReceiver) -> StoreResult<Arc<Receiver>>;
     async fn receiver(&self, id: ReceiverId) -> StoreResult<Option<Arc<Receiver>>>;
     /// The stored receivers among `ids` (unknown ones are left out), in no

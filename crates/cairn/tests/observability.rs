@@ -304,6 +304,55 @@ async fn spans_are_exported_over_otlp_http_in_the_callers_trace() {
     assert_eq!(service_names(&spans), vec!["cairn-http-test".to_owned()]);
 }
 
+/// A get of an event reads the event from storage (a `store.event` span
+/// under the server span) and its receiver from the process's receiver
+/// cache: a memory hit, which makes no span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_traces_the_store_read_and_not_the_cached_receiver() {
+    const GET_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    let (_dir, server, received) = exporting(&[("CAIRN_OTLP_PROTOCOL", "http/protobuf")]).await;
+    let created: Value = traced_event(&server).await.json().await.unwrap();
+    let id = created["data"]
+        .as_str()
+        .expect("the new event's id")
+        .to_owned();
+    let res = server
+        .client()
+        .get(server.url(&format!("/api/v1/events/{id}")))
+        .header("traceparent", format!("00-{GET_TRACE}-{PARENT_ID}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let spans = received.wait_for("GET /api/v1/events/{id}").await;
+    let in_trace: Vec<&OtlpSpan> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| hex(&s.trace_id) == GET_TRACE)
+        .collect();
+    let names: Vec<&str> = in_trace.iter().map(|s| s.name.as_str()).collect();
+    let http = in_trace
+        .iter()
+        .find(|s| s.name == "GET /api/v1/events/{id}")
+        .unwrap_or_else(|| panic!("no HTTP span in the trace: {names:?}"));
+    let store = in_trace
+        .iter()
+        .find(|s| s.name == "store.event")
+        .unwrap_or_else(|| panic!("no store.event span in the trace: {names:?}"));
+    assert_eq!(
+        store.parent_span_id, http.span_id,
+        "store read under the request"
+    );
+    assert_eq!(attr(store, "db.operation").as_deref(), Some("event"));
+    // Every span of the request ends before its server span, so all of
+    // them were exported by the time that one arrived.
+    assert_eq!(
+        names.len(),
+        2,
+        "only the request and the store read: {names:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_over_otlp_grpc_in_the_callers_trace() {
     let (endpoint, received) = grpc_receiver().await;

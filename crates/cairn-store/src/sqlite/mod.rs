@@ -371,6 +371,9 @@ impl Store for SqliteStore {
         Ok(created)
     }
 
+    fn cached_receiver(&self, id: ReceiverId) -> Option<Arc<Receiver>> {
+        self.cache.get(id)
+    }
     async fn receiver(&self, id: ReceiverId) -> StoreResult<Option<Arc<Receiver>>> {
         if let Some(r) = self.cache.get(id) {
             return Ok(Some(r));
