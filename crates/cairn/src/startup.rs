@@ -123,8 +123,13 @@ impl Application {
         let observability = settings.observability_config();
         let data_dir = std::fs::canonicalize(&settings.data_dir).unwrap_or(settings.data_dir);
         // Store calls as spans (issue 6), for the request path only: the
-        // relay's polls would otherwise be a trace each.
-        let api_store: Arc<dyn Store> = if settings.trace_spans {
+        // relay's polls would otherwise be a trace each. Only when a layer
+        // could record one (store spans are debug level: an OTLP exporter,
+        // or a log filter at debug); otherwise every store call would pay
+        // for the view (a boxed future) and its spans would never be made.
+        let spans_recordable =
+            tracing::level_filters::LevelFilter::current() >= tracing::Level::DEBUG;
+        let api_store: Arc<dyn Store> = if settings.trace_spans && spans_recordable {
             Arc::new(cairn_api::traced::TracedStore::new(store.clone()))
         } else {
             store.clone()
