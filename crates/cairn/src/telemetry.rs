@@ -456,6 +456,20 @@ impl TextVisitor<'_, '_> {
     }
 }
 
+/// Whether `values` holds nothing but `trace_id`/`span_id` (the span
+/// fields that put a request's ids on its log lines).
+fn only_log_ids(values: &tracing::span::Record<'_>) -> bool {
+    struct Names(bool);
+    impl tracing::field::Visit for Names {
+        fn record_debug(&mut self, field: &tracing::field::Field, _: &dyn std::fmt::Debug) {
+            self.0 &= matches!(field.name(), "trace_id" | "span_id");
+        }
+    }
+    let mut names = Names(!values.is_empty());
+    values.record(&mut names);
+    names.0
+}
+
 /// A layer that is not told when a span is entered or exited.
 ///
 /// For the OpenTelemetry layer, which neither tracks busy/idle time nor
@@ -506,12 +520,19 @@ where
         self.0.on_new_span(attrs, id, ctx);
     }
 
+    /// Except a record of only the log fields `trace_id` and `span_id`
+    /// (the edge writes them once it knows an exported request's ids):
+    /// they repeat the span's own ids, so the exporter would only build,
+    /// encode and send two redundant attributes per span.
     fn on_record(
         &self,
         span: &tracing::span::Id,
         values: &tracing::span::Record<'_>,
         ctx: tracing_subscriber::layer::Context<'_, S>,
     ) {
+        if only_log_ids(values) {
+            return;
+        }
         self.0.on_record(span, values, ctx);
     }
 

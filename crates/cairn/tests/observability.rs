@@ -229,6 +229,13 @@ fn check_trace(spans: &[(String, OtlpSpan)], response_traceparent: &str) {
         Some("200")
     );
     assert!(attr(http, "request_id").is_some(), "request id attribute");
+    for log_only in ["trace_id", "span_id"] {
+        assert_eq!(
+            attr(http, log_only),
+            None,
+            "the span's own ids are not repeated as attributes"
+        );
+    }
     assert_eq!(http.trace_state, "vendor=abc", "tracestate carried");
     for s in &in_trace {
         assert!(
@@ -306,11 +313,17 @@ async fn spans_are_exported_over_otlp_http_in_the_callers_trace() {
 
 /// A get of an event reads the event from storage (a `store.event` span
 /// under the server span) and its receiver from the process's receiver
-/// cache: a memory hit, which makes no span.
+/// cache: a memory hit, which makes no span. The request's log lines carry
+/// the exported span's ids.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_traces_the_store_read_and_not_the_cached_receiver() {
     const GET_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
-    let (_dir, server, received) = exporting(&[("CAIRN_OTLP_PROTOCOL", "http/protobuf")]).await;
+    let (_dir, server, received) = exporting(&[
+        ("CAIRN_OTLP_PROTOCOL", "http/protobuf"),
+        ("CAIRN_LOG_FORMAT", "json"),
+        ("RUST_LOG", "info,cairn_api=debug"),
+    ])
+    .await;
     let created: Value = traced_event(&server).await.json().await.unwrap();
     let id = created["data"]
         .as_str()
@@ -351,6 +364,17 @@ async fn a_get_traces_the_store_read_and_not_the_cached_receiver() {
         2,
         "only the request and the store read: {names:?}"
     );
+    let log = server.log();
+    let lines = json_lines(&log);
+    let mine: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["trace_id"] == GET_TRACE)
+        .collect();
+    assert!(!mine.is_empty(), "no log line of the get; log:\n{log}");
+    for line in mine {
+        assert_eq!(line["span_id"], hex(&http.span_id), "{line}");
+        assert_eq!(request_span(line).unwrap()["trace_id"], GET_TRACE, "{line}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
