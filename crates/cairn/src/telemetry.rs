@@ -428,10 +428,11 @@ struct TextVisitor<'a, 'w> {
 
 impl tracing::field::Visit for TextVisitor<'_, '_> {
     fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        if field.name() == "message" {
-            self.write(field, format_args!("{value}"));
-        } else {
-            self.write(field, format_args!("{value:?}"));
+        match field.name() {
+            // As they are: the message, and a request's hex ids (given as
+            // text so that no formatter runs for them on every request).
+            "message" | "trace_id" | "span_id" => self.write_text(field, value),
+            _ => self.write(field, format_args!("{value:?}")),
         }
     }
 
@@ -441,18 +442,40 @@ impl tracing::field::Visit for TextVisitor<'_, '_> {
 }
 
 impl TextVisitor<'_, '_> {
-    fn write(&mut self, field: &tracing::field::Field, value: std::fmt::Arguments<'_>) {
+    /// The separator and `name=` due before a field's value, or `None`
+    /// for a field not written (`otel.*`, `log.*`, or after an error).
+    fn prefix(&mut self, field: &tracing::field::Field) -> Option<(&'static str, &'static str)> {
         let name = field.name();
         if self.result.is_err() || name.starts_with("otel.") || name.starts_with("log.") {
-            return;
+            return None;
         }
         let sep = if self.first { "" } else { " " };
         self.first = false;
-        self.result = if name == "message" {
-            write!(self.writer, "{sep}{value}")
-        } else {
-            write!(self.writer, "{sep}{name}={value}")
-        };
+        Some((sep, if name == "message" { "" } else { name }))
+    }
+
+    fn write(&mut self, field: &tracing::field::Field, value: std::fmt::Arguments<'_>) {
+        if let Some((sep, name)) = self.prefix(field) {
+            self.result = if name.is_empty() {
+                write!(self.writer, "{sep}{value}")
+            } else {
+                write!(self.writer, "{sep}{name}={value}")
+            };
+        }
+    }
+
+    /// As `write`, for a value written as it is (no formatter runs).
+    fn write_text(&mut self, field: &tracing::field::Field, value: &str) {
+        if let Some((sep, name)) = self.prefix(field) {
+            let w = &mut *self.writer;
+            self.result = w.write_str(sep).and_then(|()| {
+                if !name.is_empty() {
+                    w.write_str(name)?;
+                    w.write_char('=')?;
+                }
+                w.write_str(value)
+            });
+        }
     }
 }
 
@@ -586,7 +609,60 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::hoist_ids;
+    use super::{TextFields, hoist_ids};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
+        type Writer = Buffer;
+        fn make_writer(&'a self) -> Buffer {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn text_lines_show_ids_bare_other_text_quoted_and_no_otel_fields() {
+        let out = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .without_time()
+            .fmt_fields(TextFields)
+            .with_writer(out.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "request",
+                otel.name = "GET /api/v1/events/{id}",
+                http.route = "/api/v1/events/{id}",
+                request_id = %"r-1",
+                trace_id = "4bf92f3577b34da6a3ce929d0e0e4736",
+                span_id = "00f067aa0ba902b7",
+            );
+            span.in_scope(|| tracing::info!(status = 200, "done"));
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains(
+                "request{http.route=\"/api/v1/events/{id}\" request_id=r-1 \
+                 trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span_id=00f067aa0ba902b7}:"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("done status=200"), "{text}");
+        assert!(!text.contains("otel"), "{text}");
+    }
 
     #[test]
     fn a_request_line_gets_its_ids_at_the_top_level() {

@@ -254,6 +254,7 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
         }
         ids
     });
+    let hex = local.map(|i| (IdHex::trace(i.trace_id), IdHex::span(i.span_id)));
     macro_rules! request_span {
         ($target:expr) => {
             tracing::info_span!(
@@ -267,8 +268,8 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
                 url.path = %req.uri().path(),
                 http.response.status_code = Empty,
                 request_id = %id,
-                trace_id = local.map(|i| tracing::field::display(TraceHex(i.trace_id))),
-                span_id = local.map(|i| tracing::field::display(SpanHex(i.span_id))),
+                trace_id = hex.as_ref().map(|(t, _)| t.as_str()),
+                span_id = hex.as_ref().map(|(_, s)| s.as_str()),
             )
         };
     }
@@ -363,8 +364,8 @@ fn start_trace(span: &tracing::Span, parent: Option<TraceParent>) -> TraceIds {
     } else {
         local_ids(parent.as_ref())
     };
-    span.record("trace_id", tracing::field::display(TraceHex(ids.trace_id)));
-    span.record("span_id", tracing::field::display(SpanHex(ids.span_id)));
+    span.record("trace_id", IdHex::trace(ids.trace_id).as_str());
+    span.record("span_id", IdHex::span(ids.span_id).as_str());
     ids
 }
 
@@ -378,25 +379,31 @@ fn local_ids(parent: Option<&TraceParent>) -> TraceIds {
     }
 }
 
-/// A trace id as W3C writes it: 32 lower-case hex digits.
-struct TraceHex(u128);
+/// An id as W3C writes it, in lower-case hex (32 digits for a trace id,
+/// 16 for a span id), on the stack. Given to the span as text, so that the
+/// log layer copies it instead of running a formatter for each field.
+struct IdHex<const N: usize>([u8; N]);
 
-impl std::fmt::Display for TraceHex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl IdHex<32> {
+    fn trace(id: u128) -> Self {
         let mut out = [0u8; 32];
-        hex_into(&mut out, &self.0.to_be_bytes());
-        f.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
+        hex_into(&mut out, &id.to_be_bytes());
+        Self(out)
     }
 }
 
-/// A span id as W3C writes it: 16 lower-case hex digits.
-struct SpanHex(u64);
-
-impl std::fmt::Display for SpanHex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl IdHex<16> {
+    fn span(id: u64) -> Self {
         let mut out = [0u8; 16];
-        hex_into(&mut out, &self.0.to_be_bytes());
-        f.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
+        hex_into(&mut out, &id.to_be_bytes());
+        Self(out)
+    }
+}
+
+impl<const N: usize> IdHex<N> {
+    /// Hex digits are ASCII, so this is never empty.
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
@@ -454,8 +461,8 @@ mod tests {
             String::from_utf8(unsampled.traceparent_bytes().to_vec()).unwrap(),
             "00-00000000000000000000000000000001-0000000000000002-00"
         );
-        assert_eq!(TraceHex(0xab).to_string(), format!("{:032x}", 0xab));
-        assert_eq!(SpanHex(u64::MAX).to_string(), "ffffffffffffffff");
+        assert_eq!(IdHex::trace(0xab).as_str(), format!("{:032x}", 0xab));
+        assert_eq!(IdHex::span(u64::MAX).as_str(), "ffffffffffffffff");
     }
 
     #[test]
