@@ -205,21 +205,46 @@ async fn traced_event(server: &Server) -> reqwest::Response {
     res
 }
 
+/// One trace's spans among those received, with a lookup by name that
+/// lists the trace's spans when the name is missing.
+struct Trace<'a>(Vec<&'a OtlpSpan>);
+
+impl<'a> Trace<'a> {
+    fn of(spans: &'a [(String, OtlpSpan)], trace_id: &str) -> Self {
+        Self(
+            spans
+                .iter()
+                .map(|(_, s)| s)
+                .filter(|s| hex(&s.trace_id) == trace_id)
+                .collect(),
+        )
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    fn span(&self, name: &str) -> &'a OtlpSpan {
+        self.0
+            .iter()
+            .copied()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {name:?} span in the trace; spans in it: {:?}",
+                    self.names()
+                )
+            })
+    }
+}
+
 /// The exported spans of the traced request: the HTTP server span is a
 /// child of the caller's span, the store call and the completion check
 /// are its descendants in the same trace, and the response names the
 /// server span in its `traceparent`.
 fn check_trace(spans: &[(String, OtlpSpan)], response_traceparent: &str) {
-    let in_trace: Vec<&OtlpSpan> = spans
-        .iter()
-        .filter(|(_, s)| hex(&s.trace_id) == TRACE_ID)
-        .map(|(_, s)| s)
-        .collect();
-    let names: Vec<&str> = in_trace.iter().map(|s| s.name.as_str()).collect();
-    let http = in_trace
-        .iter()
-        .find(|s| s.name == "POST /api/v1/events")
-        .unwrap_or_else(|| panic!("no HTTP span in the trace; spans in it: {names:?}"));
+    let trace = Trace::of(spans, TRACE_ID);
+    let http = trace.span("POST /api/v1/events");
     assert_eq!(hex(&http.parent_span_id), PARENT_ID, "HTTP span's parent");
     assert_eq!(http.kind, 2, "SPAN_KIND_SERVER");
     assert_eq!(attr(http, "http.route").as_deref(), Some("/api/v1/events"));
@@ -237,7 +262,7 @@ fn check_trace(spans: &[(String, OtlpSpan)], response_traceparent: &str) {
         );
     }
     assert_eq!(http.trace_state, "vendor=abc", "tracestate carried");
-    for s in &in_trace {
+    for s in &trace.0 {
         assert!(
             s.start_time_unix_nano > 0 && s.end_time_unix_nano >= s.start_time_unix_nano,
             "{}: starts at {} and ends at {}",
@@ -251,18 +276,12 @@ fn check_trace(spans: &[(String, OtlpSpan)], response_traceparent: &str) {
         format!("00-{TRACE_ID}-{}-01", hex(&http.span_id)),
         "the response's traceparent names the server span"
     );
-    let store = in_trace
-        .iter()
-        .find(|s| s.name == "store.create_events")
-        .unwrap_or_else(|| panic!("no store span in the trace; spans in it: {names:?}"));
+    let store = trace.span("store.create_events");
     assert_eq!(
         store.parent_span_id, http.span_id,
         "store span under the HTTP span"
     );
-    let completion = in_trace
-        .iter()
-        .find(|s| s.name == "completion.evaluate")
-        .unwrap_or_else(|| panic!("no completion span in the trace; spans in it: {names:?}"));
+    let completion = trace.span("completion.evaluate");
     assert_eq!(
         completion.parent_span_id, store.span_id,
         "completion under the store call"
@@ -338,20 +357,11 @@ async fn a_get_traces_the_store_read_and_not_the_cached_receiver() {
         .unwrap();
     assert_eq!(res.status(), 200);
     let spans = received.wait_for("GET /api/v1/events/{id}").await;
-    let in_trace: Vec<&OtlpSpan> = spans
-        .iter()
-        .map(|(_, s)| s)
-        .filter(|s| hex(&s.trace_id) == GET_TRACE)
-        .collect();
-    let names: Vec<&str> = in_trace.iter().map(|s| s.name.as_str()).collect();
-    let http = in_trace
-        .iter()
-        .find(|s| s.name == "GET /api/v1/events/{id}")
-        .unwrap_or_else(|| panic!("no HTTP span in the trace: {names:?}"));
-    let store = in_trace
-        .iter()
-        .find(|s| s.name == "store.event")
-        .unwrap_or_else(|| panic!("no store.event span in the trace: {names:?}"));
+    let trace = Trace::of(&spans, GET_TRACE);
+    let (http, store) = (
+        trace.span("GET /api/v1/events/{id}"),
+        trace.span("store.event"),
+    );
     assert_eq!(
         store.parent_span_id, http.span_id,
         "store read under the request"
@@ -360,9 +370,10 @@ async fn a_get_traces_the_store_read_and_not_the_cached_receiver() {
     // Every span of the request ends before its server span, so all of
     // them were exported by the time that one arrived.
     assert_eq!(
-        names.len(),
+        trace.0.len(),
         2,
-        "only the request and the store read: {names:?}"
+        "only the request and the store read: {:?}",
+        trace.names()
     );
     let log = server.log();
     let lines = json_lines(&log);
