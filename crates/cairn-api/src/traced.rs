@@ -71,8 +71,8 @@ impl Store for TracedStore {
         self.inner.cached_receiver(id)
     }
     /// A receiver this process holds is no store call and gets no span
-    /// (each exported span costs tens of thousands of instructions to
-    /// build and send; a get's receiver is nearly always held).
+    /// (an exported span costs about 18,000 instructions to build and
+    /// send, docs/PERFORMANCE.md; a get's receiver is nearly always held).
     async fn receiver(&self, id: ReceiverId) -> StoreResult<Option<Arc<Receiver>>> {
         if let Some(held) = self.inner.cached_receiver(id) {
             return Ok(Some(held));
