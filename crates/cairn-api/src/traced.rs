@@ -16,6 +16,13 @@ use cairn_store::{
 use std::sync::Arc;
 use tracing::Instrument;
 
+/// The span of one store call, `store.<operation>`.
+macro_rules! store_span {
+    ($store:ident, $operation:literal) => {
+        $store.span(concat!("store.", $operation), $operation)
+    };
+}
+
 pub struct TracedStore {
     inner: Arc<dyn Store>,
 }
@@ -25,10 +32,10 @@ impl TracedStore {
         Self { inner }
     }
 
-    /// `name` is `store.<operation>`, spelt out by the caller so that the
-    /// exporter is handed a ready string, not a format to run per call.
+    /// `name` is `store.<operation>`, made at compile time by
+    /// [`store_span!`] so that the exporter is handed a ready string, not a
+    /// format to run per call.
     fn span(&self, name: &'static str, operation: &'static str) -> tracing::Span {
-        debug_assert_eq!(name.strip_prefix("store."), Some(operation));
         if crate::edge::trace::quiet() {
             return tracing::Span::none();
         }
@@ -64,7 +71,7 @@ impl Store for TracedStore {
     async fn create_receiver(&self, receiver: NewReceiver) -> StoreResult<Arc<Receiver>> {
         self.inner
             .create_receiver(receiver)
-            .instrument(self.span("store.create_receiver", "create_receiver"))
+            .instrument(store_span!(self, "create_receiver"))
             .await
     }
     fn cached_receiver(&self, id: ReceiverId) -> Option<Arc<Receiver>> {
@@ -79,7 +86,7 @@ impl Store for TracedStore {
         }
         self.inner
             .receiver(id)
-            .instrument(self.span("store.receiver", "receiver"))
+            .instrument(store_span!(self, "receiver"))
             .await
     }
     /// As `receiver`: no span when every one asked for is held.
@@ -89,7 +96,7 @@ impl Store for TracedStore {
         }
         self.inner
             .receivers(ids)
-            .instrument(self.span("store.receivers", "receivers"))
+            .instrument(store_span!(self, "receivers"))
             .await
     }
     async fn list_receivers(
@@ -99,67 +106,67 @@ impl Store for TracedStore {
     ) -> StoreResult<Vec<Arc<Receiver>>> {
         self.inner
             .list_receivers(filter, page)
-            .instrument(self.span("store.list_receivers", "list_receivers"))
+            .instrument(store_span!(self, "list_receivers"))
             .await
     }
     async fn create_events(&self, events: Vec<CheckedEvent>) -> StoreResult<Vec<EventId>> {
         self.inner
             .create_events(events)
-            .instrument(self.span("store.create_events", "create_events"))
+            .instrument(store_span!(self, "create_events"))
             .await
     }
     async fn event(&self, id: EventId) -> StoreResult<Option<Event>> {
         self.inner
             .event(id)
-            .instrument(self.span("store.event", "event"))
+            .instrument(store_span!(self, "event"))
             .await
     }
     async fn list_events(&self, filter: EventFilter, page: PageRequest) -> StoreResult<Vec<Event>> {
         self.inner
             .list_events(filter, page)
-            .instrument(self.span("store.list_events", "list_events"))
+            .instrument(store_span!(self, "list_events"))
             .await
     }
     async fn create_group(&self, group: NewGroup) -> StoreResult<Group> {
         self.inner
             .create_group(group)
-            .instrument(self.span("store.create_group", "create_group"))
+            .instrument(store_span!(self, "create_group"))
             .await
     }
     async fn group(&self, id: GroupId) -> StoreResult<Option<Group>> {
         self.inner
             .group(id)
-            .instrument(self.span("store.group", "group"))
+            .instrument(store_span!(self, "group"))
             .await
     }
     async fn list_groups(&self, filter: GroupFilter, page: PageRequest) -> StoreResult<Vec<Group>> {
         self.inner
             .list_groups(filter, page)
-            .instrument(self.span("store.list_groups", "list_groups"))
+            .instrument(store_span!(self, "list_groups"))
             .await
     }
     async fn update_group(&self, id: GroupId, patch: GroupPatch) -> StoreResult<Group> {
         self.inner
             .update_group(id, patch)
-            .instrument(self.span("store.update_group", "update_group"))
+            .instrument(store_span!(self, "update_group"))
             .await
     }
     async fn add_group_receivers(&self, id: GroupId, ids: Vec<ReceiverId>) -> StoreResult<Group> {
         self.inner
             .add_group_receivers(id, ids)
-            .instrument(self.span("store.add_group_receivers", "add_group_receivers"))
+            .instrument(store_span!(self, "add_group_receivers"))
             .await
     }
     async fn remove_group_receiver(&self, id: GroupId, receiver: ReceiverId) -> StoreResult<Group> {
         self.inner
             .remove_group_receiver(id, receiver)
-            .instrument(self.span("store.remove_group_receiver", "remove_group_receiver"))
+            .instrument(store_span!(self, "remove_group_receiver"))
             .await
     }
     async fn group_status(&self, id: GroupId, unit: Unit) -> StoreResult<GroupStatus> {
         self.inner
             .group_status(id, unit)
-            .instrument(self.span("store.group_status", "group_status"))
+            .instrument(store_span!(self, "group_status"))
             .await
     }
     async fn list_completions(
@@ -169,19 +176,19 @@ impl Store for TracedStore {
     ) -> StoreResult<Vec<Completion>> {
         self.inner
             .list_completions(id, page)
-            .instrument(self.span("store.list_completions", "list_completions"))
+            .instrument(store_span!(self, "list_completions"))
             .await
     }
     async fn outbox_head(&self) -> StoreResult<u64> {
         self.inner
             .outbox_head()
-            .instrument(self.span("store.outbox_head", "outbox_head"))
+            .instrument(store_span!(self, "outbox_head"))
             .await
     }
     async fn outbox_after(&self, after_seq: u64, limit: u32) -> StoreResult<Vec<OutboxMessage>> {
         self.inner
             .outbox_after(after_seq, limit)
-            .instrument(self.span("store.outbox_after", "outbox_after"))
+            .instrument(store_span!(self, "outbox_after"))
             .await
     }
     async fn outbox_deliverable(
@@ -191,67 +198,67 @@ impl Store for TracedStore {
     ) -> StoreResult<Vec<OutboxMessage>> {
         self.inner
             .outbox_deliverable(after_seq, limit)
-            .instrument(self.span("store.outbox_deliverable", "outbox_deliverable"))
+            .instrument(store_span!(self, "outbox_deliverable"))
             .await
     }
     async fn outbox_count_after(&self, after_seq: u64) -> StoreResult<u64> {
         self.inner
             .outbox_count_after(after_seq)
-            .instrument(self.span("store.outbox_count_after", "outbox_count_after"))
+            .instrument(store_span!(self, "outbox_count_after"))
             .await
     }
     async fn lease_sink(&self, sink: &str) -> StoreResult<Option<Box<dyn SinkLease>>> {
         self.inner
             .lease_sink(sink)
-            .instrument(self.span("store.lease_sink", "lease_sink"))
+            .instrument(store_span!(self, "lease_sink"))
             .await
     }
     async fn sink_cursor(&self, sink: &str) -> StoreResult<u64> {
         self.inner
             .sink_cursor(sink)
-            .instrument(self.span("store.sink_cursor", "sink_cursor"))
+            .instrument(store_span!(self, "sink_cursor"))
             .await
     }
     async fn advance_sink_cursor(&self, sink: &str, seq: u64) -> StoreResult<()> {
         self.inner
             .advance_sink_cursor(sink, seq)
-            .instrument(self.span("store.advance_sink_cursor", "advance_sink_cursor"))
+            .instrument(store_span!(self, "advance_sink_cursor"))
             .await
     }
     async fn record_dead_letter(&self, letter: DeadLetter) -> StoreResult<()> {
         self.inner
             .record_dead_letter(letter)
-            .instrument(self.span("store.record_dead_letter", "record_dead_letter"))
+            .instrument(store_span!(self, "record_dead_letter"))
             .await
     }
     async fn dead_letters(&self, sink: Option<String>, limit: u32) -> StoreResult<Vec<DeadLetter>> {
         self.inner
             .dead_letters(sink, limit)
-            .instrument(self.span("store.dead_letters", "dead_letters"))
+            .instrument(store_span!(self, "dead_letters"))
             .await
     }
     async fn replay_dead_letter(&self, sink: &str, seq: u64) -> StoreResult<()> {
         self.inner
             .replay_dead_letter(sink, seq)
-            .instrument(self.span("store.replay_dead_letter", "replay_dead_letter"))
+            .instrument(store_span!(self, "replay_dead_letter"))
             .await
     }
     async fn sink_replays(&self, sink: &str, limit: u32) -> StoreResult<Vec<OutboxMessage>> {
         self.inner
             .sink_replays(sink, limit)
-            .instrument(self.span("store.sink_replays", "sink_replays"))
+            .instrument(store_span!(self, "sink_replays"))
             .await
     }
     async fn finish_replay(&self, sink: &str, seq: u64) -> StoreResult<()> {
         self.inner
             .finish_replay(sink, seq)
-            .instrument(self.span("store.finish_replay", "finish_replay"))
+            .instrument(store_span!(self, "finish_replay"))
             .await
     }
     async fn check(&self) -> StoreResult<()> {
         self.inner
             .check()
-            .instrument(self.span("store.check", "check"))
+            .instrument(store_span!(self, "check"))
             .await
     }
     async fn close(&self) {
