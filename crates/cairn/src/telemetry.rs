@@ -28,6 +28,10 @@ struct TopLevelIds<J> {
 
 const HOISTED: &[&str] = &["trace_id", "span_id", "request_id"];
 
+/// The request span's fields that carry its ids for log lines, as hex text
+/// (`cairn_api::edge::trace`).
+const LOG_IDS: [&str; 2] = ["trace_id", "span_id"];
+
 impl<S, N, J> tracing_subscriber::fmt::FormatEvent<S, N> for TopLevelIds<J>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
@@ -428,11 +432,13 @@ struct TextVisitor<'a, 'w> {
 
 impl tracing::field::Visit for TextVisitor<'_, '_> {
     fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        match field.name() {
-            // As they are: the message, and a request's hex ids (given as
-            // text so that no formatter runs for them on every request).
-            "message" | "trace_id" | "span_id" => self.write_text(field, value),
-            _ => self.write(field, format_args!("{value:?}")),
+        // As they are: the message, and a request's hex ids (given as text
+        // so that no formatter runs for them on every request).
+        let name = field.name();
+        if name == "message" || LOG_IDS.contains(&name) {
+            self.write_text(field, value);
+        } else {
+            self.write(field, format_args!("{value:?}"));
         }
     }
 
@@ -479,13 +485,12 @@ impl TextVisitor<'_, '_> {
     }
 }
 
-/// Whether `values` holds nothing but `trace_id`/`span_id` (the span
-/// fields that put a request's ids on its log lines).
+/// Whether `values` holds nothing but [`LOG_IDS`] fields.
 fn only_log_ids(values: &tracing::span::Record<'_>) -> bool {
     struct Names(bool);
     impl tracing::field::Visit for Names {
         fn record_debug(&mut self, field: &tracing::field::Field, _: &dyn std::fmt::Debug) {
-            self.0 &= matches!(field.name(), "trace_id" | "span_id");
+            self.0 &= LOG_IDS.contains(&field.name());
         }
     }
     let mut names = Names(!values.is_empty());
