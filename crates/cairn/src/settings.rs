@@ -214,6 +214,12 @@ pub struct Settings {
     /// TOML array); docs/edge.md lists the keys.
     #[serde(default)]
     pub fault_injection: Vec<FaultRuleSetting>,
+    /// Reverse proxies and load balancers (addresses or CIDR networks)
+    /// whose `X-Forwarded-For` names the client for per-address rate
+    /// limits, login lockouts and the audit log; empty: the connection's
+    /// peer is the client (`CAIRN_TRUSTED_PROXIES`, a TOML array).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     // Issue 6: observability (docs/observability.md)
     /// Base URL of an OTLP collector (`CAIRN_OTLP_ENDPOINT`), e.g.
     /// `http://127.0.0.1:4318` for http/protobuf (`/v1/traces` is
@@ -333,6 +339,7 @@ impl Default for Settings {
             etag: true,
             fault_injection_enabled: false,
             fault_injection: Vec::new(),
+            trusted_proxies: Vec::new(),
             // Issue 6: observability
             otlp_endpoint: None,
             otlp_protocol: OtlpProtocol::HttpProtobuf,
@@ -424,6 +431,7 @@ const KEYS: &[&str] = &[
     "etag",
     "fault_injection_enabled",
     "fault_injection",
+    "trusted_proxies",
     // Issue 6: observability
     "otlp_endpoint",
     "otlp_protocol",
@@ -873,6 +881,11 @@ impl Settings {
                 return bad(&format!("fault_injection[{i}]"), &why);
             }
         }
+        for (i, proxy) in self.trusted_proxies.iter().enumerate() {
+            if let Err(why) = cairn_api::edge::client::parse_proxy(proxy) {
+                return bad(&format!("trusted_proxies[{i}]"), &why);
+            }
+        }
         Ok(())
     }
 
@@ -901,6 +914,11 @@ impl Settings {
             compression_level: self.compression_level,
             etag: self.etag,
             faults,
+            trusted_proxies: self
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| cairn_api::edge::client::parse_proxy(p).ok())
+                .collect(),
         }
     }
 }
@@ -1440,6 +1458,20 @@ mod tests {
             assert_eq!(edge.max_concurrent_requests, 512);
             assert!(edge.faults.is_empty(), "no fault injection by default");
             assert!(!edge.tls);
+            assert!(
+                edge.trusted_proxies.is_empty(),
+                "no proxy trusted by default"
+            );
+            jail.set_env("CAIRN_TRUSTED_PROXIES", "[\"10.0.0.0/8\", \"::1\"]");
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            let proxies: Vec<String> = s
+                .edge_config()
+                .trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(proxies, ["10.0.0.0/8", "::1/128"]);
+            jail.clear_env();
             jail.create_file(
                 "edge.toml",
                 "cors_allowed_origins = [\"https://app.example.com\"]\n\
@@ -1489,6 +1521,11 @@ mod tests {
                     "CAIRN_TLS_CERT_FILE",
                     "/nonexistent/cert.pem",
                     "tls_key_file",
+                ),
+                (
+                    "CAIRN_TRUSTED_PROXIES",
+                    "[\"10.0.0.0/8\", \"10.0.0.0/33\"]",
+                    "trusted_proxies[1]: \"10.0.0.0/33\" is neither",
                 ),
                 (
                     "CAIRN_FAULT_INJECTION",

@@ -6,7 +6,7 @@ use crate::AppState;
 use crate::edge::pipeline::Next;
 use crate::error::ApiError;
 use crate::metrics::RequestId;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 use cairn_auth::apikey;
@@ -14,7 +14,6 @@ use cairn_domain::access::{
     Grant, ObjectRef, PermissionPattern, Principal, PrincipalKind, Role, RoleName,
 };
 use cairn_domain::{GroupId, ReceiverId};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 const GRAPHQL_QUERY: &str = "/api/v1/graphql/query";
@@ -41,15 +40,11 @@ fn is_subscription_upgrade(req: &Request) -> bool {
         && req.headers().contains_key(header::UPGRADE)
 }
 
-/// The peer's IP address, when the router is served with connect info.
-fn peer_ip(req: &Request) -> Option<String> {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-}
-
-fn client_addr(req: &Request) -> String {
-    peer_ip(req).unwrap_or_else(|| "unknown".to_owned())
+/// The client's IP address (`edge::client`), when the router is served
+/// with connect info.
+fn client_addr(state: &AppState, req: &Request) -> String {
+    crate::edge::client::ip(&state.config.edge.trusted_proxies, req)
+        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
 }
 
 /// Authenticate every `/api/v1` request (and `/metrics` when protected)
@@ -72,7 +67,7 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
-    let client = client_addr(&req);
+    let client = client_addr(state, &req);
     if !auth.enabled() {
         if metrics {
             return next.run(req).await;

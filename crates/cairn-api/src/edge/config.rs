@@ -30,6 +30,9 @@ pub struct EdgeConfig {
     pub etag: bool,
     /// Fault-injection rules; empty unless `fault_injection_enabled`.
     pub faults: Vec<FaultRule>,
+    /// Proxies whose `X-Forwarded-For` names the client (`edge::client`);
+    /// empty: the peer is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for EdgeConfig {
@@ -47,6 +50,7 @@ impl Default for EdgeConfig {
             compression_level: 1,
             etag: true,
             faults: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -1,3 +1,4 @@
+pub mod client;
 pub mod compress;
 pub mod config;
 pub mod cors;

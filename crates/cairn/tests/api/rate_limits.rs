@@ -230,6 +230,72 @@ async fn unauthenticated_floods_spend_the_address_budget() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
 }
 
+/// One failed login sent with these `X-Forwarded-For` values.
+async fn login_via(app: &TestApp, forwarded: &[&str]) -> Answer {
+    let headers: Vec<(&str, &str)> = forwarded.iter().map(|v| ("x-forwarded-for", *v)).collect();
+    send_with(
+        &new_client(),
+        app,
+        Method::POST,
+        "/api/v1/auth/login",
+        Some(&json!({"username": "nobody", "password": "guess guess guess"})),
+        &headers,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
+    // The test client connects from 127.0.0.1, here the trusted proxy.
+    let app = spawn_app_with(|s| {
+        s.rate_limit_address_auth = fixed(2);
+        s.trusted_proxies = vec!["127.0.0.1".into(), "10.0.0.0/8".into()];
+    })
+    .await;
+    // One client, through a second proxy: its budget is spent...
+    for left in [1, 0] {
+        let a = login_via(&app, &["198.51.100.7, 10.1.1.1"]).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+        assert_eq!(number(&a, "ratelimit-remaining"), left);
+    }
+    assert_refused(&login_via(&app, &["198.51.100.7"]).await, "address");
+    // ...and forging an address to the left of the real one does not
+    // refill it: the proxy appended what it saw.
+    assert_refused(
+        &login_via(&app, &["203.0.113.99, 198.51.100.7"]).await,
+        "address",
+    );
+    // Another client behind the same proxy has a budget of its own.
+    let a = login_via(&app, &["198.51.100.8"]).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+    assert_eq!(number(&a, "ratelimit-remaining"), 1);
+    // The audit log names the forwarded client, not the proxy.
+    let logins = crate::auth_support::audit(&app, "action=auth.login").await;
+    let from: Vec<&str> = logins
+        .iter()
+        .filter_map(|e| e["client_addr"].as_str())
+        .collect();
+    assert!(from.contains(&"198.51.100.8"), "{logins:?}");
+    assert!(!from.contains(&"127.0.0.1"), "{logins:?}");
+}
+
+#[tokio::test]
+async fn without_trusted_proxies_forwarded_addresses_are_ignored() {
+    let app = spawn_app_with(|s| s.rate_limit_address_auth = fixed(2)).await;
+    // Each request claims another client; all are the peer's budget.
+    for (left, claimed) in [(1, "198.51.100.1"), (0, "198.51.100.2")] {
+        let a = login_via(&app, &[claimed]).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+        assert_eq!(number(&a, "ratelimit-remaining"), left);
+    }
+    assert_refused(&login_via(&app, &["198.51.100.3"]).await, "address");
+    let logins = crate::auth_support::audit(&app, "action=auth.login").await;
+    assert!(!logins.is_empty(), "no login audited");
+    for e in &logins {
+        assert_eq!(e["client_addr"], json!("127.0.0.1"), "{e}");
+    }
+}
+
 #[tokio::test]
 async fn principals_have_separate_budgets_and_roles_their_own() {
     let app = spawn_app_with(|s| {
