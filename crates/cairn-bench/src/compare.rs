@@ -8,6 +8,13 @@
 //! first stack) *in the same round* is much steadier than a comparison of
 //! separate runs. Reported per scenario and stack: the median req/s over
 //! the rounds and the median, extremes and quartiles of those ratios.
+//!
+//! Each slice also reads the CPU time the stack's server and the bench
+//! itself used over its measured window (`/proc/<pid>/stat`), per request.
+//! On a machine where the two share the cores, throughput is the cores
+//! divided by the CPU a request costs both, so the ratio of that cost to
+//! the baseline's is a second view of the same difference, one that does
+//! not move with how the scheduler happened to interleave them.
 
 use crate::load::{self, Outcome, Plan};
 use crate::server::SpawnedServer;
@@ -53,6 +60,10 @@ struct Slice {
     rps: Option<f64>,
     errors: u64,
     first_error: Option<String>,
+    /// CPU time per request over the measured window, in µs: the server's
+    /// and the bench's (`None` when `/proc` could not be read).
+    server_cpu_us: Option<f64>,
+    bench_cpu_us: Option<f64>,
 }
 
 /// Every slice of one scenario.
@@ -121,7 +132,7 @@ pub fn run(args: &Args, machine: &Machine, started: Instant) -> Result<(), BoxEr
     let runtime = crate::runtime()?;
     let (measured, aborted) = runtime.block_on(async {
         let mut ends = setup(args, &sides).await?;
-        Ok::<_, BoxError>(measure(args, &mut sides, &mut ends).await)
+        Ok::<_, BoxError>(measure(args, machine.clock_ticks, &mut sides, &mut ends).await)
     })?;
 
     let owned: Vec<String> = sides.iter().map(|s| s.label.clone()).collect();
@@ -257,6 +268,7 @@ fn scenarios(args: &Args) -> Vec<(Which, &'static str, usize)> {
 /// exits (or has nothing to get); what was measured so far is returned.
 async fn measure(
     args: &Args,
+    ticks: f64,
     sides: &mut [Side],
     ends: &mut [Endpoint],
 ) -> (Vec<Measured>, Option<String>) {
@@ -300,9 +312,24 @@ async fn measure(
                     Which::Get => crate::get_work(&end.base, Arc::clone(&end.ids)),
                     Which::List => crate::list_work(&end.base, &names),
                 };
-                let mut outcome = load::run(&end.client, work, &plan, || {}).await;
+                let pid = sides[i].server.pid;
+                let cpu = || {
+                    (
+                        crate::server::read_cpu_seconds(Some(pid), ticks),
+                        crate::server::read_cpu_seconds(None, ticks),
+                    )
+                };
+                let mut cpu_start = (None, None);
+                let mut outcome = load::run(&end.client, work, &plan, || cpu_start = cpu()).await;
+                let cpu_end = cpu();
                 Arc::make_mut(&mut end.ids).append(&mut outcome.created_ids);
-                let slice = Slice::new(round, i, position, &outcome);
+                let mut slice = Slice::new(round, i, position, &outcome);
+                let per_request = |a: Option<f64>, b: Option<f64>| {
+                    let n = slice.requests as f64;
+                    Some((b? - a?) * 1e6 / n).filter(|v| n > 0.0 && *v >= 0.0)
+                };
+                slice.server_cpu_us = per_request(cpu_start.0, cpu_end.0);
+                slice.bench_cpu_us = per_request(cpu_start.1, cpu_end.1);
                 if let Some(problem) = slice.problem() {
                     eprintln!(
                         "  ERROR: {name}, round {}, {} server: {problem}",
@@ -370,6 +397,8 @@ impl Slice {
             rps: outcome.rps().filter(|r| *r > 0.0),
             errors: outcome.errors,
             first_error: outcome.first_error.clone(),
+            server_cpu_us: None,
+            bench_cpu_us: None,
         }
     }
 
@@ -397,6 +426,8 @@ impl Slice {
             "requests_per_sec": self.rps,
             "errors": self.errors,
             "first_error": self.first_error,
+            "server_cpu_us_per_request": self.server_cpu_us,
+            "bench_cpu_us_per_request": self.bench_cpu_us,
         })
     }
 }
@@ -413,6 +444,23 @@ fn ratios(slices: &[Slice], side: usize, baseline: usize) -> Vec<(usize, f64)> {
         .iter()
         .filter(|s| s.side == side)
         .filter_map(|s| Some((s.round, s.rps? / rps(s.round, baseline)?)))
+        .collect()
+}
+
+/// Per round in which both ran: the CPU (server and bench) a request of
+/// `side` cost over the baseline's.
+fn cpu_ratios(slices: &[Slice], side: usize, baseline: usize) -> Vec<(usize, f64)> {
+    let cpu = |s: &Slice| Some(s.server_cpu_us? + s.bench_cpu_us?).filter(|c| *c > 0.0);
+    let of = |round, which| {
+        slices
+            .iter()
+            .find(|s| s.round == round && s.side == which)
+            .and_then(cpu)
+    };
+    slices
+        .iter()
+        .filter(|s| s.side == side)
+        .filter_map(|s| Some((s.round, cpu(s)? / of(s.round, baseline)?)))
         .collect()
 }
 
@@ -476,6 +524,20 @@ impl Measured {
         Quantiles::of(&rps).map(|q| q.median)
     }
 
+    /// Median CPU µs per request of stack `side`: (server, bench).
+    fn median_cpu(&self, side: usize) -> (Option<f64>, Option<f64>) {
+        let median = |f: fn(&Slice) -> Option<f64>| {
+            let v: Vec<f64> = self
+                .slices
+                .iter()
+                .filter(|s| s.side == side)
+                .filter_map(f)
+                .collect();
+            Quantiles::of(&v).map(|q| q.median)
+        };
+        (median(|s| s.server_cpu_us), median(|s| s.bench_cpu_us))
+    }
+
     fn errors(&self, side: usize) -> u64 {
         self.slices
             .iter()
@@ -533,6 +595,13 @@ impl Measured {
                 json!({
                     "stack": labels[side],
                     "median_requests_per_sec": self.median_rps(side),
+                    "median_server_cpu_us_per_request": self.median_cpu(side).0,
+                    "median_bench_cpu_us_per_request": self.median_cpu(side).1,
+                    "cpu_per_request_vs_baseline": (side > 0).then(|| {
+                        let values: Vec<f64> =
+                            cpu_ratios(&self.slices, side, 0).iter().map(|(_, v)| *v).collect();
+                        Quantiles::of(&values).map(|q| q.as_change_pct().to_json())
+                    }),
                     "errors": self.errors(side),
                     "vs_baseline": ratios.map(|r| {
                         let values: Vec<f64> = r.iter().map(|(_, v)| *v).collect();
@@ -561,7 +630,7 @@ fn print_table(measured: &[Measured], labels: &[&str]) {
     let pct = |v: f64| format!("{v:+.1}%");
     println!();
     println!(
-        "{:<20} {:>5} {:<8} {:>6} {:>12} {:>9} {:>9} {:>9} {:>19} {:>7}",
+        "{:<20} {:>5} {:<8} {:>6} {:>12} {:>9} {:>9} {:>9} {:>19} {:>7} {:>8} {:>8} {:>9}",
         "scenario",
         "conc",
         "stack",
@@ -571,7 +640,10 @@ fn print_table(measured: &[Measured], labels: &[&str]) {
         "min",
         "max",
         "IQR (Q1..Q3)",
-        "errors"
+        "errors",
+        "srv µs",
+        "bench µs",
+        "CPU/req"
     );
     for m in measured {
         for (side, label) in labels.iter().enumerate() {
@@ -585,8 +657,18 @@ fn print_table(measured: &[Measured], labels: &[&str]) {
                 .flatten()
                 .map(|q| q.as_change_pct());
             let cell = |f: fn(&Quantiles) -> f64| q.as_ref().map_or("-".to_owned(), |q| pct(f(q)));
+            let (server_cpu, bench_cpu) = m.median_cpu(side);
+            let us = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+            let cpu_values: Vec<f64> = cpu_ratios(&m.slices, side, 0)
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect();
+            let cpu_change = (side > 0)
+                .then(|| Quantiles::of(&cpu_values))
+                .flatten()
+                .map_or("-".to_owned(), |q| pct(q.as_change_pct().median));
             println!(
-                "{:<20} {:>5} {:<8} {:>6} {:>12} {:>9} {:>9} {:>9} {:>19} {:>7}",
+                "{:<20} {:>5} {:<8} {:>6} {:>12} {:>9} {:>9} {:>9} {:>19} {:>7} {:>8} {:>8} {:>9}",
                 m.name,
                 m.concurrency,
                 label,
@@ -602,6 +684,9 @@ fn print_table(measured: &[Measured], labels: &[&str]) {
                     pct(q.q3)
                 )),
                 m.errors(side),
+                us(server_cpu),
+                us(bench_cpu),
+                cpu_change,
             );
         }
     }
@@ -609,7 +694,10 @@ fn print_table(measured: &[Measured], labels: &[&str]) {
     println!(
         "median req/s: over the rounds; change/min/max/IQR: throughput of the stack relative to \
          {} in the same round, in percent (median, extremes and interquartile range of the \
-         per-round ratios); errors: failed requests incl. warm-up",
+         per-round ratios); errors: failed requests incl. warm-up; srv µs / bench µs: median CPU \
+         time per request of the server and of this bench over the measured windows; CPU/req: \
+         median per-round change of their sum against {0} (+10% = each request costs the \
+         machine 10% more CPU)",
         labels[0]
     );
 }
@@ -628,6 +716,8 @@ mod tests {
             rps,
             errors: 0,
             first_error: None,
+            server_cpu_us: None,
+            bench_cpu_us: None,
         }
     }
 
@@ -714,6 +804,26 @@ mod tests {
         assert!((change.median + 10.0).abs() < 1e-9, "{change:?}");
         assert!((change.min + 25.0).abs() < 1e-9, "{change:?}");
         assert!((change.max - 20.0).abs() < 1e-9, "{change:?}");
+    }
+
+    #[test]
+    fn cpu_ratios_pair_the_sum_of_server_and_bench_cpu_per_round() {
+        let with_cpu = |round, side, server, bench| Slice {
+            server_cpu_us: Some(server),
+            bench_cpu_us: Some(bench),
+            ..slice(round, side, Some(1.0))
+        };
+        let slices = [
+            with_cpu(0, 0, 60.0, 40.0),
+            with_cpu(0, 1, 70.0, 40.0),
+            with_cpu(1, 1, 80.0, 30.0),
+            with_cpu(1, 0, 50.0, 30.0),
+            // No CPU read for the baseline of round 2: no ratio for it.
+            with_cpu(2, 1, 70.0, 40.0),
+            slice(2, 0, Some(1.0)),
+        ];
+        assert_eq!(cpu_ratios(&slices, 1, 0), [(0, 1.1), (1, 1.375)]);
+        assert!(cpu_ratios(&slices, 0, 0).iter().all(|(_, r)| *r == 1.0));
     }
 
     #[test]
