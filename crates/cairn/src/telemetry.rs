@@ -150,10 +150,14 @@ pub fn init(settings: &Settings) -> Telemetry {
         // (that would trace the export itself), never log events; and
         // nothing of a request the edge did not sample (its span's target
         // is `QUIET_TARGET`): those never reach the exporter's machinery.
+        let ours = move |meta: &tracing::Metadata<'_>| {
+            meta.is_span()
+                && meta.target().starts_with("cairn")
+                && *meta.level() <= spans
+                && meta.target() != cairn_api::edge::trace::QUIET_TARGET
+        };
         let only_ours = tracing_subscriber::filter::dynamic_filter_fn(move |meta, cx| {
-            if !(meta.is_span() && meta.target().starts_with("cairn") && *meta.level() <= spans)
-                || meta.target() == cairn_api::edge::trace::QUIET_TARGET
-            {
+            if !ours(meta) {
                 return false;
             }
             match cx.lookup_current() {
@@ -168,7 +172,21 @@ pub fn init(settings: &Settings) -> Telemetry {
                 // request): exporting it would make an orphan trace.
                 None => TRACE_ROOTS.contains(&meta.name()),
             }
-        });
+        })
+        // Whether a callsite can ever pass depends on its metadata alone:
+        // said once per callsite, every other one (events, other crates'
+        // spans, the quiet request span) is never offered to this filter
+        // again, and the process's max level is the spans' level rather
+        // than TRACE (a dynamic filter without a hint admits any level, so
+        // every `trace!` and `debug!` anywhere was evaluated on each hit).
+        .with_callsite_filter(move |meta| {
+            if ours(meta) {
+                tracing::subscriber::Interest::sometimes()
+            } else {
+                tracing::subscriber::Interest::never()
+            }
+        })
+        .with_max_level_hint(spans);
         // Each span carries the attributes it was given and nothing per
         // span that the bridge would compute on every enter and close
         // (source location, thread, target, busy/idle times); and entering
