@@ -327,11 +327,24 @@ impl RequestHandles {
     fn new(route: &str, method: &'static str, status: u16) -> Self {
         let route = route.to_owned();
         Self {
-            requests: metrics::counter!("cairn_http_requests_total", "route" => route.clone(), "method" => method, "status" => status.to_string()),
+            requests: metrics::counter!("cairn_http_requests_total", "route" => route.clone(), "method" => method, "status" => status_label(status)),
             duration: metrics::histogram!("cairn_http_request_duration_seconds", "route" => route.clone(), "method" => method),
             validation_failures: (status == 400)
                 .then(|| metrics::counter!("cairn_validation_failures_total", "route" => route)),
         }
+    }
+}
+
+/// The status of a request whose connection fault injection dropped
+/// unanswered (no HTTP status has three digits of 0).
+const DROPPED: u16 = 0;
+
+/// The `status` label: the three digits, or `dropped`.
+fn status_label(status: u16) -> String {
+    if status == DROPPED {
+        "dropped".to_owned()
+    } else {
+        status.to_string()
     }
 }
 
@@ -388,7 +401,16 @@ pub async fn track(
     let res = next.run(req).await;
     let route = route.as_ref().map_or("unmatched", |p| p.as_str());
     let elapsed = started.elapsed().as_secs_f64();
-    with_request_handles(route, method, res.status().as_u16(), |h| {
+    let status = if res
+        .extensions()
+        .get::<crate::edge::fault::Dropped>()
+        .is_some()
+    {
+        DROPPED
+    } else {
+        res.status().as_u16()
+    };
+    with_request_handles(route, method, status, |h| {
         if let Some(c) = &h.validation_failures {
             c.increment(1);
         }

@@ -76,6 +76,12 @@ fn applies(rule: &FaultRule, route: Option<&str>, path: &str, method: &str) -> b
     target && (rule.methods.is_empty() || rule.methods.iter().any(|m| m == method))
 }
 
+/// Marks the answer of an injected drop: its status is never sent, so
+/// request metrics count it as `status="dropped"`, not as the 500 it
+/// carries, and the request span records no status code.
+#[derive(Debug, Clone, Copy)]
+pub struct Dropped;
+
 /// A body whose first read fails: hyper closes the connection unanswered.
 fn dropped() -> Response {
     let failing = futures_util::stream::once(async {
@@ -86,6 +92,7 @@ fn dropped() -> Response {
     });
     let mut res = Response::new(Body::from_stream(failing));
     *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    res.extensions_mut().insert(Dropped);
     res
 }
 

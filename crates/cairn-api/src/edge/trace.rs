@@ -298,9 +298,14 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
         .instrument(span.clone())
         .await;
     let status = res.status();
-    span.record("http.response.status_code", status.as_u16());
-    if status.is_server_error() {
+    if res.extensions().get::<super::fault::Dropped>().is_some() {
+        // No status is sent: the connection is closed unanswered.
         span.record("otel.status_code", "error");
+    } else {
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            span.record("otel.status_code", "error");
+        }
     }
     if let Ok(v) = echoed {
         res.headers_mut().insert(REQUEST_ID.clone(), v);

@@ -355,7 +355,23 @@ async fn an_injected_drop_closes_the_connection_without_a_response() {
     // Everything else is served.
     app.create_receiver().await;
     let metrics = metrics_text(&app).await;
-    assert!(sample(&metrics, "cairn_fault_injections_total{kind=\"drop\"}").unwrap_or(0.0) >= 2.0);
+    let drops = sample(&metrics, "cairn_fault_injections_total{kind=\"drop\"}").unwrap_or(0.0);
+    assert!(drops >= 2.0, "{drops}");
+    // Counted as dropped, never as a 500 no client saw.
+    let of_route = |status: &str| {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("cairn_http_requests_total{")
+                    && l.contains("route=\"/api/v1/receivers\"")
+                    && l.contains("method=\"GET\"")
+                    && l.contains(&format!("status=\"{status}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert_eq!(of_route("dropped"), drops, "{metrics}");
+    assert_eq!(of_route("500"), 0.0, "{metrics}");
 }
 
 #[tokio::test]
