@@ -84,13 +84,17 @@ pub async fn conditional(enabled: bool, mut req: Request, next: impl Next) -> Re
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            let essence = v.split(';').next().unwrap_or("").trim();
-            essence.eq_ignore_ascii_case("application/json")
-        })
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    // What every handler here sets, compared as it is.
+    if value.as_bytes() == b"application/json" {
+        return true;
+    }
+    value.to_str().ok().is_some_and(|v| {
+        let essence = v.split(';').next().unwrap_or("").trim();
+        essence.eq_ignore_ascii_case("application/json")
+    })
 }
 
 /// Does `If-None-Match` match `tag`? `*` matches any current
@@ -112,8 +116,34 @@ fn matches(condition: &HeaderValue, tag: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
-    use axum::http::HeaderValue;
+    use super::{is_json, matches};
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    #[test]
+    fn json_is_recognised_with_or_without_parameters() {
+        let typed = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(v));
+            h
+        };
+        for yes in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            " application/json ;q=1",
+        ] {
+            assert!(is_json(&typed(yes)), "{yes}");
+        }
+        for no in [
+            "text/plain",
+            "application/jsonx",
+            "application/problem+json",
+            "",
+        ] {
+            assert!(!is_json(&typed(no)), "{no}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
+    }
 
     #[test]
     fn if_none_match_uses_weak_comparison() {

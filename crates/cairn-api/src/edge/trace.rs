@@ -146,11 +146,13 @@ pub fn incoming(headers: &HeaderMap) -> Option<TraceParent> {
     })
 }
 
-/// A fresh random, non-zero 64-bit id: the low 64 bits of a ULID are
-/// random.
+/// A fresh random, non-zero 64-bit id, from the thread's own generator
+/// (fastrand's, seeded from the process's random hash keys): trace and
+/// span ids must be unpredictable enough not to collide, not secret, and
+/// a request makes up to four of them.
 fn random_u64() -> u64 {
     loop {
-        let v = ulid::Ulid::new().0 as u64;
+        let v = fastrand::u64(..);
         if v != 0 {
             return v;
         }
