@@ -176,15 +176,19 @@ async fn compress_stage(
     let Some(layer) = layer else {
         return next.run(req).await;
     };
-    let mut asked = Request::new(axum::body::Body::empty());
-    for v in req.headers().get_all(header::ACCEPT_ENCODING) {
-        asked
-            .headers_mut()
-            .append(header::ACCEPT_ENCODING, v.clone());
-    }
+    // What was asked for, kept for a response that is compressed (no
+    // allocation for the one `Accept-Encoding` header clients send); the
+    // request tower-http negotiates from is made only then.
+    let mut values = req.headers().get_all(header::ACCEPT_ENCODING).iter();
+    let first = values.next().cloned();
+    let rest: Vec<_> = values.cloned().collect();
     let res = next.run(req).await;
     if res.body().size_hint().exact().is_some_and(|n| n < min) {
         return res;
+    }
+    let mut asked = Request::new(axum::body::Body::empty());
+    for v in first.into_iter().chain(rest) {
+        asked.headers_mut().append(header::ACCEPT_ENCODING, v);
     }
     let answered = Rest::new(move |_: Request| ready(res));
     match layer.layer(answered).oneshot(asked).await {
