@@ -8,11 +8,12 @@
 
 use crate::edge::pipeline::Next;
 use crate::error::ApiError;
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody as _};
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use http_body_util::BodyExt as _;
 use sha2::{Digest, Sha256};
 
 /// The middleware; `State(false)` only passes through.
@@ -40,7 +41,7 @@ pub async fn conditional(enabled: bool, mut req: Request, next: impl Next) -> Re
         return res;
     }
     let (mut parts, body) = res.into_parts();
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+    let bytes = match whole(body).await {
         Ok(b) => b,
         Err(e) => {
             return ApiError::Internal(format!("reading a response body for its ETag: {e}"))
@@ -83,6 +84,24 @@ pub async fn conditional(enabled: bool, mut req: Request, next: impl Next) -> Re
     Response::from_parts(parts, Body::from(bytes))
 }
 
+/// The body's bytes. A handler's JSON is one frame, taken as it is; a
+/// body of several frames is collected (trailers, which JSON answers do
+/// not have, are dropped as `axum::body::to_bytes` drops them).
+async fn whole(mut body: Body) -> Result<Bytes, axum::Error> {
+    let first = match body.frame().await {
+        None => return Ok(Bytes::new()),
+        Some(frame) => frame?.into_data().unwrap_or_default(),
+    };
+    if body.is_end_stream() {
+        return Ok(first);
+    }
+    let rest = body.collect().await?.to_bytes();
+    let mut all = Vec::with_capacity(first.len() + rest.len());
+    all.extend_from_slice(&first);
+    all.extend_from_slice(&rest);
+    Ok(Bytes::from(all))
+}
+
 fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return false;
@@ -118,6 +137,24 @@ fn matches(condition: &HeaderValue, tag: &str) -> bool {
 mod tests {
     use super::{is_json, matches};
     use axum::http::{HeaderMap, HeaderValue, header};
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_in_one_frame_or_many() {
+        use super::whole;
+        use axum::body::{Body, Bytes};
+        assert_eq!(whole(Body::from("{\"a\":1}")).await.unwrap(), "{\"a\":1}");
+        assert_eq!(whole(Body::empty()).await.unwrap(), Bytes::new());
+        let frames = futures_util::stream::iter(
+            ["{\"a\":", "[1,", "2]}"].map(|s| Ok::<_, std::io::Error>(Bytes::from(s))),
+        );
+        assert_eq!(
+            whole(Body::from_stream(frames)).await.unwrap(),
+            "{\"a\":[1,2]}"
+        );
+        let failing =
+            futures_util::stream::iter([Ok(Bytes::from("{")), Err(std::io::Error::other("gone"))]);
+        assert!(whole(Body::from_stream(failing)).await.is_err());
+    }
 
     #[test]
     fn json_is_recognised_with_or_without_parameters() {
