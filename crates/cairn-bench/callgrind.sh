@@ -10,9 +10,9 @@
 # STACK is cairn-bench's --stack (bare, as-is, full); SCENARIO is create,
 # get or list. cairn-bench starts the server under callgrind with
 # instrumentation off, makes the events a get or list needs, switches
-# instrumentation on as the measured scenario starts, sends REQUESTS
-# requests at its usual concurrency and stops the server; the count covers
-# that scenario and the shutdown. Prints instructions per request and
+# instrumentation on and only then lets the measured scenario start
+# (`--start-gate`), sends REQUESTS requests at its usual concurrency and
+# stops the server; the count covers that scenario and the shutdown. Prints instructions per request and
 # leaves the profile (for callgrind_annotate) in $CALLGRIND_OUT_DIR
 # (default: a new temp dir). Extra cairn-bench arguments may be given in
 # $BENCH_ARGS (e.g. BENCH_ARGS="--names 30": with 3000 creates, every list
@@ -45,14 +45,22 @@ EOF
 chmod +x "$wrapper"
 
 # Measured scenario: a fixed number of requests, no warm-up, no time limit.
+# The bench holds it back until the gate file exists, which is made only
+# once the count is on: every request of the scenario is counted.
+gate="$out/gate-$tag"
+rm -f "$gate"
 "$bench" --server-bin "$wrapper" --stack "$stack" --scenarios "$scenarios" \
   --concurrency 64 --get-concurrency 64 --list-concurrency 16 \
-  --max-requests "$requests" --warmup-secs 0 --duration-secs 100000 ${BENCH_ARGS:-} \
+  --max-requests "$requests" --warmup-secs 0 --duration-secs 100000 \
+  --start-gate "$gate" ${BENCH_ARGS:-} \
   2>&1 >"$out/bench-$tag.log" | while IFS= read -r line; do
   echo "$line" >>"$out/bench-$tag.log"
   case $line in *"$starts"*)
     pid=$(pgrep -f -- "--callgrind-out-file=$out/callgrind.$tag" | head -n1)
-    callgrind_control --instr=on "$pid" >/dev/null 2>&1 ;;
+    if ! callgrind_control --instr=on "$pid" >/dev/null 2>&1; then
+      echo "could not switch the count on in server $pid" >&2
+    fi
+    : >"$gate" ;;
   esac
 done
 total=$(sed -n 's/^summary: //p' "$out/callgrind.$tag")

@@ -141,6 +141,13 @@ struct Args {
     #[arg(long)]
     idempotency_keys: bool,
 
+    /// Before the last scenario starts, wait until this file exists. A tool
+    /// that attaches to the server first (`callgrind.sh` switches its
+    /// instruction count on) makes the file once it is ready, so that the
+    /// count covers every request of that scenario and no other.
+    #[arg(long, conflicts_with = "compare")]
+    start_gate: Option<std::path::PathBuf>,
+
     /// Which scenarios run, in this order: `create` (at each
     /// `--concurrency`), `get` (fetches the events the creates made, so it
     /// needs `create`) and `list`.
@@ -490,6 +497,27 @@ fn log_text(log: &LogSummary) -> String {
     )
 }
 
+/// How long `--start-gate` waits for its file.
+const GATE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Wait until `gate` exists (`--start-gate`), checking every 10 ms; an
+/// error after `timeout`.
+async fn wait_for(gate: &Path, timeout: Duration) -> Result<(), BoxError> {
+    let deadline = Instant::now() + timeout;
+    while !gate.exists() {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "--start-gate: {} did not appear within {} s",
+                gate.display(),
+                timeout.as_secs()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
 /// Write `doc` as pretty-printed JSON to `path`.
 fn write_json(path: &Path, doc: &Value) -> Result<(), BoxError> {
     let text = serde_json::to_string_pretty(doc)
@@ -692,7 +720,8 @@ async fn bench(args: &Args, target: &mut Target, machine: &Machine) -> Result<Re
         steps.push(("list events by name".to_owned(), args.list_concurrency));
     }
 
-    for (name, concurrency) in steps {
+    let last = steps.len().saturating_sub(1);
+    for (step, (name, concurrency)) in steps.into_iter().enumerate() {
         let work = match name.as_str() {
             "create event" => create_work(&base, &bodies, args.idempotency_keys, concurrency),
             "get event by id" if ids.is_empty() => {
@@ -703,6 +732,11 @@ async fn bench(args: &Args, target: &mut Target, machine: &Machine) -> Result<Re
             _ => list_work(&base, &names),
         };
         eprintln!("running: {name} at concurrency {concurrency} ...");
+        if step == last
+            && let Some(gate) = &args.start_gate
+        {
+            wait_for(gate, GATE_TIMEOUT).await?;
+        }
         let pid = target.pid;
         let ticks = machine.clock_ticks;
         let mut cpu_start = None;
@@ -1122,4 +1156,33 @@ fn print_table(scenarios: &[Scenario]) {
          errors: failed requests incl. warm-up; CPU%: share of one core over the window \
          (100% = one full core); RSS: server RSS after the scenario"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_start_gate_opens_when_its_file_appears_and_not_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = dir.path().join("gate");
+        let absent = wait_for(&gate, Duration::from_millis(50)).await;
+        let err = absent.expect_err("no file, no start").to_string();
+        assert!(err.contains("did not appear"), "{err}");
+
+        let made = gate.clone();
+        let maker = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let before = Instant::now();
+            std::fs::write(&made, b"").unwrap();
+            before
+        });
+        wait_for(&gate, Duration::from_secs(10)).await.unwrap();
+        let opened = Instant::now();
+        let writing = maker.await.unwrap();
+        assert!(
+            opened >= writing,
+            "the gate opened before its file was written"
+        );
+    }
 }
