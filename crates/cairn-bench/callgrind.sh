@@ -12,9 +12,10 @@
 # instrumentation off, makes the events a get or list needs, switches
 # instrumentation on and only then lets the measured scenario start
 # (`--start-gate`), sends REQUESTS requests at its usual concurrency and
-# stops the server; the count covers that scenario and the shutdown. Prints instructions per request and
-# leaves the profile (for callgrind_annotate) in $CALLGRIND_OUT_DIR
-# (default: a new temp dir). Extra cairn-bench arguments may be given in
+# stops the server; the count covers that scenario and the shutdown.
+# Prints instructions per request and leaves the profile (for
+# callgrind_annotate) in $CALLGRIND_OUT_DIR (default: a new temp dir).
+# Extra cairn-bench arguments may be given in
 # $BENCH_ARGS (e.g. BENCH_ARGS="--names 30": with 3000 creates, every list
 # is a full page of 100). Needs valgrind and a release build:
 #   cargo build --release -p cairn -p cairn-bench

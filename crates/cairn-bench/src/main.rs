@@ -146,7 +146,7 @@ struct Args {
     /// instruction count on) makes the file once it is ready, so that the
     /// count covers every request of that scenario and no other.
     #[arg(long, conflicts_with = "compare")]
-    start_gate: Option<std::path::PathBuf>,
+    start_gate: Option<PathBuf>,
 
     /// Which scenarios run, in this order: `create` (at each
     /// `--concurrency`), `get` (fetches the events the creates made, so it
