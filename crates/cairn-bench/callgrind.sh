@@ -15,13 +15,14 @@
 # stops the server; the count covers that scenario and the shutdown.
 # Prints instructions per request and leaves the profile (for
 # callgrind_annotate) in $CALLGRIND_OUT_DIR (default: a new temp dir).
-# Extra cairn-bench arguments may be given in
-# $BENCH_ARGS (e.g. BENCH_ARGS="--names 30": with 3000 creates, every list
-# is a full page of 100). Needs valgrind and a release build:
-#   cargo build --release -p cairn -p cairn-bench
+# CALLGRIND_COUNT=bench counts the load generator instead (the server runs
+# natively): what a client pays to send each request and read its answer.
+# Extra cairn-bench arguments may be given in $BENCH_ARGS (e.g.
+# BENCH_ARGS="--names 30": with 3000 creates, every list is a full page).
+# Needs valgrind and: cargo build --release -p cairn -p cairn-bench
 set -euo pipefail
 if [ $# -lt 3 ]; then
-  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 stack=$1 scenario=$2 requests=$3
@@ -37,20 +38,27 @@ case $scenario in
   *) echo "scenario must be create, get or list" >&2; exit 2 ;;
 esac
 tag="$stack-$scenario-$$"
-wrapper="$out/server-$tag.sh"
-cat >"$wrapper" <<EOF
-#!/bin/sh
-exec valgrind --tool=callgrind --instr-atstart=no --dump-instr=no \
-  --callgrind-out-file="$out/callgrind.$tag" "$server" "\$@"
-EOF
-chmod +x "$wrapper"
+counted=${CALLGRIND_COUNT:-server}
+callgrind=(valgrind --tool=callgrind --instr-atstart=no --dump-instr=no
+  "--callgrind-out-file=$out/callgrind.$tag")
+case $counted in
+  server)
+    # The bench starts the server through this wrapper.
+    run=("$bench")
+    server_bin="$out/server-$tag.sh"
+    { echo '#!/usr/bin/env bash'; printf 'exec'; printf ' %q' "${callgrind[@]}" "$server"
+      echo ' "$@"'; } >"$server_bin"
+    chmod +x "$server_bin" ;;
+  bench) run=("${callgrind[@]}" "$bench") server_bin=$server ;;
+  *) echo "CALLGRIND_COUNT must be server or bench" >&2; exit 2 ;;
+esac
 
 # Measured scenario: a fixed number of requests, no warm-up, no time limit.
 # The bench holds it back until the gate file exists, which is made only
 # once the count is on: every request of the scenario is counted.
 gate="$out/gate-$tag"
 rm -f "$gate"
-"$bench" --server-bin "$wrapper" --stack "$stack" --scenarios "$scenarios" \
+"${run[@]}" --server-bin "$server_bin" --stack "$stack" --scenarios "$scenarios" \
   --concurrency 64 --get-concurrency 64 --list-concurrency 16 \
   --max-requests "$requests" --warmup-secs 0 --duration-secs 100000 \
   --start-gate "$gate" ${BENCH_ARGS:-} \
@@ -59,7 +67,7 @@ rm -f "$gate"
   case $line in *"$starts"*)
     pid=$(pgrep -f -- "--callgrind-out-file=$out/callgrind.$tag" | head -n1)
     if ! callgrind_control --instr=on "$pid" >/dev/null 2>&1; then
-      echo "could not switch the count on in server $pid" >&2
+      echo "could not switch the count on in the $counted ($pid)" >&2
     fi
     : >"$gate" ;;
   esac
@@ -69,4 +77,4 @@ if [ -z "$total" ] || [ "$total" = 0 ]; then
   echo "no instructions were counted; see $out/bench-$tag.log" >&2
   exit 1
 fi
-echo "$stack $scenario: $((total / requests)) instructions per request ($requests requests; profile $out/callgrind.$tag)"
+echo "$stack $scenario: $((total / requests)) instructions per request in the $counted ($requests requests; profile $out/callgrind.$tag)"
