@@ -215,11 +215,15 @@ pub struct Settings {
     #[serde(default)]
     pub fault_injection: Vec<FaultRuleSetting>,
     /// Reverse proxies and load balancers (addresses or CIDR networks)
-    /// whose `X-Forwarded-For` names the client for per-address rate
+    /// whose `forwarded_header` names the client for per-address rate
     /// limits, login lockouts and the audit log; empty: the connection's
     /// peer is the client (`CAIRN_TRUSTED_PROXIES`, a TOML array).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// The header the trusted proxies name the client in:
+    /// `x-forwarded-for` (default) or `forwarded`, RFC 7239's
+    /// (`CAIRN_FORWARDED_HEADER`). Only that one is read.
+    pub forwarded_header: cairn_api::edge::client::ForwardedHeader,
     // Issue 6: observability (docs/observability.md)
     /// Base URL of an OTLP collector (`CAIRN_OTLP_ENDPOINT`), e.g.
     /// `http://127.0.0.1:4318` for http/protobuf (`/v1/traces` is
@@ -340,6 +344,7 @@ impl Default for Settings {
             fault_injection_enabled: false,
             fault_injection: Vec::new(),
             trusted_proxies: Vec::new(),
+            forwarded_header: cairn_api::edge::client::ForwardedHeader::XForwardedFor,
             // Issue 6: observability
             otlp_endpoint: None,
             otlp_protocol: OtlpProtocol::HttpProtobuf,
@@ -432,6 +437,7 @@ const KEYS: &[&str] = &[
     "fault_injection_enabled",
     "fault_injection",
     "trusted_proxies",
+    "forwarded_header",
     // Issue 6: observability
     "otlp_endpoint",
     "otlp_protocol",
@@ -919,6 +925,7 @@ impl Settings {
                 .iter()
                 .filter_map(|p| cairn_api::edge::client::parse_proxy(p).ok())
                 .collect(),
+            forwarded_header: self.forwarded_header,
         }
     }
 }
@@ -1471,6 +1478,17 @@ mod tests {
                 .map(ToString::to_string)
                 .collect();
             assert_eq!(proxies, ["10.0.0.0/8", "::1/128"]);
+            assert_eq!(
+                s.edge_config().forwarded_header,
+                cairn_api::edge::client::ForwardedHeader::XForwardedFor,
+                "X-Forwarded-For by default"
+            );
+            jail.set_env("CAIRN_FORWARDED_HEADER", "forwarded");
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(
+                s.edge_config().forwarded_header,
+                cairn_api::edge::client::ForwardedHeader::Forwarded
+            );
             jail.clear_env();
             jail.create_file(
                 "edge.toml",
@@ -1527,6 +1545,7 @@ mod tests {
                     "[\"10.0.0.0/8\", \"10.0.0.0/33\"]",
                     "trusted_proxies[1]: \"10.0.0.0/33\" is neither",
                 ),
+                ("CAIRN_FORWARDED_HEADER", "x-real-ip", "forwarded_header"),
                 (
                     "CAIRN_FAULT_INJECTION",
                     "[{route=\"/x\",probability=2.0,kind=\"drop\"}]",

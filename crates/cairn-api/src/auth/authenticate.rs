@@ -43,7 +43,7 @@ fn is_subscription_upgrade(req: &Request) -> bool {
 /// The client's IP address (`edge::client`), when the router is served
 /// with connect info.
 fn client_addr(state: &AppState, req: &Request) -> String {
-    crate::edge::client::ip(&state.config.edge.trusted_proxies, req)
+    crate::edge::client::ip(&state.config.edge, req)
         .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
 }
 

@@ -441,12 +441,9 @@ impl axum::extract::FromRequestParts<crate::AppState> for Anonymous {
             .get::<crate::metrics::RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_default();
-        let client = crate::edge::client::of_parts(
-            &state.config.edge.trusted_proxies,
-            &parts.extensions,
-            &parts.headers,
-        )
-        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        let client =
+            crate::edge::client::of_parts(&state.config.edge, &parts.extensions, &parts.headers)
+                .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         Ok(Self(Caller::new(
             Arc::new(principal),
             request_id,

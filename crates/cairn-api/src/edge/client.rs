@@ -1,21 +1,37 @@
 //! The client's address (`docs/edge.md` "Behind a proxy"): the peer of
 //! the connection, or, when that peer is one of the configured
-//! `trusted_proxies`, the address those proxies name in
-//! `X-Forwarded-For`. Per-address rate limits, login lockouts and the
+//! `trusted_proxies`, the address those proxies name in the header they
+//! write: `X-Forwarded-For` (the default) or RFC 7239's `Forwarded`
+//! (`forwarded_header`). Per-address rate limits, login lockouts and the
 //! audit log all key on it.
 //!
-//! `X-Forwarded-For` is read right to left: each trusted proxy appends
-//! the peer it saw, so the first entry that is not a trusted proxy is the
-//! client. Entries to its left were written by the client itself and are
-//! never believed. A peer that is not a trusted proxy is the client,
-//! whatever headers it sends.
+//! The header is read right to left: each trusted proxy appends the peer
+//! it saw, so the first entry that is not a trusted proxy is the client.
+//! Entries to its left were written by the client itself and are never
+//! believed. A peer that is not a trusted proxy is the client, whatever
+//! headers it sends. Only the configured header is read: a proxy that
+//! writes one passes the other through from the client unchanged.
 
+use super::config::EdgeConfig;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{Extensions, HeaderMap, HeaderName};
+use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, header};
 use ipnet::IpNet;
-use std::net::{IpAddr, SocketAddr};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The header the trusted proxies name the client in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: 198.51.100.7, 10.1.1.1`.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239: `Forwarded: for=198.51.100.7;proto=https, for=10.1.1.1`
+    /// (the `for` parameter of each element).
+    Forwarded,
+}
 
 /// Most `X-Forwarded-For` entries read: more hops than any real chain of
 /// proxies, few enough that a long header costs little.
@@ -56,24 +72,136 @@ fn entry(text: &str) -> Option<IpAddr> {
         .map(|ip| ip.to_canonical())
 }
 
-/// The client of a connection from `peer` that sent `headers`.
-pub fn resolve(proxies: &[IpNet], peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+/// A `Forwarded` node (RFC 7239 section 6): an IPv4 address or a
+/// bracketed IPv6 one, either with an optional port (a number, or an
+/// obfuscated one such as `_p`). `unknown`, an obfuscated name
+/// (`_hidden`) and anything else are no address.
+fn node(text: &str) -> Option<IpAddr> {
+    let (ip, port) = match text.strip_prefix('[') {
+        Some(rest) => {
+            let (ip, after) = rest.split_once(']')?;
+            let port = match after.strip_prefix(':') {
+                Some(port) => Some(port),
+                None if after.is_empty() => None,
+                None => return None,
+            };
+            (
+                IpAddr::V6(ip.parse::<Ipv6Addr>().ok()?).to_canonical(),
+                port,
+            )
+        }
+        None => {
+            let (ip, port) = text
+                .split_once(':')
+                .map_or((text, None), |(h, p)| (h, Some(p)));
+            (IpAddr::V4(ip.parse::<Ipv4Addr>().ok()?), port)
+        }
+    };
+    let port_ok = port.is_none_or(|p| {
+        let digits = !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+        let hidden = p.len() > 1
+            && p.starts_with('_')
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        digits || hidden
+    });
+    port_ok.then_some(ip)
+}
+
+/// `text` split at each `separator` that is not inside a quoted string.
+fn split_unquoted(text: &str, separator: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == separator && !quoted => {
+                parts.push(&text[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// The address in one `Forwarded` element's `for` parameter (the name
+/// in any case, the value a token or a quoted string); `None` when it
+/// has none or it names no address.
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    let value = split_unquoted(element, ';').into_iter().find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("for")
+            .then(|| value.trim())
+    })?;
+    match value.strip_prefix('"') {
+        Some(quoted) => node(&quoted.strip_suffix('"')?.replace('\\', "")),
+        None => node(value),
+    }
+}
+
+/// The hops of every `Forwarded` header, nearest first.
+fn forwarded_hops(values: &[&HeaderValue]) -> Vec<Option<IpAddr>> {
+    let mut hops = Vec::new();
+    for value in values.iter().rev() {
+        match value.to_str() {
+            Ok(text) => hops.extend(
+                split_unquoted(text, ',')
+                    .into_iter()
+                    .rev()
+                    .map(forwarded_for),
+            ),
+            Err(_) => hops.push(None),
+        }
+        if hops.len() >= MAX_HOPS {
+            break;
+        }
+    }
+    hops
+}
+
+/// The client of a connection from `peer` that sent `headers`, when the
+/// `proxies` name it in `header`.
+pub fn resolve(
+    proxies: &[IpNet],
+    header: ForwardedHeader,
+    peer: IpAddr,
+    headers: &HeaderMap,
+) -> IpAddr {
     let peer = peer.to_canonical();
     if proxies.is_empty() || !trusted(proxies, peer) {
         return peer;
     }
-    // The nearest address known so far; every one before the client is a
-    // trusted proxy. A malformed entry ends the walk there: a trusted
-    // proxy appends only addresses, so it came from further out.
+    match header {
+        ForwardedHeader::XForwardedFor => {
+            let hops = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .rev()
+                .flat_map(|value| value.to_str().unwrap_or("!").rsplit(','))
+                .map(entry);
+            walk(proxies, peer, hops)
+        }
+        ForwardedHeader::Forwarded => {
+            let values: Vec<&HeaderValue> = headers.get_all(header::FORWARDED).iter().collect();
+            walk(proxies, peer, forwarded_hops(&values).into_iter())
+        }
+    }
+}
+
+/// Walk `hops` (nearest first) from a trusted `peer`: the first hop that
+/// is not a trusted proxy is the client. A hop that names no address
+/// (malformed, or a proxy's `unknown`) ends the walk at the nearest
+/// address known, since nothing beyond it can be told apart; so does
+/// the end of the list, or [`MAX_HOPS`].
+fn walk(proxies: &[IpNet], peer: IpAddr, hops: impl Iterator<Item = Option<IpAddr>>) -> IpAddr {
     let mut nearest = peer;
-    let entries = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .rev()
-        .flat_map(|value| value.to_str().unwrap_or("!").rsplit(','))
-        .take(MAX_HOPS);
-    for text in entries {
-        let Some(ip) = entry(text) else {
+    for hop in hops.take(MAX_HOPS) {
+        let Some(ip) = hop else {
             return nearest;
         };
         if !trusted(proxies, ip) {
@@ -86,20 +214,28 @@ pub fn resolve(proxies: &[IpNet], peer: IpAddr, headers: &HeaderMap) -> IpAddr {
 
 /// The client address of `req`; `None` for a router served without
 /// connect info (tests calling it in process).
-pub fn ip(proxies: &[IpNet], req: &Request) -> Option<IpAddr> {
-    of_parts(proxies, req.extensions(), req.headers())
+pub fn ip(edge: &EdgeConfig, req: &Request) -> Option<IpAddr> {
+    of_parts(edge, req.extensions(), req.headers())
 }
 
 /// [`ip`] from a request's parts.
-pub fn of_parts(proxies: &[IpNet], extensions: &Extensions, headers: &HeaderMap) -> Option<IpAddr> {
+pub fn of_parts(edge: &EdgeConfig, extensions: &Extensions, headers: &HeaderMap) -> Option<IpAddr> {
     let peer = extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
-    Some(resolve(proxies, peer, headers))
+    Some(resolve(
+        &edge.trusted_proxies,
+        edge.forwarded_header,
+        peer,
+        headers,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    const XFF: ForwardedHeader = ForwardedHeader::XForwardedFor;
+    const FWD: ForwardedHeader = ForwardedHeader::Forwarded;
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|t| parse_proxy(t).unwrap()).collect()
@@ -113,6 +249,14 @@ mod tests {
         h
     }
 
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::FORWARDED, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
     fn ip(t: &str) -> IpAddr {
         t.parse().unwrap()
     }
@@ -120,9 +264,12 @@ mod tests {
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_claims() {
         let h = headers(&["198.51.100.7"]);
-        assert_eq!(resolve(&[], ip("203.0.113.1"), &h), ip("203.0.113.1"));
+        assert_eq!(resolve(&[], XFF, ip("203.0.113.1"), &h), ip("203.0.113.1"));
         let proxies = nets(&["10.0.0.0/8"]);
-        assert_eq!(resolve(&proxies, ip("203.0.113.1"), &h), ip("203.0.113.1"));
+        assert_eq!(
+            resolve(&proxies, XFF, ip("203.0.113.1"), &h),
+            ip("203.0.113.1")
+        );
     }
 
     #[test]
@@ -131,16 +278,22 @@ mod tests {
         // The client forged the first entry; the load balancer (10.1.1.1)
         // appended what it saw, then the edge proxy (192.0.2.10).
         let h = headers(&["1.2.3.4, 198.51.100.7, 10.1.1.1"]);
-        assert_eq!(resolve(&proxies, ip("192.0.2.10"), &h), ip("198.51.100.7"));
+        assert_eq!(
+            resolve(&proxies, XFF, ip("192.0.2.10"), &h),
+            ip("198.51.100.7")
+        );
         // The same chain spread over several headers.
         let h = headers(&["1.2.3.4", "198.51.100.7", "10.1.1.1"]);
-        assert_eq!(resolve(&proxies, ip("192.0.2.10"), &h), ip("198.51.100.7"));
+        assert_eq!(
+            resolve(&proxies, XFF, ip("192.0.2.10"), &h),
+            ip("198.51.100.7")
+        );
         // Only proxies: the farthest one.
         let h = headers(&["10.9.9.9, 10.1.1.1"]);
-        assert_eq!(resolve(&proxies, ip("192.0.2.10"), &h), ip("10.9.9.9"));
+        assert_eq!(resolve(&proxies, XFF, ip("192.0.2.10"), &h), ip("10.9.9.9"));
         // No header: the proxy itself.
         assert_eq!(
-            resolve(&proxies, ip("192.0.2.10"), &HeaderMap::new()),
+            resolve(&proxies, XFF, ip("192.0.2.10"), &HeaderMap::new()),
             ip("192.0.2.10")
         );
     }
@@ -149,13 +302,22 @@ mod tests {
     fn malformed_entries_end_the_walk_and_ports_and_brackets_are_read() {
         let proxies = nets(&["10.0.0.0/8"]);
         let h = headers(&["198.51.100.7, unknown, 10.2.2.2"]);
-        assert_eq!(resolve(&proxies, ip("10.0.0.1"), &h), ip("10.2.2.2"));
+        assert_eq!(resolve(&proxies, XFF, ip("10.0.0.1"), &h), ip("10.2.2.2"));
         let h = headers(&["[2001:db8::7]:4711"]);
-        assert_eq!(resolve(&proxies, ip("10.0.0.1"), &h), ip("2001:db8::7"));
+        assert_eq!(
+            resolve(&proxies, XFF, ip("10.0.0.1"), &h),
+            ip("2001:db8::7")
+        );
         let h = headers(&["198.51.100.7:4711"]);
-        assert_eq!(resolve(&proxies, ip("10.0.0.1"), &h), ip("198.51.100.7"));
+        assert_eq!(
+            resolve(&proxies, XFF, ip("10.0.0.1"), &h),
+            ip("198.51.100.7")
+        );
         let h = headers(&["[2001:db8::8]"]);
-        assert_eq!(resolve(&proxies, ip("10.0.0.1"), &h), ip("2001:db8::8"));
+        assert_eq!(
+            resolve(&proxies, XFF, ip("10.0.0.1"), &h),
+            ip("2001:db8::8")
+        );
     }
 
     #[test]
@@ -163,10 +325,13 @@ mod tests {
         let proxies = nets(&["127.0.0.1"]);
         let h = headers(&["198.51.100.7"]);
         assert_eq!(
-            resolve(&proxies, ip("::ffff:127.0.0.1"), &h),
+            resolve(&proxies, XFF, ip("::ffff:127.0.0.1"), &h),
             ip("198.51.100.7")
         );
-        assert_eq!(resolve(&proxies, ip("127.0.0.1"), &h), ip("198.51.100.7"));
+        assert_eq!(
+            resolve(&proxies, XFF, ip("127.0.0.1"), &h),
+            ip("198.51.100.7")
+        );
     }
 
     #[test]
@@ -177,7 +342,106 @@ mod tests {
             .collect();
         let h = headers(&[&chain.join(", ")]);
         // 32 proxies read, all trusted: the farthest of those.
-        assert_eq!(resolve(&proxies, ip("10.0.0.1"), &h), ip("10.0.0.8"));
+        assert_eq!(resolve(&proxies, XFF, ip("10.0.0.1"), &h), ip("10.0.0.8"));
+    }
+
+    #[test]
+    fn forwarded_names_the_client_rightmost_first() {
+        let proxies = nets(&["10.0.0.0/8", "192.0.2.10"]);
+        // The client forged the first element; the load balancer appended
+        // what it saw, with other parameters and the name in any case.
+        let h = forwarded(&["for=1.2.3.4, For=198.51.100.7;proto=https;by=10.1.1.1, for=10.1.1.1"]);
+        assert_eq!(
+            resolve(&proxies, FWD, ip("192.0.2.10"), &h),
+            ip("198.51.100.7")
+        );
+        // Spread over several headers, with quoted values, ports and IPv6.
+        let h = forwarded(&[
+            "for=1.2.3.4",
+            "for=\"[2001:db8:cafe::17]:4711\";host=\"a,b\"",
+            "for=\"10.1.1.1:80\"",
+        ]);
+        assert_eq!(
+            resolve(&proxies, FWD, ip("192.0.2.10"), &h),
+            ip("2001:db8:cafe::17")
+        );
+        // Only proxies: the farthest one; no header: the peer.
+        let h = forwarded(&["for=10.9.9.9, for=10.1.1.1"]);
+        assert_eq!(resolve(&proxies, FWD, ip("192.0.2.10"), &h), ip("10.9.9.9"));
+        assert_eq!(
+            resolve(&proxies, FWD, ip("192.0.2.10"), &HeaderMap::new()),
+            ip("192.0.2.10")
+        );
+    }
+
+    #[test]
+    fn forwarded_hops_without_an_address_end_the_walk() {
+        let proxies = nets(&["10.0.0.0/8"]);
+        for hidden in [
+            "for=unknown",
+            "for=_hidden",
+            "proto=https",
+            "for=\"2001:db8::1\"",
+            "for=\"[2001:db8::1]x\"",
+            "for=198.51.100.7.1",
+            "for=\"198.51.100.7:80:90\"",
+            "for=\"198.51.100.7:\"",
+            "for=\"[2001:db8::1]:_\"",
+        ] {
+            let h = forwarded(&[&format!("for=198.51.100.9, {hidden}, for=10.2.2.2")]);
+            assert_eq!(
+                resolve(&proxies, FWD, ip("10.0.0.1"), &h),
+                ip("10.2.2.2"),
+                "{hidden}"
+            );
+        }
+        // An obfuscated port still names the address.
+        let h = forwarded(&["for=\"198.51.100.7:_p\""]);
+        assert_eq!(
+            resolve(&proxies, FWD, ip("10.0.0.1"), &h),
+            ip("198.51.100.7")
+        );
+    }
+
+    #[test]
+    fn only_the_configured_header_is_believed() {
+        let proxies = nets(&["10.0.0.0/8"]);
+        // A proxy writing X-Forwarded-For passes a client's Forwarded on.
+        let mut h = headers(&["198.51.100.7"]);
+        h.append(
+            header::FORWARDED,
+            HeaderValue::from_static("for=203.0.113.66"),
+        );
+        assert_eq!(
+            resolve(&proxies, XFF, ip("10.0.0.1"), &h),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            resolve(&proxies, FWD, ip("10.0.0.1"), &h),
+            ip("203.0.113.66")
+        );
+        // And one writing Forwarded passes X-Forwarded-For on.
+        let h = headers(&["203.0.113.66"]);
+        assert_eq!(resolve(&proxies, FWD, ip("10.0.0.1"), &h), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn a_long_forwarded_header_is_read_only_so_far() {
+        let proxies = nets(&["10.0.0.0/8"]);
+        let chain: Vec<String> = std::iter::once("for=198.51.100.7".to_owned())
+            .chain((0..40).map(|i| format!("for=10.0.0.{i}")))
+            .collect();
+        let h = forwarded(&[&chain.join(", ")]);
+        assert_eq!(resolve(&proxies, FWD, ip("10.0.0.1"), &h), ip("10.0.0.8"));
+    }
+
+    #[test]
+    fn the_header_setting_reads_as_kebab_case() {
+        let parse = |t: &str| serde_json::from_str::<ForwardedHeader>(t);
+        assert_eq!(parse("\"x-forwarded-for\"").unwrap(), XFF);
+        assert_eq!(parse("\"forwarded\"").unwrap(), FWD);
+        assert!(parse("\"x-real-ip\"").is_err());
+        assert_eq!(ForwardedHeader::default(), XFF);
     }
 
     #[test]

@@ -30,9 +30,11 @@ pub struct EdgeConfig {
     pub etag: bool,
     /// Fault-injection rules; empty unless `fault_injection_enabled`.
     pub faults: Vec<FaultRule>,
-    /// Proxies whose `X-Forwarded-For` names the client (`edge::client`);
+    /// Proxies whose `forwarded_header` names the client (`edge::client`);
     /// empty: the peer is the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header those proxies write: `X-Forwarded-For` or `Forwarded`.
+    pub forwarded_header: super::client::ForwardedHeader,
 }
 
 impl Default for EdgeConfig {
@@ -51,6 +53,7 @@ impl Default for EdgeConfig {
             etag: true,
             faults: Vec::new(),
             trusted_proxies: Vec::new(),
+            forwarded_header: super::client::ForwardedHeader::default(),
         }
     }
 }

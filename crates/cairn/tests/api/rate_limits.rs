@@ -233,15 +233,7 @@ async fn unauthenticated_floods_spend_the_address_budget() {
 /// One failed login sent with these `X-Forwarded-For` values.
 async fn login_via(app: &TestApp, forwarded: &[&str]) -> Answer {
     let headers: Vec<(&str, &str)> = forwarded.iter().map(|v| ("x-forwarded-for", *v)).collect();
-    send_with(
-        &new_client(),
-        app,
-        Method::POST,
-        "/api/v1/auth/login",
-        Some(&json!({"username": "nobody", "password": "guess guess guess"})),
-        &headers,
-    )
-    .await
+    login_with(app, &headers).await
 }
 
 #[tokio::test]
@@ -275,6 +267,56 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
         .iter()
         .filter_map(|e| e["client_addr"].as_str())
         .collect();
+    assert!(from.contains(&"198.51.100.8"), "{logins:?}");
+    assert!(!from.contains(&"127.0.0.1"), "{logins:?}");
+}
+
+/// One failed login sent with these request headers.
+async fn login_with(app: &TestApp, headers: &[(&str, &str)]) -> Answer {
+    send_with(
+        &new_client(),
+        app,
+        Method::POST,
+        "/api/v1/auth/login",
+        Some(&json!({"username": "nobody", "password": "guess guess guess"})),
+        headers,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn behind_proxies_that_write_forwarded_its_for_names_the_client() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit_address_auth = fixed(2);
+        s.trusted_proxies = vec!["127.0.0.1".into(), "10.0.0.0/8".into()];
+        s.forwarded_header = cairn_api::edge::client::ForwardedHeader::Forwarded;
+    })
+    .await;
+    let via = "for=\"[2001:db8::7]:4711\";proto=https, for=10.1.1.1";
+    for left in [1, 0] {
+        let a = login_with(&app, &[("forwarded", via)]).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+        assert_eq!(number(&a, "ratelimit-remaining"), left);
+    }
+    // X-Forwarded-For is not what these proxies write: a client's own
+    // claim in it changes nothing.
+    assert_refused(
+        &login_with(
+            &app,
+            &[("forwarded", via), ("x-forwarded-for", "203.0.113.99")],
+        )
+        .await,
+        "address",
+    );
+    let a = login_with(&app, &[("forwarded", "for=198.51.100.8")]).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+    assert_eq!(number(&a, "ratelimit-remaining"), 1);
+    let logins = crate::auth_support::audit(&app, "action=auth.login").await;
+    let from: Vec<&str> = logins
+        .iter()
+        .filter_map(|e| e["client_addr"].as_str())
+        .collect();
+    assert!(from.contains(&"2001:db8::7"), "{logins:?}");
     assert!(from.contains(&"198.51.100.8"), "{logins:?}");
     assert!(!from.contains(&"127.0.0.1"), "{logins:?}");
 }

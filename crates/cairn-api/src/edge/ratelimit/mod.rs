@@ -521,7 +521,7 @@ pub async fn by_address(state: &AppState, mut req: Request, next: impl Next) -> 
     let graphql = class == Class::Graphql;
     // Without a peer address (a router served without connect info)
     // there is no address budget, only the principal's.
-    let Some(addr) = crate::edge::client::ip(&state.config.edge.trusted_proxies, &req) else {
+    let Some(addr) = crate::edge::client::ip(&state.config.edge, &req) else {
         return next.run(req).await;
     };
     let limit = limiter.config.address.get(class);
