@@ -241,20 +241,41 @@ mod tests {
         list.iter().map(|t| parse_proxy(t).unwrap()).collect()
     }
 
-    fn headers(values: &[&str]) -> HeaderMap {
+    /// One header `name` per value.
+    fn with(name: &HeaderName, values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in values {
-            h.append(&X_FORWARDED_FOR, HeaderValue::from_str(v).unwrap());
+            h.append(name, HeaderValue::from_str(v).unwrap());
         }
         h
     }
 
+    fn headers(values: &[&str]) -> HeaderMap {
+        with(&X_FORWARDED_FOR, values)
+    }
+
     fn forwarded(values: &[&str]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for v in values {
-            h.append(header::FORWARDED, HeaderValue::from_str(v).unwrap());
+        with(&header::FORWARDED, values)
+    }
+
+    /// One header per list of hops, as a proxy writing `kind` writes them.
+    fn chain(kind: ForwardedHeader, lists: &[&[&str]]) -> HeaderMap {
+        let texts: Vec<String> = lists
+            .iter()
+            .map(|hops| match kind {
+                XFF => hops.join(", "),
+                FWD => hops
+                    .iter()
+                    .map(|hop| format!("for={hop}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+            .collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        match kind {
+            XFF => headers(&texts),
+            FWD => forwarded(&texts),
         }
-        h
     }
 
     fn ip(t: &str) -> IpAddr {
@@ -275,27 +296,21 @@ mod tests {
     #[test]
     fn a_trusted_peer_names_the_client_rightmost_first() {
         let proxies = nets(&["10.0.0.0/8", "192.0.2.10"]);
-        // The client forged the first entry; the load balancer (10.1.1.1)
-        // appended what it saw, then the edge proxy (192.0.2.10).
-        let h = headers(&["1.2.3.4, 198.51.100.7, 10.1.1.1"]);
-        assert_eq!(
-            resolve(&proxies, XFF, ip("192.0.2.10"), &h),
-            ip("198.51.100.7")
-        );
-        // The same chain spread over several headers.
-        let h = headers(&["1.2.3.4", "198.51.100.7", "10.1.1.1"]);
-        assert_eq!(
-            resolve(&proxies, XFF, ip("192.0.2.10"), &h),
-            ip("198.51.100.7")
-        );
-        // Only proxies: the farthest one.
-        let h = headers(&["10.9.9.9, 10.1.1.1"]);
-        assert_eq!(resolve(&proxies, XFF, ip("192.0.2.10"), &h), ip("10.9.9.9"));
-        // No header: the proxy itself.
-        assert_eq!(
-            resolve(&proxies, XFF, ip("192.0.2.10"), &HeaderMap::new()),
-            ip("192.0.2.10")
-        );
+        for kind in [XFF, FWD] {
+            let client =
+                |lists: &[&[&str]]| resolve(&proxies, kind, ip("192.0.2.10"), &chain(kind, lists));
+            // The client forged the first entry; the load balancer
+            // (10.1.1.1) appended what it saw, then the edge proxy
+            // (192.0.2.10).
+            let forged = ["1.2.3.4", "198.51.100.7", "10.1.1.1"];
+            assert_eq!(client(&[&forged]), ip("198.51.100.7"), "{kind:?}");
+            // The same chain spread over several headers.
+            let spread: [&[&str]; 3] = [&["1.2.3.4"], &["198.51.100.7"], &["10.1.1.1"]];
+            assert_eq!(client(&spread), ip("198.51.100.7"), "{kind:?}");
+            // Only proxies: the farthest one. No header: the proxy itself.
+            assert_eq!(client(&[&["10.9.9.9", "10.1.1.1"]]), ip("10.9.9.9"));
+            assert_eq!(client(&[]), ip("192.0.2.10"), "{kind:?}");
+        }
     }
 
     #[test]
@@ -346,16 +361,16 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_names_the_client_rightmost_first() {
+    fn forwarded_elements_are_read_by_their_for_parameter() {
         let proxies = nets(&["10.0.0.0/8", "192.0.2.10"]);
-        // The client forged the first element; the load balancer appended
-        // what it saw, with other parameters and the name in any case.
+        // Other parameters, and the name in any case.
         let h = forwarded(&["for=1.2.3.4, For=198.51.100.7;proto=https;by=10.1.1.1, for=10.1.1.1"]);
         assert_eq!(
             resolve(&proxies, FWD, ip("192.0.2.10"), &h),
             ip("198.51.100.7")
         );
-        // Spread over several headers, with quoted values, ports and IPv6.
+        // Quoted values, ports, IPv6, and a comma inside another
+        // parameter's quotes.
         let h = forwarded(&[
             "for=1.2.3.4",
             "for=\"[2001:db8:cafe::17]:4711\";host=\"a,b\"",
@@ -364,13 +379,6 @@ mod tests {
         assert_eq!(
             resolve(&proxies, FWD, ip("192.0.2.10"), &h),
             ip("2001:db8:cafe::17")
-        );
-        // Only proxies: the farthest one; no header: the peer.
-        let h = forwarded(&["for=10.9.9.9, for=10.1.1.1"]);
-        assert_eq!(resolve(&proxies, FWD, ip("192.0.2.10"), &h), ip("10.9.9.9"));
-        assert_eq!(
-            resolve(&proxies, FWD, ip("192.0.2.10"), &HeaderMap::new()),
-            ip("192.0.2.10")
         );
     }
 
