@@ -410,6 +410,21 @@ mod tests {
                 "{hidden}"
             );
         }
+        // A value that is not text ends the walk where it stands.
+        let cases = [
+            (XFF, &X_FORWARDED_FOR, "10.2.2.2"),
+            (FWD, &header::FORWARDED, "for=10.2.2.2"),
+        ];
+        for (kind, name, nearest) in cases {
+            let mut h = chain(kind, &[&["198.51.100.9"]]);
+            h.append(name, HeaderValue::from_bytes(b"\xff").unwrap());
+            h.append(name, HeaderValue::from_static(nearest));
+            assert_eq!(
+                resolve(&proxies, kind, ip("10.0.0.1"), &h),
+                ip("10.2.2.2"),
+                "{kind:?}"
+            );
+        }
         // An obfuscated port still names the address.
         let h = forwarded(&["for=\"198.51.100.7:_p\""]);
         assert_eq!(
