@@ -14,7 +14,7 @@
 
 use super::config::EdgeConfig;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, header};
+use axum::http::{Extensions, HeaderMap, HeaderName, header};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -144,26 +144,6 @@ fn forwarded_for(element: &str) -> Option<IpAddr> {
     }
 }
 
-/// The hops of every `Forwarded` header, nearest first.
-fn forwarded_hops(values: &[&HeaderValue]) -> Vec<Option<IpAddr>> {
-    let mut hops = Vec::new();
-    for value in values.iter().rev() {
-        match value.to_str() {
-            Ok(text) => hops.extend(
-                split_unquoted(text, ',')
-                    .into_iter()
-                    .rev()
-                    .map(forwarded_for),
-            ),
-            Err(_) => hops.push(None),
-        }
-        if hops.len() >= MAX_HOPS {
-            break;
-        }
-    }
-    hops
-}
-
 /// The client of a connection from `peer` that sent `headers`, when the
 /// `proxies` name it in `header`.
 pub fn resolve(
@@ -187,8 +167,23 @@ pub fn resolve(
             walk(proxies, peer, hops)
         }
         ForwardedHeader::Forwarded => {
-            let values: Vec<&HeaderValue> = headers.get_all(header::FORWARDED).iter().collect();
-            walk(proxies, peer, forwarded_hops(&values).into_iter())
+            // Read as far as the walk goes: each header's elements are
+            // split only when the walk reaches it. A value that is not
+            // text is one hop with no address.
+            let hops =
+                headers
+                    .get_all(header::FORWARDED)
+                    .iter()
+                    .rev()
+                    .flat_map(|value| match value.to_str() {
+                        Ok(text) => split_unquoted(text, ',')
+                            .into_iter()
+                            .rev()
+                            .map(forwarded_for)
+                            .collect(),
+                        Err(_) => vec![None],
+                    });
+            walk(proxies, peer, hops)
         }
     }
 }
