@@ -18,10 +18,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tracing::Instrument;
 
-/// The span of one store call, `store.<operation>`.
+/// The span of one store call, `store.<operation>` (the operation as a
+/// string literal, or as the method's name).
 macro_rules! store_span {
     ($store:ident, $operation:literal) => {
         $store.span(concat!("store.", $operation), $operation)
+    };
+    ($store:ident, $operation:ident) => {
+        $store.span(
+            concat!("store.", stringify!($operation)),
+            stringify!($operation),
+        )
     };
 }
 
@@ -39,10 +46,7 @@ macro_rules! passthrough {
             'life0: 'async_trait,
             Self: 'async_trait,
         {
-            let span = self.span(
-                concat!("store.", stringify!($operation)),
-                stringify!($operation),
-            );
+            let span = store_span!(self, $operation);
             let call = self.inner.$operation($($arg),*);
             if span.is_none() {
                 call
