@@ -5,6 +5,12 @@
 //! negotiated. A matching `If-None-Match` (a list, or `*`; weak comparison,
 //! RFC 9110 section 13.1.2) turns a 200 into a 304 with the `ETag` and no
 //! body. Only 200 JSON responses get one; WebSocket upgrades never.
+//!
+//! A 304 carries the `Vary` the 200 would have (RFC 9110 section 15.4.5):
+//! the handler's is copied here, and the 304 is marked [`NotModified`]
+//! with the length of the body it stands for, so that the compression
+//! stage (outside this one) adds the `Vary: accept-encoding` it gives a
+//! body that long.
 
 use crate::edge::pipeline::Next;
 use crate::error::ApiError;
@@ -15,6 +21,13 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use http_body_util::BodyExt as _;
 use sha2::{Digest, Sha256};
+
+/// In the extensions of a 304 made here: the length of the 200's body it
+/// replaces.
+#[derive(Debug, Clone, Copy)]
+pub struct NotModified {
+    pub body_len: u64,
+}
 
 /// The middleware; `State(false)` only passes through.
 pub async fn conditional(enabled: bool, mut req: Request, next: impl Next) -> Response {
@@ -65,6 +78,9 @@ pub async fn conditional(enabled: bool, mut req: Request, next: impl Next) -> Re
         && matches(&condition, tag)
     {
         let mut not_modified = StatusCode::NOT_MODIFIED.into_response();
+        not_modified.extensions_mut().insert(NotModified {
+            body_len: bytes.len() as u64,
+        });
         let headers = not_modified.headers_mut();
         headers.insert(header::ETAG, value);
         for name in [
@@ -74,8 +90,8 @@ pub async fn conditional(enabled: bool, mut req: Request, next: impl Next) -> Re
             header::EXPIRES,
             header::VARY,
         ] {
-            if let Some(v) = parts.headers.get(&name) {
-                headers.insert(name, v.clone());
+            for v in parts.headers.get_all(&name) {
+                headers.append(name.clone(), v.clone());
             }
         }
         return not_modified;

@@ -20,7 +20,7 @@ use super::{compress, cors, etag, fault, headers, idempotency, ratelimit, shed, 
 use crate::{AppState, metrics};
 use axum::body::HttpBody as _;
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use futures_util::future::{Either, Map, Ready, ready};
@@ -182,7 +182,18 @@ async fn compress_stage(
     let mut values = req.headers().get_all(header::ACCEPT_ENCODING).iter();
     let first = values.next().cloned();
     let rest: Vec<_> = values.cloned().collect();
-    let res = next.run(req).await;
+    let mut res = next.run(req).await;
+    // A 304 for a body tower-http would have given `Vary: accept-encoding`
+    // (it does so for every body it may compress, compressed or not) has
+    // that `Vary` too: a cache that revalidates a stored response replaces
+    // its `Vary` with the 304's.
+    if let Some(etag::NotModified { body_len }) = res.extensions().get().copied() {
+        if body_len >= min {
+            res.headers_mut()
+                .append(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
+        return res;
+    }
     if res.body().size_hint().exact().is_some_and(|n| n < min) {
         return res;
     }

@@ -510,7 +510,7 @@ async fn etag_gives_304_until_the_resource_changes() {
     assert_eq!(header(&gzip, "content-encoding"), Some("gzip"));
     let list_tag = header(&plain, "etag").expect("list ETag").to_owned();
     assert_eq!(header(&gzip, "etag"), Some(list_tag.as_str()));
-    let (status, _, _) = get_with(
+    let (status, not_modified, _) = get_with(
         &client,
         Method::GET,
         &list,
@@ -518,6 +518,37 @@ async fn etag_gives_304_until_the_resource_changes() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);
+    // The 304 varies as the 200 does (a cache takes the 304's Vary): the
+    // list is long enough to be compressed, the single receiver is not.
+    let varies = |headers: &HeaderMap| {
+        headers
+            .get_all("vary")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|v| v.trim().to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    };
+    assert!(varies(&plain).contains(&"accept-encoding".to_owned()));
+    assert_eq!(
+        varies(&not_modified),
+        varies(&plain),
+        "304 and 200 vary alike"
+    );
+    let (status, small, _) = get_with(
+        &client,
+        Method::GET,
+        &one,
+        &[("if-none-match", tag.as_str())],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!(
+        varies(&small),
+        varies(&headers),
+        "a small body varies by nothing"
+    );
+    assert!(!varies(&small).contains(&"accept-encoding".to_owned()));
 
     // HEAD: the same validator, and 304 too.
     let (status, headers, body) = get_with(&client, Method::HEAD, &list, &[]).await;
