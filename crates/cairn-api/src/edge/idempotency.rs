@@ -208,7 +208,17 @@ pub async fn layer(state: &AppState, req: Request, next: impl Next + 'static) ->
             e.into_response()
         };
     }
+    // Two keys name no one request: refused rather than one of them kept.
+    let sent = req.headers().get_all(IDEMPOTENCY_KEY).iter().count();
     let key = match parse_key(&raw) {
+        Ok(_) if sent > 1 => {
+            count("invalid");
+            return ApiError::field(
+                "Idempotency-Key",
+                format!("was sent {sent} times; send it once"),
+            )
+            .into_response();
+        }
         Ok(key) => key,
         Err(why) => {
             count("invalid");

@@ -211,9 +211,30 @@ async fn bad_keys_are_400_naming_the_header_and_run_nothing() {
         assert_has_error(&errs, "Idempotency-Key");
     }
     let longest = "k".repeat(255);
-    keyed(&app.client, Method::POST, url, longest.as_bytes(), &body)
+    keyed(
+        &app.client,
+        Method::POST,
+        url.clone(),
+        longest.as_bytes(),
+        &body,
+    )
+    .await
+    .id();
+    // Two keys on one request: refused, whichever comes first.
+    let res = app
+        .client
+        .post(url.clone())
+        .header("content-type", "application/json")
+        .header("idempotency-key", "twice-1")
+        .header("idempotency-key", "twice-2")
+        .body(body.clone())
+        .send()
         .await
-        .id();
+        .expect("request failed");
+    let answer = (res.status(), res.json().await.expect("a JSON body"));
+    let errs = errors(&answer, StatusCode::BAD_REQUEST);
+    assert_has_error(&errs, "Idempotency-Key");
+    assert!(errs.iter().any(|e| e.contains("2 times")), "{errs:?}");
     assert_eq!(event_count(&app).await, 1, "only the valid key ran");
     // Routes whose answers carry secrets take no key.
     let res = keyed(
