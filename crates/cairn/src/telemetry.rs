@@ -117,9 +117,11 @@ impl Telemetry {
 /// configured level. Must run inside the Tokio runtime when
 /// `otlp_endpoint` is set (exports run on it).
 pub fn init(settings: &Settings) -> Telemetry {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.log_level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = with_request_spans(
+        EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(&settings.log_level))
+            .unwrap_or_else(|_| EnvFilter::new("info")),
+    );
     // Colour only for a terminal, and never when NO_COLOR is set.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let fmt = tracing_subscriber::fmt::layer()
@@ -225,6 +227,30 @@ pub fn init(settings: &Settings) -> Telemetry {
         (None, None) => {}
     }
     Telemetry { provider }
+}
+
+/// The log filter, with the request span on at any level that logs
+/// anything: it carries the request id and trace ids that every line
+/// logged inside a request shows (docs/observability.md "Logs"). Without
+/// this, a level above `info` (`warn`), or one naming only some targets
+/// (`cairn_api=debug`), would drop the span and with it the ids of every
+/// line under it.
+fn with_request_spans(filter: EnvFilter) -> EnvFilter {
+    use tracing::level_filters::LevelFilter;
+    if filter.max_level_hint() == Some(LevelFilter::OFF) {
+        return filter;
+    }
+    [
+        cairn_api::edge::trace::QUIET_TARGET,
+        cairn_api::edge::trace::EXPORTED_TARGET,
+    ]
+    .into_iter()
+    .fold(filter, |filter, target| {
+        match format!("{target}=info").parse() {
+            Ok(directive) => filter.add_directive(directive),
+            Err(_) => filter,
+        }
+    })
 }
 
 /// The tracer provider: parent-based ratio sampling, one bounded batch

@@ -806,3 +806,58 @@ async fn webhook_deliveries_carry_the_batch_trace() {
         "the webhook's traceparent names the sink.deliver span: {tp}"
     );
 }
+
+/// A log level above `info`, or one naming only some targets, still keeps
+/// the request span for the log: the lines logged inside a request carry
+/// its ids at any level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_carry_the_request_ids_at_any_log_level() {
+    // (log filter, a message logged inside the request at that filter);
+    // `cairn::startup=info` keeps the line that names the bound port.
+    for (filter, message) in [
+        ("warn,cairn::startup=info", "fault injected"),
+        ("cairn_api=debug,cairn::startup=info", "request headers"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start_with(
+            dir.path(),
+            &["--log-format", "json"],
+            &[
+                ("RUST_LOG", filter),
+                ("CAIRN_FAULT_INJECTION_ENABLED", "true"),
+                (
+                    "CAIRN_FAULT_INJECTION",
+                    r#"[{route="/api/v1/groups",probability=1.0,kind="error",status=503}]"#,
+                ),
+            ],
+        );
+        let res = server
+            .client()
+            .get(server.url("/api/v1/groups"))
+            .header("x-request-id", "quiet-level-1")
+            .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 503, "{filter}: the injected fault");
+        let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let log = server.log();
+        let lines = json_lines(&log);
+        let line = lines
+            .iter()
+            .find(|l| l["fields"]["message"] == message)
+            .unwrap_or_else(|| panic!("{filter}: no {message:?} line; log:\n{log}"));
+        assert_eq!(line["request_id"], "quiet-level-1", "{filter}: {line}");
+        assert_eq!(line["trace_id"], TRACE_ID, "{filter}: {line}");
+        assert_eq!(line["span_id"], &tp[36..52], "{filter}: {line}");
+        if filter.starts_with("warn") {
+            assert!(
+                lines
+                    .iter()
+                    .all(|l| l["level"] != "INFO" || l["target"] == "cairn::startup"),
+                "{filter}: no other info line is logged; log:\n{log}"
+            );
+        }
+    }
+}

@@ -47,6 +47,9 @@ pub struct ObservabilityConfig {
 /// still build every span's data).
 pub const QUIET_TARGET: &str = "cairn::quiet";
 
+/// The target of a request span whose trace is exported.
+pub const EXPORTED_TARGET: &str = "cairn::request";
+
 /// Whether this request's spans are exported: the caller's sampled flag
 /// when it sent one, else a draw at `ratio`.
 fn exported(ratio: Option<f64>, parent: Option<&TraceParent>) -> bool {
@@ -276,7 +279,7 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
         };
     }
     let span = if export {
-        request_span!("cairn::request")
+        request_span!(EXPORTED_TARGET)
     } else {
         request_span!(QUIET_TARGET)
     };
