@@ -17,6 +17,10 @@ pub enum ApiError {
     Unavailable(String),
     /// 401: no credentials, or credentials that do not hold.
     Unauthorized(String),
+    /// 401 for a bearer token that was sent and does not hold (unknown,
+    /// expired, revoked, badly signed): its challenge says
+    /// `error="invalid_token"` (RFC 6750 section 3.1).
+    InvalidToken(String),
     /// 403: authenticated, but not allowed.
     Forbidden(String),
     /// 409: the change conflicts with what is stored.
@@ -46,9 +50,22 @@ impl ApiError {
             | Self::PayloadTooLarge(m)
             | Self::UnsupportedMediaType(m)
             | Self::Unauthorized(m)
+            | Self::InvalidToken(m)
             | Self::Forbidden(m)
             | Self::Conflict(m) => m.clone(),
             Self::TooManyRequests { message, .. } => message.clone(),
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge of a 401 (RFC 6750): `None` for
+    /// every other answer.
+    pub(crate) fn challenge(&self) -> Option<HeaderValue> {
+        match self {
+            Self::Unauthorized(_) => Some(HeaderValue::from_static("Bearer realm=\"cairn\"")),
+            Self::InvalidToken(_) => Some(HeaderValue::from_static(
+                "Bearer realm=\"cairn\", error=\"invalid_token\"",
+            )),
+            _ => None,
         }
     }
 
@@ -60,7 +77,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -134,13 +151,11 @@ pub fn ok<T: Serialize>(data: T) -> Response {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let challenge = self.challenge();
         let mut extra: Option<(header::HeaderName, HeaderValue)> = None;
         let errors = match self {
-            Self::Unauthorized(m) => {
-                extra = Some((
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"cairn\""),
-                ));
+            Self::Unauthorized(m) | Self::InvalidToken(m) => {
+                extra = challenge.map(|v| (header::WWW_AUTHENTICATE, v));
                 vec![m]
             }
             Self::TooManyRequests {

@@ -173,7 +173,7 @@ pub async fn authenticate_header(
                 })
                 .await;
             crate::metrics::auth_failure("invalid_credentials");
-            Err(ApiError::Unauthorized(format!(
+            Err(ApiError::InvalidToken(format!(
                 "invalid credentials: {reason}"
             )))
         }

@@ -30,7 +30,9 @@ fn parts(e: ApiError) -> Vec<(String, &'static str, u16, Option<String>)> {
         ApiError::MethodNotAllowed(m) => vec![(m, BAD_USER_INPUT, 405, None)],
         ApiError::PayloadTooLarge(m) => vec![(m, BAD_USER_INPUT, 413, None)],
         ApiError::UnsupportedMediaType(m) => vec![(m, BAD_USER_INPUT, 415, None)],
-        ApiError::Unauthorized(m) => vec![(m, UNAUTHENTICATED, 401, None)],
+        ApiError::Unauthorized(m) | ApiError::InvalidToken(m) => {
+            vec![(m, UNAUTHENTICATED, 401, None)]
+        }
         ApiError::Forbidden(m) => vec![(m, FORBIDDEN, 403, None)],
         ApiError::Conflict(m) => vec![(m, CONFLICT, 409, None)],
         ApiError::TooManyRequests { message, .. } => vec![(message, RATE_LIMITED, 429, None)],

@@ -194,14 +194,12 @@ fn json(status: StatusCode, body: &async_graphql::Response) -> Response {
 /// `WWW-Authenticate` challenge).
 pub(crate) fn api_error_response(e: ApiError) -> Response {
     let status = e.status();
-    let challenge = matches!(e, ApiError::Unauthorized(_));
+    let challenge = e.challenge();
     let errors = errors::request_errors(e);
     let mut res = error_response(status, errors);
-    if challenge {
-        res.headers_mut().insert(
-            axum::http::header::WWW_AUTHENTICATE,
-            axum::http::HeaderValue::from_static("Bearer realm=\"cairn\""),
-        );
+    if let Some(challenge) = challenge {
+        res.headers_mut()
+            .insert(axum::http::header::WWW_AUTHENTICATE, challenge);
     }
     res
 }

@@ -48,6 +48,11 @@ fn hs256(header: &Value, payload: &Value, secret: &[u8]) -> String {
 async fn assert_refused(app: &TestApp, token: &str, what: &str) {
     let a = get_as(token, app, "/api/v1/receivers").await;
     assert_unauthorized(&a, what);
+    // A token was sent and does not hold (RFC 6750 section 3.1).
+    assert_eq!(
+        a.headers["www-authenticate"], "Bearer realm=\"cairn\", error=\"invalid_token\"",
+        "{what}"
+    );
     let (status, body) = graphql_as(Some(token), app, "{ event_receivers { id } }").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{what} (GraphQL): {body}");
 }
