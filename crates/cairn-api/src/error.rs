@@ -15,7 +15,8 @@ pub enum ApiError {
     PayloadTooLarge(String),
     UnsupportedMediaType(String),
     Unavailable(String),
-    /// 401: no credentials, or credentials that do not hold.
+    /// 401: no credentials, an `Authorization` header that is not a
+    /// bearer token, or a failed login.
     Unauthorized(String),
     /// 401 for a bearer token that was sent and does not hold (unknown,
     /// expired, revoked, badly signed): its challenge says
