@@ -152,13 +152,9 @@ pub fn ok<T: Serialize>(data: T) -> Response {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let challenge = self.challenge();
-        let mut extra: Option<(header::HeaderName, HeaderValue)> = None;
+        let mut extra: Option<(header::HeaderName, HeaderValue)> =
+            self.challenge().map(|v| (header::WWW_AUTHENTICATE, v));
         let errors = match self {
-            Self::Unauthorized(m) | Self::InvalidToken(m) => {
-                extra = challenge.map(|v| (header::WWW_AUTHENTICATE, v));
-                vec![m]
-            }
             Self::TooManyRequests {
                 message,
                 retry_after,
@@ -179,6 +175,8 @@ impl IntoResponse for ApiError {
             | Self::MethodNotAllowed(m)
             | Self::PayloadTooLarge(m)
             | Self::UnsupportedMediaType(m)
+            | Self::Unauthorized(m)
+            | Self::InvalidToken(m)
             | Self::Forbidden(m)
             | Self::Conflict(m) => vec![m],
         };

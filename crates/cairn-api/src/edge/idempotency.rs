@@ -210,15 +210,15 @@ pub async fn layer(state: &AppState, req: Request, next: impl Next + 'static) ->
     }
     // Two keys name no one request: refused rather than one of them kept.
     let sent = req.headers().get_all(IDEMPOTENCY_KEY).iter().count();
+    if sent > 1 {
+        count("invalid");
+        return ApiError::field(
+            "Idempotency-Key",
+            format!("was sent {sent} times; send it once"),
+        )
+        .into_response();
+    }
     let key = match parse_key(&raw) {
-        Ok(_) if sent > 1 => {
-            count("invalid");
-            return ApiError::field(
-                "Idempotency-Key",
-                format!("was sent {sent} times; send it once"),
-            )
-            .into_response();
-        }
         Ok(key) => key,
         Err(why) => {
             count("invalid");
