@@ -423,8 +423,12 @@ pub async fn track(
 /// The id of one request: the caller's `X-Request-Id` when it is sane,
 /// otherwise a fresh ULID (`edge::trace::layer`). Echoed on the response
 /// and attached to every log line of the request through its span.
+///
+/// The second field is the `traceparent` naming the request's server span
+/// (with trace context on, `None` for reads, which write no message): what
+/// the messages of its writes carry.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId(pub String, pub Option<cairn_domain::TraceParent>);
 
 /// After a successful write (any method but GET and HEAD answered 2xx),
 /// wake the outbox relay so it delivers without waiting for its next poll.

@@ -87,7 +87,8 @@ pub async fn check_event(
         crate::metrics::events_ingested(type_.as_deref(), "refused", 1);
         return Err(e);
     }
-    Ok(checked)
+    // Its message (and a completion it causes) names the request's span.
+    Ok(checked.with_trace(caller.trace))
 }
 
 /// Store checked events, counting them by receiver type and outcome.

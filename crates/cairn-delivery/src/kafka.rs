@@ -11,8 +11,9 @@
 //! - **headers** `content-type: application/cloudevents+json;
 //!   charset=utf-8` and copies of the envelope's attributes (`ce_id` = the
 //!   message id, `ce_specversion`, `ce_type`, `ce_source`, `ce_time`,
-//!   `ce_subject`), so a consumer can deduplicate and route without parsing
-//!   the value;
+//!   `ce_subject`, and `ce_traceparent` when the message has one), so a
+//!   consumer can deduplicate, route and join the writer's trace without
+//!   parsing the value;
 //! - **timestamp** = the message's `time` (commit time of the change).
 //!
 //! The producer is idempotent (`enable.idempotence`, `acks=all`, at most 5
@@ -231,7 +232,7 @@ impl KafkaSink {
         let id = m.id.to_string();
         let time = m.created_at.to_string();
         let source = source_of(&m.json);
-        let mut headers = OwnedHeaders::new_with_capacity(7)
+        let mut headers = OwnedHeaders::new_with_capacity(8)
             .insert(Header {
                 key: "content-type",
                 value: Some(CONTENT_TYPE),
@@ -260,6 +261,12 @@ impl KafkaSink {
             headers = headers.insert(Header {
                 key: "ce_source",
                 value: Some(source),
+            });
+        }
+        if let Some(trace) = &m.trace {
+            headers = headers.insert(Header {
+                key: "ce_traceparent",
+                value: Some(trace.as_str()),
             });
         }
         let record = FutureRecord::to(&self.topic)
@@ -583,6 +590,7 @@ mod tests {
             type_: "t".into(),
             ordering_key: key.into(),
             created_at: cairn_domain::time::Timestamp::from_micros(1_700_000_000_123_456),
+            trace: None,
             json: r#"{"specversion":"1.0","source":"cairn/receivers/x","data":{"a":[1,{"b":2}]}}"#
                 .into(),
         }

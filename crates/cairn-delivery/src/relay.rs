@@ -240,7 +240,8 @@ impl Worker {
             return Ok(Step::Idle);
         }
         // One span per batch, the root of its own trace: delivery is
-        // asynchronous and a batch mixes many requests' messages.
+        // asynchronous and a batch mixes many requests' messages. It links
+        // to the span of each request that wrote one of them.
         let span = tracing::debug_span!(
             "outbox.deliver",
             otel.name = %format_args!("outbox.deliver {}", self.name()),
@@ -253,6 +254,7 @@ impl Worker {
             replay,
             delivered = tracing::field::Empty,
         );
+        link_writers(&span, &batch);
         let result = self
             .sink
             .deliver(&batch)
@@ -450,4 +452,43 @@ fn now_ts() -> Timestamp {
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
         .unwrap_or(0);
     Timestamp::from_micros(micros)
+}
+
+/// Most links one `outbox.deliver` span gets (the OpenTelemetry SDK's
+/// default limit per span): one per message with a writer's trace.
+const MAX_LINKS: usize = 128;
+
+/// Link the batch's span to the span of each request that wrote one of its
+/// messages (their `traceparent`), so a trace viewer leads from a write to
+/// its delivery. Nothing is made when no OpenTelemetry layer takes the span.
+fn link_writers(span: &tracing::Span, batch: &[OutboxMessage]) {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if span.is_disabled() {
+        return;
+    }
+    for trace in batch
+        .iter()
+        .filter_map(|m| m.trace.as_ref())
+        .take(MAX_LINKS)
+    {
+        let (Ok(trace_id), Ok(span_id)) = (
+            TraceId::from_hex(trace.trace_id()),
+            SpanId::from_hex(trace.span_id()),
+        ) else {
+            continue;
+        };
+        let flags = if trace.sampled() {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        span.add_link(SpanContext::new(
+            trace_id,
+            span_id,
+            flags,
+            true,
+            TraceState::default(),
+        ));
+    }
 }

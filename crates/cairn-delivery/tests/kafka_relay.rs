@@ -190,6 +190,15 @@ async fn every_message_reaches_kafka_keyed_by_unit_with_its_headers() {
         assert_eq!(r.headers["ce_source"], r.body["source"].as_str().unwrap());
         assert_eq!(r.headers["ce_time"], r.body["time"].as_str().unwrap());
         assert_eq!(r.headers["ce_subject"], r.body["subject"].as_str().unwrap());
+        assert_eq!(
+            r.headers.get("ce_traceparent").map(String::as_str),
+            m.trace.as_ref().map(|t| t.as_str()),
+            "ce_traceparent copies the message's traceparent"
+        );
+        assert_eq!(
+            r.body.get("traceparent").and_then(Value::as_str),
+            m.trace.as_ref().map(|t| t.as_str())
+        );
         let p = *partition_of_key
             .entry(&m.ordering_key)
             .or_insert(r.partition);
@@ -210,6 +219,10 @@ async fn every_message_reaches_kafka_keyed_by_unit_with_its_headers() {
             "{key:?} is partitioned as the Java client's default partitioner would"
         );
     }
+    assert!(
+        expected.iter().any(|m| m.trace.is_some()) && expected.iter().any(|m| m.trace.is_none()),
+        "messages with and without a traceparent were checked"
+    );
     // Two units, their receiver and their group: several keys.
     assert!(partition_of_key.len() >= 4, "{partition_of_key:?}");
     let unit_keys: Vec<&&str> = partition_of_key

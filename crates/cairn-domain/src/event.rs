@@ -321,6 +321,7 @@ mod tests {
 pub struct CheckedEvent {
     event: NewEvent,
     receiver: std::sync::Arc<Receiver>,
+    trace: Option<crate::TraceParent>,
 }
 
 impl CheckedEvent {
@@ -351,7 +352,11 @@ impl CheckedEvent {
             errors.extend(violations);
         }
         match (parts.assemble(), receiver) {
-            (Some(event), Some(receiver)) if errors.is_empty() => Ok(Self { event, receiver }),
+            (Some(event), Some(receiver)) if errors.is_empty() => Ok(Self {
+                event,
+                receiver,
+                trace: None,
+            }),
             _ => Err(errors),
         }
     }
@@ -376,5 +381,18 @@ impl CheckedEvent {
 
     pub fn receiver(&self) -> &std::sync::Arc<Receiver> {
         &self.receiver
+    }
+
+    /// The same event, written in the trace context `trace` (the span of
+    /// the request that records it): its message, and a completion
+    /// message it causes, carry that `traceparent`.
+    pub fn with_trace(mut self, trace: Option<crate::TraceParent>) -> Self {
+        self.trace = trace;
+        self
+    }
+
+    /// The trace context the event is written in, if any.
+    pub fn trace(&self) -> Option<&crate::TraceParent> {
+        self.trace.as_ref()
     }
 }

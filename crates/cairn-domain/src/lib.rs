@@ -14,6 +14,7 @@ pub mod message;
 pub mod receiver;
 pub mod text;
 pub mod time;
+pub mod trace;
 
 pub use error::{FieldError, FieldErrors};
 pub use event::{CheckedEvent, Event, EventInput, EventView, NewEvent, Unit};
@@ -23,3 +24,4 @@ pub use json::JsonText;
 pub use receiver::{NewReceiver, Receiver, ReceiverInput, ReceiverSchema};
 pub use text::Text;
 pub use time::Timestamp;
+pub use trace::TraceParent;

@@ -6,6 +6,7 @@ use crate::group::Group;
 use crate::id::MessageId;
 use crate::receiver::Receiver;
 use crate::time::Timestamp;
+use crate::trace::TraceParent;
 use serde::Serialize;
 
 /// One message, rendered and ready for the outbox.
@@ -18,6 +19,9 @@ pub struct Message {
     /// (the unit for event and completion messages).
     pub ordering_key: String,
     pub time: Timestamp,
+    /// The trace context of the write that caused it (the CloudEvents
+    /// distributed-tracing extension, also in `json`).
+    pub trace: Option<TraceParent>,
     pub json: String,
 }
 
@@ -31,6 +35,8 @@ struct Envelope<'a> {
     time: Timestamp,
     datacontenttype: &'static str,
     subject: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a TraceParent>,
     success: bool,
     api_version: &'static str,
     name: &'a str,
@@ -70,6 +76,7 @@ struct Head<'a> {
     platform_id: &'a str,
     package: &'a str,
     ordering_key: String,
+    trace: Option<&'a TraceParent>,
 }
 
 fn render(id: MessageId, time: Timestamp, head: Head<'_>, data: Data<'_>) -> Message {
@@ -81,6 +88,7 @@ fn render(id: MessageId, time: Timestamp, head: Head<'_>, data: Data<'_>) -> Mes
         time,
         datacontenttype: "application/json",
         subject: &head.ordering_key,
+        traceparent: head.trace,
         success: head.success,
         api_version: "v1",
         name: head.name,
@@ -104,16 +112,18 @@ fn render(id: MessageId, time: Timestamp, head: Head<'_>, data: Data<'_>) -> Mes
         source: head.source,
         ordering_key: head.ordering_key,
         time,
+        trace: head.trace.copied(),
         json,
     }
 }
 
-/// An event was created.
+/// An event was created (`trace`: the context it was written in).
 pub fn event_created(
     id: MessageId,
     time: Timestamp,
     event: &Event,
     receiver: &Receiver,
+    trace: Option<&TraceParent>,
 ) -> Message {
     let u = &event.unit;
     render(
@@ -129,6 +139,7 @@ pub fn event_created(
             platform_id: u.platform_id.as_str(),
             package: u.package.as_str(),
             ordering_key: unit_key(u),
+            trace,
         },
         Data {
             events: Some([EventView { event, receiver }]),
@@ -145,6 +156,7 @@ pub fn group_completed(
     group: &Group,
     event: &Event,
     receiver: &Receiver,
+    trace: Option<&TraceParent>,
 ) -> Message {
     let u = &event.unit;
     render(
@@ -160,6 +172,7 @@ pub fn group_completed(
             platform_id: u.platform_id.as_str(),
             package: u.package.as_str(),
             ordering_key: unit_key(u),
+            trace,
         },
         Data {
             events: Some([EventView { event, receiver }]),
@@ -184,6 +197,7 @@ pub fn receiver_created(id: MessageId, receiver: &Receiver) -> Message {
             platform_id: "",
             package: "",
             ordering_key: format!("cairn/receivers/{}", receiver.id),
+            trace: None,
         },
         Data {
             events: None,
@@ -212,6 +226,7 @@ pub fn group_changed(id: MessageId, group: &Group, created: bool) -> Message {
             platform_id: "",
             package: "",
             ordering_key: format!("cairn/groups/{}", group.id),
+            trace: None,
         },
         Data {
             events: None,

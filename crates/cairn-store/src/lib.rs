@@ -108,7 +108,25 @@ pub struct OutboxMessage {
     pub ordering_key: String,
     /// When the change was committed (the message's `time`).
     pub created_at: Timestamp,
+    /// The trace context of the request whose write caused the message
+    /// (also the `traceparent` attribute of `json`); `None` for messages of
+    /// receiver and group changes, and for writes made without one.
+    pub trace: Option<cairn_domain::TraceParent>,
     pub json: String,
+}
+
+/// An outbox row's stored `traceparent`, checked: only this store writes
+/// the column, so a value that does not parse is a corrupt row.
+fn outbox_trace(seq: i64, stored: Option<&str>) -> StoreResult<Option<cairn_domain::TraceParent>> {
+    stored
+        .map(|text| {
+            cairn_domain::TraceParent::parse(text).ok_or_else(|| {
+                StoreError::Internal(format!(
+                    "outbox row {seq} has a malformed traceparent {text:?}"
+                ))
+            })
+        })
+        .transpose()
 }
 
 /// A message a sink gave up on after its last attempt.

@@ -61,8 +61,12 @@ async fn check_delivery_state(store: &dyn Store) {
         .await
         .unwrap();
     let rid = receiver.id.to_string();
-    for _ in 0..3 {
-        let checked = CheckedEvent::parse(event_input(&rid, true), Some(receiver.clone())).unwrap();
+    for i in 1..=3u64 {
+        // Each written in a trace of its own: every read renders it alike.
+        let trace = cairn_domain::TraceParent::new(u128::from(i), i, true);
+        let checked = CheckedEvent::parse(event_input(&rid, true), Some(receiver.clone()))
+            .unwrap()
+            .with_trace(trace);
         store.create_events(vec![checked]).await.unwrap();
     }
     let all = deliverable(store, 0, 10, 4).await;
@@ -119,6 +123,17 @@ async fn check_delivery_state(store: &dyn Store) {
     assert_eq!(replays.len(), 1);
     assert_eq!(replays[0].id, all[2].id);
     assert_eq!(replays[0].json, all[2].json);
+    assert!(
+        replays[0].json.contains(r#""traceparent":"00-"#),
+        "{}",
+        replays[0].json
+    );
+    assert_eq!(replays[0].trace, all[2].trace);
+    assert_eq!(
+        after.iter().map(|m| m.json.as_str()).collect::<Vec<_>>(),
+        all.iter().map(|m| m.json.as_str()).collect::<Vec<_>>(),
+        "outbox_after and outbox_deliverable render alike"
+    );
     assert!(matches!(
         store.replay_dead_letter("a", all[2].seq).await,
         Err(StoreError::NotFound(_))

@@ -5,7 +5,7 @@
 mod common;
 
 use cairn_domain::group::GroupPatch;
-use cairn_domain::{CheckedEvent, GroupInput, NewGroup, NewReceiver};
+use cairn_domain::{CheckedEvent, GroupInput, NewGroup, NewReceiver, TraceParent};
 use cairn_store::postgres::{PostgresOptions, PostgresStore};
 use cairn_store::sqlite::{SqliteOptions, SqliteStore};
 use cairn_store::{Store, StoreError};
@@ -84,7 +84,11 @@ async fn assert_every_change_writes_its_message(store: &dyn Store) -> Vec<String
         )
         .await
         .unwrap();
-    let checked = CheckedEvent::parse(event_input(&rid, true), Some(receiver.clone())).unwrap();
+    // Written in a trace, as a traced request writes it.
+    let trace = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    let checked = CheckedEvent::parse(event_input(&rid, true), Some(receiver.clone()))
+        .unwrap()
+        .with_trace(trace);
     let ids = store.create_events(vec![checked]).await.unwrap();
     store
         .update_group(
@@ -164,6 +168,23 @@ async fn assert_every_change_writes_its_message(store: &dyn Store) -> Vec<String
         modified["data"]["event_receiver_groups"][0]["description"],
         "changed"
     );
+
+    // The event's message and the completion it caused carry the trace it
+    // was written in (attribute and field alike); the others carry none.
+    let traced: Vec<Option<String>> = all
+        .iter()
+        .map(|(_, m)| m.get("traceparent").map(|t| t.as_str().unwrap().to_owned()))
+        .collect();
+    let tp = trace.map(|t| t.to_string());
+    assert_eq!(traced, vec![None, None, tp.clone(), tp.clone(), None]);
+    let fields: Vec<Option<String>> = store
+        .outbox_after(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.trace.map(|t| t.to_string()))
+        .collect();
+    assert_eq!(fields, traced);
 
     // Paging by position.
     let tail = store.outbox_after(2, 10).await.unwrap();

@@ -70,10 +70,11 @@ async fn schema_2_drops_delivered_at_and_keeps_the_outbox() {
         .await
         .and_then(|r| r.try_get(0))
         .unwrap();
-    assert_eq!(version, 6, "migrated to the newest schema");
+    assert_eq!(version, 7, "migrated to the newest schema");
     let kept = store.outbox_after(0, 10).await.unwrap();
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0].json, "{\"a\":1}");
+    assert_eq!(kept[0].trace, None, "an old row has no traceparent");
     store.close().await;
     let _ = conn.close().await;
 }

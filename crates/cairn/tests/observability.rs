@@ -320,6 +320,25 @@ async fn spans_are_exported_over_otlp_http_in_the_callers_trace() {
         "a batch starts its own trace"
     );
     assert_eq!(attr(batch, "sink").as_deref(), Some("mem"));
+    // The batch that delivered the event's message links to the request
+    // span that wrote it.
+    let (server_span, deadline) = (&tp[36..52], Instant::now() + Duration::from_secs(10));
+    let linked = loop {
+        let linked = received.spans().into_iter().any(|(_, s)| {
+            s.name == "outbox.deliver mem"
+                && s.links
+                    .iter()
+                    .any(|l| hex(&l.trace_id) == TRACE_ID && hex(&l.span_id) == server_span)
+        });
+        if linked || Instant::now() > deadline {
+            break linked;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        linked,
+        "a delivery batch links to the writing request's span {tp}"
+    );
     let spans = received.wait_for("sink.deliver").await;
     assert!(
         spans.iter().any(|(_, s)| s.name == "sink.deliver"
@@ -805,6 +824,90 @@ async fn webhook_deliveries_carry_the_batch_trace() {
             && hex(&s.span_id) == parent),
         "the webhook's traceparent names the sink.deliver span: {tp}"
     );
+}
+
+/// A delivered message carries, as its CloudEvents `traceparent`
+/// attribute, the server span of the request whose write caused it: the
+/// event's message and the completion message that event caused, in the
+/// caller's trace. A receiver's message (an admin change) carries none.
+/// No exporter is configured: trace context alone gives the ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_messages_carry_the_writing_requests_traceparent() {
+    use axum::routing::post;
+    let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let b = bodies.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |body: String| {
+            let b = b.clone();
+            async move {
+                if let Ok(v) = serde_json::from_str::<Value>(&body) {
+                    b.lock().unwrap().push(v);
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let sinks =
+        format!(r#"[{{name="hook",kind="webhook",url="http://{hook_addr}/hook",secret="s3"}}]"#);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[], &[("CAIRN_SINKS", sinks.as_str())]);
+    let res = traced_event(&server).await;
+    let answered = res
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .expect("a traceparent on the response")
+        .to_owned();
+    assert!(
+        answered.starts_with(&format!("00-{TRACE_ID}-")) && !answered.contains(PARENT_ID),
+        "the server span, in the caller's trace: {answered}"
+    );
+    // The receiver's, the group's, the event's and the completion's.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let delivered = loop {
+        let got = bodies.lock().unwrap().clone();
+        if got.len() >= 4 || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let of_type =
+        |t: &str| -> Vec<&Value> { delivered.iter().filter(|m| m["type"] == t).collect() };
+    let (event, completion) = (of_type("build"), of_type("t"));
+    assert_eq!(event.len(), 1, "one event message: {delivered:#?}");
+    assert_eq!(
+        completion.len(),
+        1,
+        "one completion message: {delivered:#?}"
+    );
+    assert_eq!(event[0]["traceparent"], answered.as_str(), "{:#}", event[0]);
+    assert_eq!(
+        completion[0]["traceparent"],
+        answered.as_str(),
+        "{:#}",
+        completion[0]
+    );
+    let created = of_type("cairn.event.receiver.created");
+    assert_eq!(created.len(), 1, "{delivered:#?}");
+    assert!(created[0].get("traceparent").is_none(), "{:#}", created[0]);
+    // The event as the API shows it is unchanged.
+    let id = event[0]["data"]["events"][0]["id"].as_str().unwrap();
+    let shown: Value = server
+        .client()
+        .get(server.url(&format!("/api/v1/events/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!shown.to_string().contains("traceparent"), "{shown}");
 }
 
 /// A log level above `info`, or one naming only some targets, still keeps

@@ -62,10 +62,10 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
         return next.run(req).await;
     }
     let auth = state.auth.clone();
-    let request_id = req
+    let (request_id, trace) = req
         .extensions()
         .get::<RequestId>()
-        .map(|r| r.0.clone())
+        .map(|r| (r.0.clone(), r.1))
         .unwrap_or_default();
     let client = client_addr(state, &req);
     if !auth.enabled() {
@@ -77,7 +77,8 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
             request_id,
             client,
             Some(auth.access.clone()),
-        );
+        )
+        .with_trace(trace);
         req.extensions_mut().insert(caller);
         return next.run(req).await;
     }
@@ -120,7 +121,7 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
             {
                 return e.into_response();
             }
-            req.extensions_mut().insert(caller);
+            req.extensions_mut().insert(caller.with_trace(trace));
             next.run(req).await
         }
         // Login and refresh take their credentials in the body; a stale

@@ -261,6 +261,8 @@ pub struct Caller {
     pub principal: Arc<Principal>,
     pub request_id: String,
     pub client_addr: String,
+    /// The request's `traceparent`, for the messages its writes cause.
+    pub trace: Option<cairn_domain::TraceParent>,
     audit: Option<Arc<dyn AccessStore>>,
 }
 
@@ -293,8 +295,15 @@ impl Caller {
             principal,
             request_id,
             client_addr,
+            trace: None,
             audit,
         }
+    }
+
+    /// The same caller, acting in the trace context `trace`.
+    pub fn with_trace(mut self, trace: Option<cairn_domain::TraceParent>) -> Self {
+        self.trace = trace;
+        self
     }
 
     /// A caller that may do everything and audits nothing to a request:

@@ -181,24 +181,10 @@ pub struct TraceIds {
 
 impl TraceIds {
     /// The `traceparent` naming this server's span,
-    /// `00-<trace id>-<span id>-<flags>`, written without the formatting
-    /// machinery (it is on every response).
-    fn traceparent_bytes(&self) -> [u8; 55] {
-        let mut out = [b'-'; 55];
-        out[..2].copy_from_slice(b"00");
-        hex_into(&mut out[3..35], &self.trace_id.to_be_bytes());
-        hex_into(&mut out[36..52], &self.span_id.to_be_bytes());
-        hex_into(&mut out[53..55], &[u8::from(self.sampled)]);
-        out
-    }
-}
-
-/// Lower-case hex of `bytes` into `out` (twice as long).
-fn hex_into(out: &mut [u8], bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0xf)];
+    /// `00-<trace id>-<span id>-<flags>` (`None` for an all-zero id, which
+    /// neither the layer nor OpenTelemetry makes).
+    pub fn traceparent(&self) -> Option<cairn_domain::TraceParent> {
+        cairn_domain::TraceParent::new(self.trace_id, self.span_id, self.sampled)
     }
 }
 
@@ -295,7 +281,11 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
             "request headers"
         );
     });
-    req.extensions_mut().insert(RequestId(id));
+    // A write's messages name this span; a read writes none.
+    let traceparent = trace.and_then(|ids| ids.traceparent());
+    let writes = !matches!(method, axum::http::Method::GET | axum::http::Method::HEAD);
+    req.extensions_mut()
+        .insert(RequestId(id, traceparent.filter(|_| writes)));
     // Boxed: `Instrumented` then moves a pointer, not the rest of the
     // pipeline's future (kilobytes, copied several times per request).
     let mut res = QUIET
@@ -315,8 +305,8 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
     if let Ok(v) = echoed {
         res.headers_mut().insert(REQUEST_ID.clone(), v);
     }
-    if let Some(ids) = trace
-        && let Ok(v) = HeaderValue::from_bytes(&ids.traceparent_bytes())
+    if let Some(tp) = traceparent
+        && let Ok(v) = HeaderValue::from_str(tp.as_str())
     {
         res.headers_mut().insert(TRACEPARENT.clone(), v);
     }
@@ -397,7 +387,7 @@ struct IdHex<const N: usize>([u8; N]);
 impl IdHex<32> {
     fn trace(id: u128) -> Self {
         let mut out = [0u8; 32];
-        hex_into(&mut out, &id.to_be_bytes());
+        cairn_domain::trace::hex_into(&mut out, &id.to_be_bytes());
         Self(out)
     }
 }
@@ -405,7 +395,7 @@ impl IdHex<32> {
 impl IdHex<16> {
     fn span(id: u64) -> Self {
         let mut out = [0u8; 16];
-        hex_into(&mut out, &id.to_be_bytes());
+        cairn_domain::trace::hex_into(&mut out, &id.to_be_bytes());
         Self(out)
     }
 }
@@ -456,7 +446,7 @@ mod tests {
             span_id: 0x00f067aa0ba902b7,
             sampled: true,
         };
-        let tp = String::from_utf8(ids.traceparent_bytes().to_vec()).unwrap();
+        let tp = ids.traceparent().unwrap().to_string();
         assert_eq!(
             tp,
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -468,7 +458,7 @@ mod tests {
             sampled: false,
         };
         assert_eq!(
-            String::from_utf8(unsampled.traceparent_bytes().to_vec()).unwrap(),
+            unsampled.traceparent().unwrap().as_str(),
             "00-00000000000000000000000000000001-0000000000000002-00"
         );
         assert_eq!(IdHex::trace(0xab).as_str(), format!("{:032x}", 0xab));

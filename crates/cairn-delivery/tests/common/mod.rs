@@ -45,7 +45,16 @@ pub async fn make_changes(store: &dyn Store) {
             "success": i >= 2, "event_receiver_id": rid
         }))
         .unwrap();
-        let checked = CheckedEvent::parse(input, Some(receiver.clone())).unwrap();
+        // Every other event is written in a trace (as a traced request
+        // would write it): its message, and a completion it causes, carry it.
+        let trace = (i % 2 == 1)
+            .then(|| {
+                cairn_domain::TraceParent::new(0x4bf9_0000 + i as u128, 0x00f0 + i as u64, true)
+            })
+            .flatten();
+        let checked = CheckedEvent::parse(input, Some(receiver.clone()))
+            .unwrap()
+            .with_trace(trace);
         store.create_events(vec![checked]).await.unwrap();
     }
     store

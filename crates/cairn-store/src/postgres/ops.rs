@@ -21,7 +21,7 @@ use cairn_domain::group::GroupPatch;
 use cairn_domain::message::{self, Message};
 use cairn_domain::{
     CheckedEvent, CompletionId, Event, EventId, FieldErrors, Group, GroupId, MessageId, NewGroup,
-    NewReceiver, Receiver, ReceiverId, Timestamp, Unit,
+    NewReceiver, Receiver, ReceiverId, Timestamp, TraceParent, Unit,
 };
 use sqlx_core::query::query;
 use sqlx_core::row::Row;
@@ -149,14 +149,15 @@ async fn lock_receivers_and_raise_floor(
 
 async fn write_message(ctx: &mut WriteCtx<'_>, msg: &Message) -> StoreResult<()> {
     query(
-        "INSERT INTO outbox (id, type, ordering_key, message, created_at)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO outbox (id, type, ordering_key, message, created_at, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(msg.id.to_string())
     .bind(msg.type_.as_str())
     .bind(msg.ordering_key.as_str())
     .bind(msg.json.as_str())
     .bind(msg.time.micros())
+    .bind(msg.trace.as_ref().map(TraceParent::as_str))
     .execute(&mut *ctx.conn)
     .await
     .map_err(db("writing an outbox message"))?;
@@ -250,7 +251,7 @@ async fn groups_of(
 /// [`flush`] (one statement for the events and their messages).
 #[derive(Default)]
 struct Pending<'a> {
-    events: Vec<(Event, &'a Arc<Receiver>, MessageId)>,
+    events: Vec<(Event, &'a Arc<Receiver>, MessageId, Option<&'a TraceParent>)>,
 }
 
 /// Insert the pending events and their outbox messages (by reference: same
@@ -273,7 +274,8 @@ async fn flush(ctx: &mut WriteCtx<'_>, pending: &mut Pending<'_>) -> StoreResult
     let mut message_ids = Vec::with_capacity(n);
     let mut types = Vec::with_capacity(n);
     let mut keys = Vec::with_capacity(n);
-    for (event, receiver, message_id) in &pending.events {
+    let mut traces = Vec::with_capacity(n);
+    for (event, receiver, message_id, trace) in &pending.events {
         let u = &event.unit;
         ids.push(event.id.to_string());
         receiver_ids.push(event.receiver_id.to_string());
@@ -289,6 +291,7 @@ async fn flush(ctx: &mut WriteCtx<'_>, pending: &mut Pending<'_>) -> StoreResult
         message_ids.push(message_id.to_string());
         types.push(receiver.type_.as_str());
         keys.push(message::unit_key(u));
+        traces.push(trace.map(TraceParent::as_str));
     }
     let [names, versions, releases, platforms, packages] = unit_cols;
     // One statement: the events (CTE), then their messages. The scalar
@@ -303,10 +306,11 @@ async fn flush(ctx: &mut WriteCtx<'_>, pending: &mut Pending<'_>) -> StoreResult
                                   $6::text[], $7::text[], $8::text[], $9::text[], $10::bool[],
                                   $11::bigint[])
              RETURNING 1)
-         INSERT INTO outbox (id, type, ordering_key, event_id, created_at)
-         SELECT id, type, k, e, c
-         FROM unnest($12::text[], $13::text[], $14::text[], $1::text[], $11::bigint[])
-              WITH ORDINALITY AS t(id, type, k, e, c, i)
+         INSERT INTO outbox (id, type, ordering_key, event_id, created_at, traceparent)
+         SELECT id, type, k, e, c, tp
+         FROM unnest($12::text[], $13::text[], $14::text[], $1::text[], $11::bigint[],
+                     $15::text[])
+              WITH ORDINALITY AS t(id, type, k, e, c, tp, i)
          WHERE (SELECT count(*) FROM ev) >= 0
          ORDER BY i",
     )
@@ -324,6 +328,7 @@ async fn flush(ctx: &mut WriteCtx<'_>, pending: &mut Pending<'_>) -> StoreResult
     .bind(message_ids)
     .bind(types)
     .bind(keys)
+    .bind(traces)
     .execute(&mut *ctx.conn)
     .await
     .map_err(db("inserting events and their outbox messages"))?;
@@ -380,6 +385,7 @@ pub async fn insert_events(
             let (now, ulid) = ctx.next();
             let event = checked.to_event(EventId::new(ulid), now);
             let receiver = checked.receiver();
+            let trace = checked.trace();
             let message_id = ctx.next_message_id();
             job_ids.push(event.id);
             let of_receiver = if completion::may_complete(event.success) {
@@ -388,12 +394,14 @@ pub async fn insert_events(
                 None
             };
             match of_receiver {
-                None => pending.events.push((event, receiver, message_id)),
+                None => pending.events.push((event, receiver, message_id, trace)),
                 Some(of_receiver) => {
-                    pending.events.push((event.clone(), receiver, message_id));
+                    pending
+                        .events
+                        .push((event.clone(), receiver, message_id, trace));
                     flush(ctx, &mut pending).await?;
                     for group in of_receiver {
-                        if evaluate(ctx, group, &event.unit, Some((&event, receiver)))
+                        if evaluate(ctx, group, &event.unit, Some((&event, receiver)), trace)
                             .instrument(job_span.clone())
                             .await?
                         {
@@ -412,19 +420,21 @@ pub async fn insert_events(
 
 /// Apply the completion rule for one group and unit, recording the
 /// completion (and its message) when it newly holds. `trigger` is the event
-/// just written, if any, to avoid reading it back.
+/// just written, if any, to avoid reading it back; `trace` the context it
+/// was written in, for the completion message.
 async fn evaluate(
     ctx: &mut WriteCtx<'_>,
     group: &Group,
     unit: &Unit,
     trigger: Option<(&Event, &Arc<Receiver>)>,
+    trace: Option<&TraceParent>,
 ) -> StoreResult<bool> {
     let span = tracing::debug_span!(
         "completion.evaluate",
         group_id = %group.id,
         completed = tracing::field::Empty
     );
-    let done = evaluate_in(ctx, group, unit, trigger)
+    let done = evaluate_in(ctx, group, unit, trigger, trace)
         .instrument(span.clone())
         .await;
     if let Ok(done) = &done {
@@ -438,6 +448,7 @@ async fn evaluate_in(
     group: &Group,
     unit: &Unit,
     trigger: Option<(&Event, &Arc<Receiver>)>,
+    trace: Option<&TraceParent>,
 ) -> StoreResult<bool> {
     if !group.enabled || rows::completion_exists(ctx.conn, group.id, unit).await? {
         return Ok(false);
@@ -499,7 +510,7 @@ async fn evaluate_in(
     let msg_id = ctx.next_message_id();
     write_message(
         ctx,
-        &message::group_completed(msg_id, now, group, &event, &receiver),
+        &message::group_completed(msg_id, now, group, &event, &receiver, trace),
     )
     .await?;
     Ok(true)
@@ -529,7 +540,7 @@ async fn reevaluate(ctx: &mut WriteCtx<'_>, group: &Group) -> StoreResult<u64> {
         .collect::<StoreResult<Vec<Unit>>>()?;
     let mut recorded = 0;
     for unit in &units {
-        if evaluate(ctx, group, unit, None).await? {
+        if evaluate(ctx, group, unit, None, None).await? {
             recorded += 1;
         }
     }

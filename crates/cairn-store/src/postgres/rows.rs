@@ -307,7 +307,7 @@ pub async fn outbox_after(
     let raw = query(
         "SELECT o.seq, o.id, o.type, o.ordering_key, o.event_id, o.message, o.created_at,
                 e.id, e.name, e.version, e.release, e.platform_id, e.package, e.description,
-                e.payload, e.success, e.receiver_id, e.created_at
+                e.payload, e.success, e.receiver_id, e.created_at, o.traceparent
          FROM outbox o LEFT JOIN events e ON e.id = o.event_id
          WHERE o.seq > $1 ORDER BY o.seq LIMIT $2",
     )
@@ -375,7 +375,7 @@ pub async fn outbox_deliverable(
     let raw = query(
         "SELECT o.seq, o.id, o.type, o.ordering_key, o.event_id, o.message, o.created_at,
                 e.id, e.name, e.version, e.release, e.platform_id, e.package, e.description,
-                e.payload, e.success, e.receiver_id, e.created_at
+                e.payload, e.success, e.receiver_id, e.created_at, o.traceparent
          FROM outbox o LEFT JOIN events e ON e.id = o.event_id
          WHERE o.seq > $1 AND o.seq <= $3
            AND pg_snapshot_xmin(pg_current_snapshot())::text::bigint >= $4
@@ -405,7 +405,7 @@ pub async fn outbox_replays(
     let raw = query(
         "SELECT o.seq, o.id, o.type, o.ordering_key, o.event_id, o.message, o.created_at,
                 e.id, e.name, e.version, e.release, e.platform_id, e.package, e.description,
-                e.payload, e.success, e.receiver_id, e.created_at
+                e.payload, e.success, e.receiver_id, e.created_at, o.traceparent
          FROM outbox_replays r JOIN outbox o ON o.seq = r.seq
               LEFT JOIN events e ON e.id = o.event_id
          WHERE r.sink = $1 ORDER BY o.seq LIMIT $2",
@@ -419,7 +419,8 @@ pub async fn outbox_replays(
 }
 
 /// Render outbox rows: the seven outbox columns, then the
-/// [`EVENT_COLUMNS`] of the referenced event (NULL for stored messages).
+/// [`EVENT_COLUMNS`] of the referenced event (NULL for stored messages),
+/// then the outbox row's `traceparent`.
 async fn render_outbox(
     conn: &mut PgConnection,
     cache: &ReceiverCache,
@@ -434,6 +435,8 @@ async fn render_outbox(
         })?;
         let message: Option<String> = col(r, 5)?;
         let event: Option<String> = col(r, 4)?;
+        let trace: Option<String> = col(r, 18)?;
+        let trace = crate::outbox_trace(seq, trace.as_deref())?;
         let json = match (message, event) {
             (Some(json), _) => json,
             (None, Some(eid)) => {
@@ -450,7 +453,14 @@ async fn render_outbox(
                     .ok_or_else(|| {
                         StoreError::Internal(format!("event {eid} names a missing receiver"))
                     })?;
-                cairn_domain::message::event_created(id, time(r, 6)?, &event, &receiver).json
+                cairn_domain::message::event_created(
+                    id,
+                    time(r, 6)?,
+                    &event,
+                    &receiver,
+                    trace.as_ref(),
+                )
+                .json
             }
             (None, None) => {
                 return Err(StoreError::Internal(format!(
@@ -464,6 +474,7 @@ async fn render_outbox(
             type_: col(r, 2)?,
             ordering_key: col(r, 3)?,
             created_at: time(r, 6)?,
+            trace,
             json,
         });
     }

@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "idempotency",
         include_str!("../../migrations/postgres/0006_idempotency.sql"),
     ),
+    (
+        7,
+        "outbox_traceparent",
+        include_str!("../../migrations/postgres/0007_outbox_traceparent.sql"),
+    ),
 ];
 
 /// `hashtextextended('cairn.migrations', 0)` would do as well; any fixed

@@ -8,7 +8,7 @@ use cairn_domain::group::GroupPatch;
 use cairn_domain::message::{self, Message};
 use cairn_domain::{
     CheckedEvent, CompletionId, Event, EventId, FieldErrors, Group, GroupId, MessageId, NewGroup,
-    NewReceiver, Receiver, ReceiverId, Unit,
+    NewReceiver, Receiver, ReceiverId, TraceParent, Unit,
 };
 use rusqlite::params;
 use std::collections::HashMap;
@@ -20,12 +20,13 @@ fn write_event_message(
     ctx: &mut WriteCtx<'_>,
     event: &Event,
     receiver: &Receiver,
+    trace: Option<&TraceParent>,
 ) -> StoreResult<()> {
     let id = next_message_id(ctx);
     ctx.conn
         .prepare_cached(
-            "INSERT INTO outbox (id, type, ordering_key, event_id, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO outbox (id, type, ordering_key, event_id, created_at, traceparent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .and_then(|mut st| {
             st.execute(params![
@@ -33,7 +34,8 @@ fn write_event_message(
                 receiver.type_.as_str(),
                 message::unit_key(&event.unit),
                 event.id.to_string(),
-                event.created_at.micros()
+                event.created_at.micros(),
+                trace.map(TraceParent::as_str)
             ])
         })
         .map_err(db("writing an outbox message"))?;
@@ -43,8 +45,8 @@ fn write_event_message(
 fn write_message(ctx: &mut WriteCtx<'_>, msg: &Message) -> StoreResult<()> {
     ctx.conn
         .prepare_cached(
-            "INSERT INTO outbox (id, type, ordering_key, message, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO outbox (id, type, ordering_key, message, created_at, traceparent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .and_then(|mut st| {
             st.execute(params![
@@ -52,7 +54,8 @@ fn write_message(ctx: &mut WriteCtx<'_>, msg: &Message) -> StoreResult<()> {
                 msg.type_,
                 msg.ordering_key,
                 msg.json,
-                msg.time.micros()
+                msg.time.micros(),
+                msg.trace.as_ref().map(TraceParent::as_str)
             ])
         })
         .map_err(db("writing an outbox message"))?;
@@ -135,14 +138,15 @@ pub fn insert_events(
                 ])
             })
             .map_err(db("inserting an event"))?;
-        write_event_message(ctx, &event, receiver)?;
+        let trace = checked.trace();
+        write_event_message(ctx, &event, receiver, trace)?;
         if completion::may_complete(event.success) {
             for group_id in ctx
                 .memberships
                 .enabled_groups_of(ctx.conn, event.receiver_id)?
             {
                 let group = rows::require_group(ctx.conn, group_id)?;
-                if evaluate(ctx, &group, &event.unit, Some((&event, receiver)))? {
+                if evaluate(ctx, &group, &event.unit, Some((&event, receiver)), trace)? {
                     completions += 1;
                 }
             }
@@ -155,12 +159,14 @@ pub fn insert_events(
 
 /// Apply the completion rule for one group and unit, recording the
 /// completion (and its message) when it newly holds. `trigger` is the event
-/// just written, if any, to avoid reading it back.
+/// just written, if any, to avoid reading it back; `trace` the context it
+/// was written in, for the completion message.
 fn evaluate(
     ctx: &mut WriteCtx<'_>,
     group: &Group,
     unit: &Unit,
     trigger: Option<(&Event, &Arc<Receiver>)>,
+    trace: Option<&TraceParent>,
 ) -> StoreResult<bool> {
     let span = tracing::debug_span!(
         "completion.evaluate",
@@ -168,7 +174,7 @@ fn evaluate(
         completed = tracing::field::Empty
     );
     let _entered = span.enter();
-    let done = evaluate_in(ctx, group, unit, trigger);
+    let done = evaluate_in(ctx, group, unit, trigger, trace);
     if let Ok(done) = &done {
         span.record("completed", *done);
     }
@@ -180,6 +186,7 @@ fn evaluate_in(
     group: &Group,
     unit: &Unit,
     trigger: Option<(&Event, &Arc<Receiver>)>,
+    trace: Option<&TraceParent>,
 ) -> StoreResult<bool> {
     if !group.enabled || rows::completion_exists(ctx.conn, group.id, unit)? {
         return Ok(false);
@@ -234,7 +241,7 @@ fn evaluate_in(
     let msg_id = next_message_id(ctx);
     write_message(
         ctx,
-        &message::group_completed(msg_id, now, group, &event, &receiver),
+        &message::group_completed(msg_id, now, group, &event, &receiver, trace),
     )?;
     Ok(true)
 }
@@ -263,7 +270,7 @@ fn reevaluate(ctx: &mut WriteCtx<'_>, group: &Group) -> StoreResult<u64> {
     };
     let mut recorded = 0;
     for unit in &units {
-        if evaluate(ctx, group, unit, None)? {
+        if evaluate(ctx, group, unit, None, None)? {
             recorded += 1;
         }
     }

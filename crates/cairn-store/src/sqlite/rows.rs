@@ -247,8 +247,8 @@ pub fn outbox_after(
     outbox_query(
         conn,
         cache,
-        "SELECT seq, id, type, ordering_key, event_id, message, created_at FROM outbox
-         WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        "SELECT seq, id, type, ordering_key, event_id, message, created_at, traceparent
+         FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         params![i64::try_from(after_seq).unwrap_or(i64::MAX), limit],
     )
 }
@@ -263,7 +263,8 @@ pub fn outbox_replays(
     outbox_query(
         conn,
         cache,
-        "SELECT o.seq, o.id, o.type, o.ordering_key, o.event_id, o.message, o.created_at
+        "SELECT o.seq, o.id, o.type, o.ordering_key, o.event_id, o.message, o.created_at,
+                o.traceparent
          FROM outbox_replays r JOIN outbox o ON o.seq = r.seq
          WHERE r.sink = ?1 ORDER BY o.seq LIMIT ?2",
         params![sink, limit],
@@ -289,50 +290,58 @@ fn outbox_query(
                 r.get::<_, Option<String>>(4)?,
                 r.get::<_, Option<String>>(5)?,
                 r.get::<_, i64>(6)?,
+                r.get::<_, Option<String>>(7)?,
             ))
         })
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(db("reading the outbox"))?;
     raw.into_iter()
-        .map(|(seq, id, type_, ordering_key, event_id, message, time)| {
-            let id = cairn_domain::MessageId::parse(&id).ok_or_else(|| {
-                StoreError::Internal(format!("outbox message id {id:?} is not a ULID"))
-            })?;
-            let json = match (message, event_id) {
-                (Some(json), _) => json,
-                (None, Some(eid)) => {
-                    let eid = EventId::parse(&eid).ok_or_else(|| {
-                        StoreError::Internal(format!("outbox event id {eid:?} is not a ULID"))
-                    })?;
-                    let event = load_event(conn, eid)?.ok_or_else(|| {
-                        StoreError::Internal(format!("outbox names missing event {eid}"))
-                    })?;
-                    let receiver =
-                        load_receiver(conn, cache, event.receiver_id)?.ok_or_else(|| {
-                            StoreError::Internal(format!("event {eid} names a missing receiver"))
+        .map(
+            |(seq, id, type_, ordering_key, event_id, message, time, trace)| {
+                let id = cairn_domain::MessageId::parse(&id).ok_or_else(|| {
+                    StoreError::Internal(format!("outbox message id {id:?} is not a ULID"))
+                })?;
+                let trace = crate::outbox_trace(seq, trace.as_deref())?;
+                let json = match (message, event_id) {
+                    (Some(json), _) => json,
+                    (None, Some(eid)) => {
+                        let eid = EventId::parse(&eid).ok_or_else(|| {
+                            StoreError::Internal(format!("outbox event id {eid:?} is not a ULID"))
                         })?;
-                    cairn_domain::message::event_created(
-                        id,
-                        Timestamp::from_micros(time),
-                        &event,
-                        &receiver,
-                    )
-                    .json
-                }
-                (None, None) => {
-                    return Err(StoreError::Internal(format!(
-                        "outbox row {seq} has no content"
-                    )));
-                }
-            };
-            Ok(crate::OutboxMessage {
-                seq: u64::try_from(seq).unwrap_or(0),
-                id,
-                type_,
-                ordering_key,
-                created_at: Timestamp::from_micros(time),
-                json,
-            })
-        })
+                        let event = load_event(conn, eid)?.ok_or_else(|| {
+                            StoreError::Internal(format!("outbox names missing event {eid}"))
+                        })?;
+                        let receiver =
+                            load_receiver(conn, cache, event.receiver_id)?.ok_or_else(|| {
+                                StoreError::Internal(format!(
+                                    "event {eid} names a missing receiver"
+                                ))
+                            })?;
+                        cairn_domain::message::event_created(
+                            id,
+                            Timestamp::from_micros(time),
+                            &event,
+                            &receiver,
+                            trace.as_ref(),
+                        )
+                        .json
+                    }
+                    (None, None) => {
+                        return Err(StoreError::Internal(format!(
+                            "outbox row {seq} has no content"
+                        )));
+                    }
+                };
+                Ok(crate::OutboxMessage {
+                    seq: u64::try_from(seq).unwrap_or(0),
+                    id,
+                    type_,
+                    ordering_key,
+                    created_at: Timestamp::from_micros(time),
+                    trace,
+                    json,
+                })
+            },
+        )
         .collect()
 }

@@ -256,6 +256,12 @@ CREATE TABLE idempotency_keys (
 ) WITHOUT ROWID;
 CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
 "#,
+    r#"
+-- The W3C traceparent of the request whose write made the message (event
+-- messages and the completion messages they cause), for the message's
+-- CloudEvents `traceparent` attribute. NULL: none.
+ALTER TABLE outbox ADD COLUMN traceparent TEXT;
+"#,
 ];
 
 /// Bring the database to the newest schema, in one transaction.
@@ -443,8 +449,7 @@ mod tests {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 5);
-        assert_eq!(MIGRATIONS.len(), 5);
+        assert_eq!(version, MIGRATIONS.len() as i64);
         let insert = "INSERT INTO idempotency_keys
             (scope, key, fingerprint, token, state, created_at, expires_at)
             VALUES ('user:a', 'k', 'f', 't', 'in_progress', 1, 2)";
@@ -460,6 +465,35 @@ mod tests {
             [],
         );
         assert!(completed_without_status.is_err());
+        migrate(&mut conn).unwrap();
+    }
+
+    /// A database of schema 5 with an outbox row gains the outbox's
+    /// `traceparent` column, NULL for the rows it already had.
+    #[test]
+    fn schema_5_gains_the_outbox_traceparent() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        conn.execute_batch(
+            "INSERT INTO outbox (id, type, ordering_key, message, created_at)
+             VALUES ('m1', 't', 'k', '{}', 1);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 6);
+        assert_eq!(MIGRATIONS.len(), 6);
+        let (id, trace): (String, Option<String>) = conn
+            .query_row("SELECT id, traceparent FROM outbox", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((id.as_str(), trace), ("m1", None));
         migrate(&mut conn).unwrap();
     }
 }
