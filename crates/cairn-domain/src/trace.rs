@@ -27,20 +27,15 @@ impl TraceParent {
     /// Parse a stored or received value; `None` unless it is exactly a
     /// valid version-`00` `traceparent`.
     pub fn parse(text: &str) -> Option<Self> {
-        let b = text.as_bytes();
-        if b.len() != 55 || &b[..3] != b"00-" || b[35] != b'-' || b[52] != b'-' {
-            return None;
-        }
-        let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
-        if !(hex(&b[3..35]) && hex(&b[36..52]) && hex(&b[53..55])) {
-            return None;
-        }
-        if b[3..35].iter().all(|&c| c == b'0') || b[36..52].iter().all(|&c| c == b'0') {
-            return None;
-        }
-        let mut out = [0u8; 55];
-        out.copy_from_slice(b);
-        Some(Self(out))
+        let b: &[u8; 55] = text.as_bytes().try_into().ok()?;
+        let shaped = b[..3] == *b"00-"
+            && b[35] == b'-'
+            && b[52] == b'-'
+            && [&b[3..35], &b[36..52], &b[53..55]]
+                .iter()
+                .all(|part| part.iter().all(|&c| LOWER_HEX[usize::from(c)]));
+        let zero = b[3..35] == [b'0'; 32] || b[36..52] == [b'0'; 16];
+        (shaped && !zero).then_some(Self(*b))
     }
 
     pub fn as_str(&self) -> &str {
@@ -63,6 +58,17 @@ impl TraceParent {
         self.0[54] & 1 == 1
     }
 }
+
+/// Which bytes are lower-case hex digits.
+static LOWER_HEX: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = matches!(c as u8, b'0'..=b'9' | b'a'..=b'f');
+        c += 1;
+    }
+    t
+};
 
 /// Lower-case hex of `bytes` into `out` (twice as long).
 pub fn hex_into(out: &mut [u8], bytes: &[u8]) {
