@@ -764,35 +764,43 @@ async fn spans_are_exported_in_the_callers_trace_on_postgres() {
     check_trace(&spans, &tp);
 }
 
-/// A webhook delivery carries `traceparent` naming its `sink.deliver`
-/// span, so the receiver can join the delivery batch's trace.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhook_deliveries_carry_the_batch_trace() {
+/// A webhook receiver on 127.0.0.1 (`POST /hook`, answered 204) keeping
+/// each call's `traceparent` header and body; its `[[sinks]]` value.
+type Calls = Arc<Mutex<Vec<(Option<String>, String)>>>;
+
+async fn webhook_receiver() -> (String, Calls) {
     use axum::routing::post;
-    let (endpoint, received) = http_receiver().await;
-    let hooks: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
-    let h = hooks.clone();
+    let calls: Calls = Arc::default();
+    let kept = calls.clone();
     let app = axum::Router::new().route(
         "/hook",
-        post(move |headers: axum::http::HeaderMap| {
-            let h = h.clone();
+        post(move |headers: axum::http::HeaderMap, body: String| {
+            let kept = kept.clone();
             async move {
                 let tp = headers
                     .get("traceparent")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                h.lock().unwrap().push(tp);
+                kept.lock().unwrap().push((tp, body));
                 axum::http::StatusCode::NO_CONTENT
             }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_addr = listener.local_addr().unwrap();
+    let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    let sinks =
-        format!(r#"[{{name="hook",kind="webhook",url="http://{hook_addr}/hook",secret="s3"}}]"#);
+    let sinks = format!(r#"[{{name="hook",kind="webhook",url="http://{addr}/hook",secret="s3"}}]"#);
+    (sinks, calls)
+}
+
+/// A webhook delivery carries `traceparent` naming its `sink.deliver`
+/// span, so the receiver can join the delivery batch's trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_deliveries_carry_the_batch_trace() {
+    let (endpoint, received) = http_receiver().await;
+    let (sinks, calls) = webhook_receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(
         dir.path(),
@@ -811,9 +819,10 @@ async fn webhook_deliveries_carry_the_batch_trace() {
     .unwrap();
     assert_eq!(status, 200, "{body}");
     let spans = received.wait_for("sink.deliver").await;
-    let delivered = hooks.lock().unwrap().clone();
+    let delivered = calls.lock().unwrap().clone();
     assert!(!delivered.is_empty(), "no webhook call");
     let tp = delivered[0]
+        .0
         .clone()
         .expect("a traceparent on the webhook call");
     assert_eq!(tp.len(), 55, "{tp}");
@@ -833,28 +842,7 @@ async fn webhook_deliveries_carry_the_batch_trace() {
 /// No exporter is configured: trace context alone gives the ids.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivered_messages_carry_the_writing_requests_traceparent() {
-    use axum::routing::post;
-    let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let b = bodies.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        post(move |body: String| {
-            let b = b.clone();
-            async move {
-                if let Ok(v) = serde_json::from_str::<Value>(&body) {
-                    b.lock().unwrap().push(v);
-                }
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    let sinks =
-        format!(r#"[{{name="hook",kind="webhook",url="http://{hook_addr}/hook",secret="s3"}}]"#);
+    let (sinks, calls) = webhook_receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(dir.path(), &[], &[("CAIRN_SINKS", sinks.as_str())]);
     let res = traced_event(&server).await;
@@ -871,7 +859,12 @@ async fn delivered_messages_carry_the_writing_requests_traceparent() {
     // The receiver's, the group's, the event's and the completion's.
     let deadline = Instant::now() + Duration::from_secs(20);
     let delivered = loop {
-        let got = bodies.lock().unwrap().clone();
+        let got: Vec<Value> = calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, body)| serde_json::from_str(body).ok())
+            .collect();
         if got.len() >= 4 || Instant::now() > deadline {
             break got;
         }

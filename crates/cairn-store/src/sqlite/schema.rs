@@ -283,24 +283,33 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 mod tests {
     use super::*;
 
+    /// An in-memory database as schema version `n` left it.
+    fn at_version(n: usize) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..n] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", n as i64).unwrap();
+        conn
+    }
+
+    fn user_version(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    }
+
     /// A database written by an older version (schema 2, with an outbox
     /// row) migrates to the newest schema and keeps its rows.
     #[test]
     fn an_existing_database_drops_delivered_at_and_keeps_its_rows() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for sql in &MIGRATIONS[..2] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 2).unwrap();
+        let mut conn = at_version(2);
         conn.execute_batch(
             "INSERT INTO outbox (id, type, ordering_key, message, created_at, delivered_at)
              VALUES ('m1', 't', 'k', '{}', 1, NULL);",
         )
         .unwrap();
         migrate(&mut conn).unwrap();
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let version = user_version(&conn);
         assert_eq!(version, MIGRATIONS.len() as i64);
         let columns: Vec<String> = conn
             .prepare("SELECT name FROM pragma_table_info('outbox')")
@@ -341,11 +350,7 @@ mod tests {
     /// access tables, and keeps its rows.
     #[test]
     fn schema_3_gains_owners_and_access_tables_and_keeps_its_rows() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for sql in &MIGRATIONS[..3] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 3).unwrap();
+        let mut conn = at_version(3);
         conn.execute_batch(
             "INSERT INTO receivers (id, name, type, version, description, schema, fingerprint, created_at)
              VALUES ('r1', 'build', 'ci.build', '1', 'd', '{}', 'f', 1);
@@ -357,9 +362,7 @@ mod tests {
         )
         .unwrap();
         migrate(&mut conn).unwrap();
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let version = user_version(&conn);
         assert_eq!(version, MIGRATIONS.len() as i64);
         assert!(columns(&conn, "receivers").iter().any(|c| c == "owner"));
         assert!(columns(&conn, "groups").iter().any(|c| c == "owner"));
@@ -440,15 +443,9 @@ mod tests {
     /// primary key is (scope, key) and whose completed rows hold a status.
     #[test]
     fn schema_4_gains_idempotency_keys() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for sql in &MIGRATIONS[..4] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 4).unwrap();
+        let mut conn = at_version(4);
         migrate(&mut conn).unwrap();
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let version = user_version(&conn);
         assert_eq!(version, MIGRATIONS.len() as i64);
         let insert = "INSERT INTO idempotency_keys
             (scope, key, fingerprint, token, state, created_at, expires_at)
@@ -472,20 +469,14 @@ mod tests {
     /// `traceparent` column, NULL for the rows it already had.
     #[test]
     fn schema_5_gains_the_outbox_traceparent() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for sql in &MIGRATIONS[..5] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 5).unwrap();
+        let mut conn = at_version(5);
         conn.execute_batch(
             "INSERT INTO outbox (id, type, ordering_key, message, created_at)
              VALUES ('m1', 't', 'k', '{}', 1);",
         )
         .unwrap();
         migrate(&mut conn).unwrap();
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let version = user_version(&conn);
         assert_eq!(version, 6);
         assert_eq!(MIGRATIONS.len(), 6);
         let (id, trace): (String, Option<String>) = conn
