@@ -129,6 +129,12 @@ fn outbox_trace(seq: i64, stored: Option<&str>) -> StoreResult<Option<cairn_doma
         .transpose()
 }
 
+/// An outbox row with neither a stored message nor an event (the schema's
+/// CHECK forbids it): a corrupt row.
+fn empty_outbox_row(seq: i64) -> StoreError {
+    StoreError::Internal(format!("outbox row {seq} has no content"))
+}
+
 /// A message a sink gave up on after its last attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {

@@ -462,11 +462,7 @@ async fn render_outbox(
                 )
                 .json
             }
-            (None, None) => {
-                return Err(StoreError::Internal(format!(
-                    "outbox row {seq} has no content"
-                )));
-            }
+            (None, None) => return Err(crate::empty_outbox_row(seq)),
         };
         out.push(crate::OutboxMessage {
             seq: u64::try_from(seq).unwrap_or(0),

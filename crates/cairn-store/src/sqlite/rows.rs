@@ -326,11 +326,7 @@ fn outbox_query(
                         )
                         .json
                     }
-                    (None, None) => {
-                        return Err(StoreError::Internal(format!(
-                            "outbox row {seq} has no content"
-                        )));
-                    }
+                    (None, None) => return Err(crate::empty_outbox_row(seq)),
                 };
                 Ok(crate::OutboxMessage {
                     seq: u64::try_from(seq).unwrap_or(0),
