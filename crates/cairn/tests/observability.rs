@@ -835,11 +835,26 @@ async fn webhook_deliveries_carry_the_batch_trace() {
     );
 }
 
+/// The id of the one receiver `traced_event` made.
+async fn of_receiver(server: &Server) -> String {
+    let list: Value = server
+        .client()
+        .get(server.url("/api/v1/receivers?name=r"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["data"][0]["id"].as_str().unwrap().to_owned()
+}
+
 /// A delivered message carries, as its CloudEvents `traceparent`
 /// attribute, the server span of the request whose write caused it: the
 /// event's message and the completion message that event caused, in the
-/// caller's trace. A receiver's message (an admin change) carries none.
-/// No exporter is configured: trace context alone gives the ids.
+/// caller's trace, whether written through REST or GraphQL. A receiver's
+/// message (an admin change) carries none. No exporter is configured:
+/// trace context alone gives the ids.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivered_messages_carry_the_writing_requests_traceparent() {
     let (sinks, calls) = webhook_receiver().await;
@@ -856,7 +871,31 @@ async fn delivered_messages_carry_the_writing_requests_traceparent() {
         answered.starts_with(&format!("00-{TRACE_ID}-")) && !answered.contains(PARENT_ID),
         "the server span, in the caller's trace: {answered}"
     );
-    // The receiver's, the group's, the event's and the completion's.
+    // The same through GraphQL, in another trace, for another unit.
+    const GQL_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    let rid = of_receiver(&server).await;
+    let res = server
+        .client()
+        .post(server.url("/api/v1/graphql/query"))
+        .header("traceparent", format!("00-{GQL_TRACE}-{PARENT_ID}-01"))
+        .json(&json!({
+            "query": "mutation($e: CreateEventInput!) { create_event(event: $e) }",
+            "variables": {"e": {"name": "n", "version": "1", "release": "r2",
+                "platform_id": "p", "package": "k", "description": "d", "payload": "{}",
+                "success": true, "event_receiver_id": rid}}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let answered_gql = res.headers()["traceparent"].to_str().unwrap().to_owned();
+    assert!(
+        answered_gql.starts_with(&format!("00-{GQL_TRACE}-")),
+        "{answered_gql}"
+    );
+    let body: Value = res.json().await.unwrap();
+    assert!(body["data"]["create_event"].is_string(), "{body}");
+    // The receiver's, the group's, and per event its own and its completion's.
     let deadline = Instant::now() + Duration::from_secs(20);
     let delivered = loop {
         let got: Vec<Value> = calls
@@ -865,27 +904,34 @@ async fn delivered_messages_carry_the_writing_requests_traceparent() {
             .iter()
             .filter_map(|(_, body)| serde_json::from_str(body).ok())
             .collect();
-        if got.len() >= 4 || Instant::now() > deadline {
+        if got.len() >= 6 || Instant::now() > deadline {
             break got;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let of_type =
         |t: &str| -> Vec<&Value> { delivered.iter().filter(|m| m["type"] == t).collect() };
-    let (event, completion) = (of_type("build"), of_type("t"));
-    assert_eq!(event.len(), 1, "one event message: {delivered:#?}");
+    let traces = |t: &str| -> Vec<(String, String)> {
+        of_type(t)
+            .iter()
+            .map(|m| (m["release"].to_string(), m["traceparent"].to_string()))
+            .collect()
+    };
+    let expected = vec![
+        ("\"r\"".to_owned(), format!("\"{answered}\"")),
+        ("\"r2\"".to_owned(), format!("\"{answered_gql}\"")),
+    ];
     assert_eq!(
-        completion.len(),
-        1,
-        "one completion message: {delivered:#?}"
+        traces("build"),
+        expected,
+        "the events' messages: {delivered:#?}"
     );
-    assert_eq!(event[0]["traceparent"], answered.as_str(), "{:#}", event[0]);
     assert_eq!(
-        completion[0]["traceparent"],
-        answered.as_str(),
-        "{:#}",
-        completion[0]
+        traces("t"),
+        expected,
+        "the completions' messages: {delivered:#?}"
     );
+    let event = of_type("build");
     let created = of_type("cairn.event.receiver.created");
     assert_eq!(created.len(), 1, "{delivered:#?}");
     assert!(created[0].get("traceparent").is_none(), "{:#}", created[0]);
