@@ -4,6 +4,7 @@
 //! `cairn_graphql_store_calls` histogram).
 
 use async_trait::async_trait;
+use cairn_domain::TraceParent;
 use cairn_domain::group::GroupPatch;
 use cairn_domain::{
     CheckedEvent, Event, EventId, Group, GroupId, NewGroup, NewReceiver, Receiver, ReceiverId, Unit,
@@ -82,14 +83,31 @@ impl Store for CountedStore {
     async fn list_groups(&self, filter: GroupFilter, page: PageRequest) -> StoreResult<Vec<Group>> {
         self.count().list_groups(filter, page).await
     }
-    async fn update_group(&self, id: GroupId, patch: GroupPatch) -> StoreResult<Group> {
-        self.count().update_group(id, patch).await
+    async fn update_group(
+        &self,
+        id: GroupId,
+        patch: GroupPatch,
+        trace: Option<TraceParent>,
+    ) -> StoreResult<Group> {
+        self.count().update_group(id, patch, trace).await
     }
-    async fn add_group_receivers(&self, id: GroupId, ids: Vec<ReceiverId>) -> StoreResult<Group> {
-        self.count().add_group_receivers(id, ids).await
+    async fn add_group_receivers(
+        &self,
+        id: GroupId,
+        ids: Vec<ReceiverId>,
+        trace: Option<TraceParent>,
+    ) -> StoreResult<Group> {
+        self.count().add_group_receivers(id, ids, trace).await
     }
-    async fn remove_group_receiver(&self, id: GroupId, receiver: ReceiverId) -> StoreResult<Group> {
-        self.count().remove_group_receiver(id, receiver).await
+    async fn remove_group_receiver(
+        &self,
+        id: GroupId,
+        receiver: ReceiverId,
+        trace: Option<TraceParent>,
+    ) -> StoreResult<Group> {
+        self.count()
+            .remove_group_receiver(id, receiver, trace)
+            .await
     }
     async fn group_status(&self, id: GroupId, unit: Unit) -> StoreResult<GroupStatus> {
         self.count().group_status(id, unit).await

@@ -36,6 +36,7 @@ pub async fn create_receiver(
     require(caller, Resource::Receivers, Action::Create).await?;
     let mut receiver = NewReceiver::parse(input)?;
     receiver.owner = caller.owner();
+    receiver.trace = caller.trace;
     Ok(store.create_receiver(receiver).await?.id)
 }
 
@@ -146,6 +147,7 @@ pub async fn create_group(
     let known = existing(store, input.receiver_hints()).await?;
     let mut group = NewGroup::parse(input, |id| known.contains(&id))?;
     group.owner = caller.owner();
+    group.trace = caller.trace;
     Ok(store.create_group(group).await?.id)
 }
 
@@ -177,7 +179,7 @@ pub async fn patch_group(
 ) -> Result<Group, ApiError> {
     may_update_group(store, caller, id).await?;
     let patch = GroupPatch::parse(input)?;
-    Ok(store.update_group(id, patch).await?)
+    Ok(store.update_group(id, patch, caller.trace).await?)
 }
 
 pub async fn add_group_receivers(
@@ -189,7 +191,7 @@ pub async fn add_group_receivers(
     may_update_group(store, caller, id).await?;
     let known = existing(store, input.receiver_hints()).await?;
     let ids = input.parse(|id| known.contains(&id))?;
-    Ok(store.add_group_receivers(id, ids).await?)
+    Ok(store.add_group_receivers(id, ids, caller.trace).await?)
 }
 
 pub async fn remove_group_receiver(
@@ -199,7 +201,9 @@ pub async fn remove_group_receiver(
     receiver: ReceiverId,
 ) -> Result<Group, ApiError> {
     may_update_group(store, caller, id).await?;
-    Ok(store.remove_group_receiver(id, receiver).await?)
+    Ok(store
+        .remove_group_receiver(id, receiver, caller.trace)
+        .await?)
 }
 
 /// A group's status for one unit; the unit's five fields come from `get`.

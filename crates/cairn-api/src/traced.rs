@@ -5,6 +5,7 @@
 //! the exporter does not sample, no span is made (`edge::trace::quiet`).
 
 use async_trait::async_trait;
+use cairn_domain::TraceParent;
 use cairn_domain::group::GroupPatch;
 use cairn_domain::{
     CheckedEvent, Event, EventId, Group, GroupId, NewGroup, NewReceiver, Receiver, ReceiverId, Unit,
@@ -168,21 +169,36 @@ impl Store for TracedStore {
             .instrument(store_span!(self, "list_groups"))
             .await
     }
-    async fn update_group(&self, id: GroupId, patch: GroupPatch) -> StoreResult<Group> {
+    async fn update_group(
+        &self,
+        id: GroupId,
+        patch: GroupPatch,
+        trace: Option<TraceParent>,
+    ) -> StoreResult<Group> {
         self.inner
-            .update_group(id, patch)
+            .update_group(id, patch, trace)
             .instrument(store_span!(self, "update_group"))
             .await
     }
-    async fn add_group_receivers(&self, id: GroupId, ids: Vec<ReceiverId>) -> StoreResult<Group> {
+    async fn add_group_receivers(
+        &self,
+        id: GroupId,
+        ids: Vec<ReceiverId>,
+        trace: Option<TraceParent>,
+    ) -> StoreResult<Group> {
         self.inner
-            .add_group_receivers(id, ids)
+            .add_group_receivers(id, ids, trace)
             .instrument(store_span!(self, "add_group_receivers"))
             .await
     }
-    async fn remove_group_receiver(&self, id: GroupId, receiver: ReceiverId) -> StoreResult<Group> {
+    async fn remove_group_receiver(
+        &self,
+        id: GroupId,
+        receiver: ReceiverId,
+        trace: Option<TraceParent>,
+    ) -> StoreResult<Group> {
         self.inner
-            .remove_group_receiver(id, receiver)
+            .remove_group_receiver(id, receiver, trace)
             .instrument(store_span!(self, "remove_group_receiver"))
             .await
     }

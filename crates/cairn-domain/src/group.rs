@@ -34,6 +34,9 @@ pub struct NewGroup {
     /// The principal creating it, stored as its owner; `None` when
     /// authentication is off.
     pub owner: Option<String>,
+    /// The trace context of the request creating it, which its message
+    /// carries (`traceparent`).
+    pub trace: Option<crate::TraceParent>,
 }
 
 impl GroupInput {
@@ -81,6 +84,7 @@ impl NewGroup {
                     enabled: enabled.unwrap_or(false),
                     receiver_ids,
                     owner: None,
+                    trace: None,
                 })
             }
             _ => Err(errors),

@@ -182,8 +182,12 @@ pub fn group_completed(
     )
 }
 
-/// A receiver was created.
-pub fn receiver_created(id: MessageId, receiver: &Receiver) -> Message {
+/// A receiver was created (`trace`: the context it was created in).
+pub fn receiver_created(
+    id: MessageId,
+    receiver: &Receiver,
+    trace: Option<&TraceParent>,
+) -> Message {
     render(
         id,
         receiver.created_at,
@@ -197,7 +201,7 @@ pub fn receiver_created(id: MessageId, receiver: &Receiver) -> Message {
             platform_id: "",
             package: "",
             ordering_key: format!("cairn/receivers/{}", receiver.id),
-            trace: None,
+            trace,
         },
         Data {
             events: None,
@@ -207,8 +211,14 @@ pub fn receiver_created(id: MessageId, receiver: &Receiver) -> Message {
     )
 }
 
-/// A group was created (`created = true`) or changed.
-pub fn group_changed(id: MessageId, group: &Group, created: bool) -> Message {
+/// A group was created (`created = true`) or changed (`trace`: the
+/// context of the change).
+pub fn group_changed(
+    id: MessageId,
+    group: &Group,
+    created: bool,
+    trace: Option<&TraceParent>,
+) -> Message {
     render(
         id,
         group.updated_at,
@@ -226,7 +236,7 @@ pub fn group_changed(id: MessageId, group: &Group, created: bool) -> Message {
             platform_id: "",
             package: "",
             ordering_key: format!("cairn/groups/{}", group.id),
-            trace: None,
+            trace,
         },
         Data {
             events: None,

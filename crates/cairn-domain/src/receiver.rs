@@ -132,6 +132,9 @@ pub struct NewReceiver {
     /// The principal creating it (`user:<name>`, `key:<id>`...), stored as
     /// its owner; `None` when authentication is off.
     pub owner: Option<String>,
+    /// The trace context of the request creating it, which its message
+    /// carries (`traceparent`).
+    pub trace: Option<crate::TraceParent>,
 }
 
 impl NewReceiver {
@@ -173,6 +176,7 @@ impl NewReceiver {
                     description,
                     schema,
                     owner: None,
+                    trace: None,
                 })
             }
             _ => Err(errors),

@@ -14,6 +14,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
+use cairn_domain::TraceParent;
 use cairn_domain::group::GroupPatch;
 use cairn_domain::{
     CheckedEvent, Event, EventId, FieldErrors, Group, GroupId, NewGroup, NewReceiver, Receiver,
@@ -109,8 +110,8 @@ pub struct OutboxMessage {
     /// When the change was committed (the message's `time`).
     pub created_at: Timestamp,
     /// The trace context of the request whose write caused the message
-    /// (also the `traceparent` attribute of `json`); `None` for messages of
-    /// receiver and group changes, and for writes made without one.
+    /// (also the `traceparent` attribute of `json`); `None` for writes
+    /// made without one.
     pub trace: Option<cairn_domain::TraceParent>,
     pub json: String,
 }
@@ -215,9 +216,28 @@ pub trait Store: Send + Sync + 'static {
     async fn create_group(&self, group: NewGroup) -> StoreResult<Group>;
     async fn group(&self, id: GroupId) -> StoreResult<Option<Group>>;
     async fn list_groups(&self, filter: GroupFilter, page: PageRequest) -> StoreResult<Vec<Group>>;
-    async fn update_group(&self, id: GroupId, patch: GroupPatch) -> StoreResult<Group>;
-    async fn add_group_receivers(&self, id: GroupId, ids: Vec<ReceiverId>) -> StoreResult<Group>;
-    async fn remove_group_receiver(&self, id: GroupId, receiver: ReceiverId) -> StoreResult<Group>;
+    /// The three group changes: `trace` is the context of the request
+    /// making the change, which its message and the completions it finds
+    /// carry (`NewReceiver::trace`, `NewGroup::trace` and
+    /// `CheckedEvent::with_trace` do the same for creations).
+    async fn update_group(
+        &self,
+        id: GroupId,
+        patch: GroupPatch,
+        trace: Option<TraceParent>,
+    ) -> StoreResult<Group>;
+    async fn add_group_receivers(
+        &self,
+        id: GroupId,
+        ids: Vec<ReceiverId>,
+        trace: Option<TraceParent>,
+    ) -> StoreResult<Group>;
+    async fn remove_group_receiver(
+        &self,
+        id: GroupId,
+        receiver: ReceiverId,
+        trace: Option<TraceParent>,
+    ) -> StoreResult<Group>;
     async fn group_status(&self, id: GroupId, unit: Unit) -> StoreResult<GroupStatus>;
     async fn list_completions(
         &self,

@@ -1342,12 +1342,13 @@ async fn owners_of_receivers_and_groups_round_trip() {
                 name: Some(Text::parse("gate2").unwrap()),
                 ..GroupPatch::default()
             },
+            None,
         )
         .await
         .unwrap();
     assert_eq!(renamed.owner.as_deref(), Some("key:k1"));
     let fewer = b
-        .remove_group_receiver(group.id, anonymous.id)
+        .remove_group_receiver(group.id, anonymous.id, None)
         .await
         .unwrap();
     assert_eq!(fewer.owner.as_deref(), Some("key:k1"));

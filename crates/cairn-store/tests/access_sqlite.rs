@@ -1258,6 +1258,7 @@ async fn receivers_and_groups_keep_their_owner() {
                 description: Some(cairn_domain::Text::parse("changed").unwrap()),
                 ..Default::default()
             },
+            None,
         )
         .await
         .unwrap();

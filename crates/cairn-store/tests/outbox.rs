@@ -65,30 +65,32 @@ async fn rendered(store: &dyn Store) -> Vec<String> {
 /// Makes one change of every kind on an empty store, checks the messages
 /// and returns them rendered.
 async fn assert_every_change_writes_its_message(store: &dyn Store) -> Vec<String> {
-    let receiver = store
-        .create_receiver(NewReceiver::parse(receiver_input()).unwrap())
-        .await
-        .unwrap();
-    let rid = receiver.id.to_string();
-    let group = store
-        .create_group(
-            NewGroup::parse(
-                serde_json::from_value::<GroupInput>(json!({
-                    "name": "gate", "type": "release.ready", "version": "1",
-                    "description": "d", "enabled": true, "event_receiver_ids": [rid]
-                }))
-                .unwrap(),
-                |_| true,
-            )
-            .unwrap(),
+    // Each change written in a trace of its own, as a traced request makes it.
+    let [t_receiver, t_group, t_event, t_update] = [1u128, 2, 3, 4].map(|i| {
+        TraceParent::new(
+            0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4730 + i,
+            0x00f0_67aa_0ba9_02b0 + i as u64,
+            true,
         )
-        .await
-        .unwrap();
-    // Written in a trace, as a traced request writes it.
-    let trace = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    });
+    let mut new_receiver = NewReceiver::parse(receiver_input()).unwrap();
+    new_receiver.trace = t_receiver;
+    let receiver = store.create_receiver(new_receiver).await.unwrap();
+    let rid = receiver.id.to_string();
+    let mut new_group = NewGroup::parse(
+        serde_json::from_value::<GroupInput>(json!({
+            "name": "gate", "type": "release.ready", "version": "1",
+            "description": "d", "enabled": true, "event_receiver_ids": [rid]
+        }))
+        .unwrap(),
+        |_| true,
+    )
+    .unwrap();
+    new_group.trace = t_group;
+    let group = store.create_group(new_group).await.unwrap();
     let checked = CheckedEvent::parse(event_input(&rid, true), Some(receiver.clone()))
         .unwrap()
-        .with_trace(trace);
+        .with_trace(t_event);
     let ids = store.create_events(vec![checked]).await.unwrap();
     store
         .update_group(
@@ -97,6 +99,7 @@ async fn assert_every_change_writes_its_message(store: &dyn Store) -> Vec<String
                 description: Some(cairn_domain::Text::parse("changed").unwrap()),
                 ..GroupPatch::default()
             },
+            t_update,
         )
         .await
         .unwrap();
@@ -169,14 +172,23 @@ async fn assert_every_change_writes_its_message(store: &dyn Store) -> Vec<String
         "changed"
     );
 
-    // The event's message and the completion it caused carry the trace it
-    // was written in (attribute and field alike); the others carry none.
+    // Each message carries the trace of the write that made it (attribute
+    // and field alike): the completion, its event's.
     let traced: Vec<Option<String>> = all
         .iter()
         .map(|(_, m)| m.get("traceparent").map(|t| t.as_str().unwrap().to_owned()))
         .collect();
-    let tp = trace.map(|t| t.to_string());
-    assert_eq!(traced, vec![None, None, tp.clone(), tp.clone(), None]);
+    let tp = |t: Option<TraceParent>| t.map(|t| t.to_string());
+    assert_eq!(
+        traced,
+        vec![
+            tp(t_receiver),
+            tp(t_group),
+            tp(t_event),
+            tp(t_event),
+            tp(t_update)
+        ]
+    );
     let fields: Vec<Option<String>> = store
         .outbox_after(0, 10)
         .await
@@ -247,6 +259,7 @@ async fn assert_refused_writes_leave_no_message(store: &dyn Store) {
         .update_group(
             cairn_domain::GroupId::new(ulid::Ulid::new()),
             GroupPatch::default(),
+            None,
         )
         .await;
     assert!(

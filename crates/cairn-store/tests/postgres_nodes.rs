@@ -106,7 +106,7 @@ async fn concurrent_final_events_on_two_nodes_complete_each_unit_once() {
                         enabled: Some(true),
                         ..GroupPatch::default()
                     };
-                    store.update_group(late.id, enable).await.unwrap();
+                    store.update_group(late.id, enable, None).await.unwrap();
                     Vec::new()
                 }));
             }

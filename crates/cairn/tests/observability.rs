@@ -852,8 +852,9 @@ async fn of_receiver(server: &Server) -> String {
 /// A delivered message carries, as its CloudEvents `traceparent`
 /// attribute, the server span of the request whose write caused it: the
 /// event's message and the completion message that event caused, in the
-/// caller's trace, whether written through REST or GraphQL. A receiver's
-/// message (an admin change) carries none. No exporter is configured:
+/// caller's trace, whether written through REST or GraphQL; so do a
+/// group change's message and the completions that change finds, and the
+/// messages of receiver and group creations. No exporter is configured:
 /// trace context alone gives the ids.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivered_messages_carry_the_writing_requests_traceparent() {
@@ -895,7 +896,35 @@ async fn delivered_messages_carry_the_writing_requests_traceparent() {
     );
     let body: Value = res.json().await.unwrap();
     assert!(body["data"]["create_event"].is_string(), "{body}");
-    // The receiver's, the group's, and per event its own and its completion's.
+    // A second group, made disabled, then enabled by a traced PATCH: the
+    // change's message and the completions it finds carry that request's.
+    const PATCH_TRACE: &str = "5a6b7c8d9e0f11223344556677889900";
+    let (status, body) = post_json(
+        &server.client(),
+        &server.url("/api/v1/groups"),
+        &json!({"name": "g2", "type": "t2", "version": "1", "description": "d",
+                "enabled": false, "event_receiver_ids": [rid]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let g2 = body["data"].as_str().unwrap().to_owned();
+    let res = server
+        .client()
+        .patch(server.url(&format!("/api/v1/groups/{g2}")))
+        .header("traceparent", format!("00-{PATCH_TRACE}-{PARENT_ID}-01"))
+        .json(&json!({"enabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let answered_patch = res.headers()["traceparent"].to_str().unwrap().to_owned();
+    assert!(
+        answered_patch.starts_with(&format!("00-{PATCH_TRACE}-")),
+        "{answered_patch}"
+    );
+    // Receiver, group, two events and their completions, the second group's
+    // creation and change, and its two completions.
     let deadline = Instant::now() + Duration::from_secs(20);
     let delivered = loop {
         let got: Vec<Value> = calls
@@ -904,7 +933,7 @@ async fn delivered_messages_carry_the_writing_requests_traceparent() {
             .iter()
             .filter_map(|(_, body)| serde_json::from_str(body).ok())
             .collect();
-        if got.len() >= 6 || Instant::now() > deadline {
+        if got.len() >= 10 || Instant::now() > deadline {
             break got;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -932,9 +961,32 @@ async fn delivered_messages_carry_the_writing_requests_traceparent() {
         "the completions' messages: {delivered:#?}"
     );
     let event = of_type("build");
-    let created = of_type("cairn.event.receiver.created");
-    assert_eq!(created.len(), 1, "{delivered:#?}");
-    assert!(created[0].get("traceparent").is_none(), "{:#}", created[0]);
+    let patched = vec![
+        ("\"r\"".to_owned(), format!("\"{answered_patch}\"")),
+        ("\"r2\"".to_owned(), format!("\"{answered_patch}\"")),
+    ];
+    assert_eq!(
+        traces("t2"),
+        patched,
+        "completions the change found: {delivered:#?}"
+    );
+    let modified = of_type("cairn.event.receiver.group.modified");
+    assert_eq!(modified.len(), 1, "{delivered:#?}");
+    assert_eq!(modified[0]["traceparent"], answered_patch.as_str());
+    // A request sent without `traceparent` gets a trace of the server's
+    // own, which its messages name.
+    for t in [
+        "cairn.event.receiver.created",
+        "cairn.event.receiver.group.created",
+    ] {
+        for m in of_type(t) {
+            let tp = m["traceparent"].as_str().unwrap_or_default();
+            assert!(
+                tp.len() == 55 && tp.starts_with("00-") && !tp.contains(TRACE_ID),
+                "{m:#}"
+            );
+        }
+    }
     // The event as the API shows it is unchanged.
     let id = event[0]["data"]["events"][0]["id"].as_str().unwrap();
     let shown: Value = server

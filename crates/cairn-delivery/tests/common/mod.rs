@@ -64,6 +64,7 @@ pub async fn make_changes(store: &dyn Store) {
                 description: Some(cairn_domain::Text::parse("changed").unwrap()),
                 ..GroupPatch::default()
             },
+            None,
         )
         .await
         .unwrap();

@@ -21,6 +21,7 @@ use crate::{
     ReceiverCache, ReceiverFilter, ReceiverStatus, SinkLease, Store, StoreError, StoreResult,
 };
 use async_trait::async_trait;
+use cairn_domain::TraceParent;
 use cairn_domain::completion;
 use cairn_domain::group::GroupPatch;
 use cairn_domain::{
@@ -506,16 +507,46 @@ impl Store for PostgresStore {
         Ok(filled)
     }
 
-    async fn update_group(&self, id: GroupId, patch: GroupPatch) -> StoreResult<Group> {
-        Ok(write!(self, |ctx| ops::update_group(ctx, id, patch)))
+    async fn update_group(
+        &self,
+        id: GroupId,
+        patch: GroupPatch,
+        trace: Option<TraceParent>,
+    ) -> StoreResult<Group> {
+        Ok(write!(self, |ctx| ops::update_group(
+            ctx,
+            id,
+            patch,
+            trace.as_ref()
+        )))
     }
 
-    async fn add_group_receivers(&self, id: GroupId, ids: Vec<ReceiverId>) -> StoreResult<Group> {
-        Ok(write!(self, |ctx| ops::add_receivers(ctx, id, ids)))
+    async fn add_group_receivers(
+        &self,
+        id: GroupId,
+        ids: Vec<ReceiverId>,
+        trace: Option<TraceParent>,
+    ) -> StoreResult<Group> {
+        Ok(write!(self, |ctx| ops::add_receivers(
+            ctx,
+            id,
+            ids,
+            trace.as_ref()
+        )))
     }
 
-    async fn remove_group_receiver(&self, id: GroupId, receiver: ReceiverId) -> StoreResult<Group> {
-        Ok(write!(self, |ctx| ops::remove_receiver(ctx, id, receiver)))
+    async fn remove_group_receiver(
+        &self,
+        id: GroupId,
+        receiver: ReceiverId,
+        trace: Option<TraceParent>,
+    ) -> StoreResult<Group> {
+        Ok(write!(self, |ctx| ops::remove_receiver(
+            ctx,
+            id,
+            receiver,
+            trace.as_ref()
+        )))
     }
 
     async fn group_status(&self, id: GroupId, unit: Unit) -> StoreResult<GroupStatus> {

@@ -168,6 +168,7 @@ pub async fn insert_receiver(
     ctx: &mut WriteCtx<'_>,
     new: NewReceiver,
 ) -> StoreResult<Arc<Receiver>> {
+    let new_trace = new.trace;
     let (now, ulid) = ctx.next();
     let fingerprint = new.fingerprint();
     let receiver = Receiver {
@@ -199,7 +200,11 @@ pub async fn insert_receiver(
     .await
     .map_err(db("inserting a receiver"))?;
     let id = ctx.next_message_id();
-    write_message(ctx, &message::receiver_created(id, &receiver)).await?;
+    write_message(
+        ctx,
+        &message::receiver_created(id, &receiver, new_trace.as_ref()),
+    )
+    .await?;
     Ok(Arc::new(receiver))
 }
 
@@ -519,7 +524,11 @@ async fn evaluate_in(
 /// Re-evaluate every unit that has events for the group's receivers.
 /// A unit can only be complete if it has an event for every receiver, so
 /// the units of the first receiver are the candidates.
-async fn reevaluate(ctx: &mut WriteCtx<'_>, group: &Group) -> StoreResult<u64> {
+async fn reevaluate(
+    ctx: &mut WriteCtx<'_>,
+    group: &Group,
+    trace: Option<&TraceParent>,
+) -> StoreResult<u64> {
     let Some(first) = group.receiver_ids.first() else {
         return Ok(0);
     };
@@ -540,7 +549,7 @@ async fn reevaluate(ctx: &mut WriteCtx<'_>, group: &Group) -> StoreResult<u64> {
         .collect::<StoreResult<Vec<Unit>>>()?;
     let mut recorded = 0;
     for unit in &units {
-        if evaluate(ctx, group, unit, None, None).await? {
+        if evaluate(ctx, group, unit, None, trace).await? {
             recorded += 1;
         }
     }
@@ -609,6 +618,7 @@ async fn insert_memberships(
 pub async fn insert_group(ctx: &mut WriteCtx<'_>, new: NewGroup) -> StoreResult<Group> {
     let existing = lock_receivers(ctx, &new.receiver_ids).await?;
     check_receivers_exist(&new.receiver_ids, &existing)?;
+    let trace = new.trace;
     let (now, ulid) = ctx.next();
     let group = Group {
         id: GroupId::new(ulid),
@@ -640,15 +650,24 @@ pub async fn insert_group(ctx: &mut WriteCtx<'_>, new: NewGroup) -> StoreResult<
     .map_err(db("inserting a group"))?;
     insert_memberships(ctx, group.id, &group.receiver_ids, 0).await?;
     let msg_id = ctx.next_message_id();
-    write_message(ctx, &message::group_changed(msg_id, &group, true)).await?;
-    reevaluate(ctx, &group).await?;
+    write_message(
+        ctx,
+        &message::group_changed(msg_id, &group, true, trace.as_ref()),
+    )
+    .await?;
+    reevaluate(ctx, &group, trace.as_ref()).await?;
     Ok(group)
 }
 
 /// Persist a changed group's fields, bump `updated_at`, write the
 /// `.modified` message and re-evaluate completions. The group row is
-/// already locked `FOR UPDATE`.
-async fn save_changed(ctx: &mut WriteCtx<'_>, mut group: Group) -> StoreResult<Group> {
+/// already locked `FOR UPDATE`. `trace`: the context of the change, for
+/// the messages.
+async fn save_changed(
+    ctx: &mut WriteCtx<'_>,
+    mut group: Group,
+    trace: Option<&TraceParent>,
+) -> StoreResult<Group> {
     let (now, _) = ctx.next();
     group.updated_at = now;
     query(
@@ -667,8 +686,8 @@ async fn save_changed(ctx: &mut WriteCtx<'_>, mut group: Group) -> StoreResult<G
     .await
     .map_err(db("updating a group"))?;
     let msg_id = ctx.next_message_id();
-    write_message(ctx, &message::group_changed(msg_id, &group, false)).await?;
-    reevaluate(ctx, &group).await?;
+    write_message(ctx, &message::group_changed(msg_id, &group, false, trace)).await?;
+    reevaluate(ctx, &group, trace).await?;
     Ok(group)
 }
 
@@ -676,16 +695,18 @@ pub async fn update_group(
     ctx: &mut WriteCtx<'_>,
     id: GroupId,
     patch: GroupPatch,
+    trace: Option<&TraceParent>,
 ) -> StoreResult<Group> {
     let mut group = rows::require_group(ctx.conn, id, Lock::Update).await?;
     group.apply(&patch);
-    save_changed(ctx, group).await
+    save_changed(ctx, group, trace).await
 }
 
 pub async fn add_receivers(
     ctx: &mut WriteCtx<'_>,
     id: GroupId,
     ids: Vec<ReceiverId>,
+    trace: Option<&TraceParent>,
 ) -> StoreResult<Group> {
     // Receivers before the group: the order every transaction locks in.
     let existing = lock_receivers(ctx, &ids).await?;
@@ -706,13 +727,14 @@ pub async fn add_receivers(
     let next_position: i64 = row.try_get(0).map_err(db("adding group receivers"))?;
     insert_memberships(ctx, id, &fresh, next_position).await?;
     group.receiver_ids.extend(fresh);
-    save_changed(ctx, group).await
+    save_changed(ctx, group, trace).await
 }
 
 pub async fn remove_receiver(
     ctx: &mut WriteCtx<'_>,
     id: GroupId,
     receiver: ReceiverId,
+    trace: Option<&TraceParent>,
 ) -> StoreResult<Group> {
     let mut group = rows::require_group(ctx.conn, id, Lock::Update).await?;
     group.check_removal(receiver)?;
@@ -723,5 +745,5 @@ pub async fn remove_receiver(
         .await
         .map_err(db("removing a group receiver"))?;
     group.receiver_ids.retain(|r| *r != receiver);
-    save_changed(ctx, group).await
+    save_changed(ctx, group, trace).await
 }

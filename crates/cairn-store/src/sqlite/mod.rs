@@ -19,6 +19,7 @@ use crate::{
     ReceiverCache, ReceiverFilter, ReceiverStatus, SinkLease, Store, StoreError, StoreResult,
 };
 use async_trait::async_trait;
+use cairn_domain::TraceParent;
 use cairn_domain::completion;
 use cairn_domain::group::GroupPatch;
 use cairn_domain::{
@@ -490,18 +491,33 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update_group(&self, id: GroupId, patch: GroupPatch) -> StoreResult<Group> {
-        self.write(move |ctx| ops::update_group(ctx, id, patch))
+    async fn update_group(
+        &self,
+        id: GroupId,
+        patch: GroupPatch,
+        trace: Option<TraceParent>,
+    ) -> StoreResult<Group> {
+        self.write(move |ctx| ops::update_group(ctx, id, patch, trace.as_ref()))
             .await
     }
 
-    async fn add_group_receivers(&self, id: GroupId, ids: Vec<ReceiverId>) -> StoreResult<Group> {
-        self.write(move |ctx| ops::add_receivers(ctx, id, ids))
+    async fn add_group_receivers(
+        &self,
+        id: GroupId,
+        ids: Vec<ReceiverId>,
+        trace: Option<TraceParent>,
+    ) -> StoreResult<Group> {
+        self.write(move |ctx| ops::add_receivers(ctx, id, ids, trace.as_ref()))
             .await
     }
 
-    async fn remove_group_receiver(&self, id: GroupId, receiver: ReceiverId) -> StoreResult<Group> {
-        self.write(move |ctx| ops::remove_receiver(ctx, id, receiver))
+    async fn remove_group_receiver(
+        &self,
+        id: GroupId,
+        receiver: ReceiverId,
+        trace: Option<TraceParent>,
+    ) -> StoreResult<Group> {
+        self.write(move |ctx| ops::remove_receiver(ctx, id, receiver, trace.as_ref()))
             .await
     }
 

@@ -67,6 +67,7 @@ fn next_message_id(ctx: &mut WriteCtx<'_>) -> MessageId {
 }
 
 pub fn insert_receiver(ctx: &mut WriteCtx<'_>, new: NewReceiver) -> StoreResult<Arc<Receiver>> {
+    let new_trace = new.trace;
     let (now, ulid) = ctx.clock.next();
     let fingerprint = new.fingerprint();
     let receiver = Receiver {
@@ -101,7 +102,10 @@ pub fn insert_receiver(ctx: &mut WriteCtx<'_>, new: NewReceiver) -> StoreResult<
         })
         .map_err(db("inserting a receiver"))?;
     let id = next_message_id(ctx);
-    write_message(ctx, &message::receiver_created(id, &receiver))?;
+    write_message(
+        ctx,
+        &message::receiver_created(id, &receiver, new_trace.as_ref()),
+    )?;
     Ok(Arc::new(receiver))
 }
 
@@ -249,7 +253,11 @@ fn evaluate_in(
 /// Re-evaluate every unit that has events for the group's receivers.
 /// A unit can only be complete if it has an event for every receiver, so
 /// the units of the first receiver are the candidates.
-fn reevaluate(ctx: &mut WriteCtx<'_>, group: &Group) -> StoreResult<u64> {
+fn reevaluate(
+    ctx: &mut WriteCtx<'_>,
+    group: &Group,
+    trace: Option<&TraceParent>,
+) -> StoreResult<u64> {
     let Some(first) = group.receiver_ids.first() else {
         return Ok(0);
     };
@@ -270,7 +278,7 @@ fn reevaluate(ctx: &mut WriteCtx<'_>, group: &Group) -> StoreResult<u64> {
     };
     let mut recorded = 0;
     for unit in &units {
-        if evaluate(ctx, group, unit, None, None)? {
+        if evaluate(ctx, group, unit, None, trace)? {
             recorded += 1;
         }
     }
@@ -328,6 +336,7 @@ fn insert_memberships(
 
 pub fn insert_group(ctx: &mut WriteCtx<'_>, new: NewGroup) -> StoreResult<Group> {
     check_receivers_exist(ctx, &new.receiver_ids)?;
+    let trace = new.trace;
     ctx.memberships.invalidate();
     let (now, ulid) = ctx.clock.next();
     let group = Group {
@@ -363,14 +372,22 @@ pub fn insert_group(ctx: &mut WriteCtx<'_>, new: NewGroup) -> StoreResult<Group>
         .map_err(db("inserting a group"))?;
     insert_memberships(ctx, group.id, &group.receiver_ids, 0)?;
     let msg_id = next_message_id(ctx);
-    write_message(ctx, &message::group_changed(msg_id, &group, true))?;
-    reevaluate(ctx, &group)?;
+    write_message(
+        ctx,
+        &message::group_changed(msg_id, &group, true, trace.as_ref()),
+    )?;
+    reevaluate(ctx, &group, trace.as_ref())?;
     Ok(group)
 }
 
 /// Persist a changed group's fields, bump `updated_at`, write the
-/// `.modified` message and re-evaluate completions.
-fn save_changed(ctx: &mut WriteCtx<'_>, mut group: Group) -> StoreResult<Group> {
+/// `.modified` message and re-evaluate completions (`trace`: the context
+/// of the change, for their messages).
+fn save_changed(
+    ctx: &mut WriteCtx<'_>,
+    mut group: Group,
+    trace: Option<&TraceParent>,
+) -> StoreResult<Group> {
     ctx.memberships.invalidate();
     let (now, _) = ctx.clock.next();
     group.updated_at = now;
@@ -393,21 +410,27 @@ fn save_changed(ctx: &mut WriteCtx<'_>, mut group: Group) -> StoreResult<Group> 
         })
         .map_err(db("updating a group"))?;
     let msg_id = next_message_id(ctx);
-    write_message(ctx, &message::group_changed(msg_id, &group, false))?;
-    reevaluate(ctx, &group)?;
+    write_message(ctx, &message::group_changed(msg_id, &group, false, trace))?;
+    reevaluate(ctx, &group, trace)?;
     Ok(group)
 }
 
-pub fn update_group(ctx: &mut WriteCtx<'_>, id: GroupId, patch: GroupPatch) -> StoreResult<Group> {
+pub fn update_group(
+    ctx: &mut WriteCtx<'_>,
+    id: GroupId,
+    patch: GroupPatch,
+    trace: Option<&TraceParent>,
+) -> StoreResult<Group> {
     let mut group = rows::require_group(ctx.conn, id)?;
     group.apply(&patch);
-    save_changed(ctx, group)
+    save_changed(ctx, group, trace)
 }
 
 pub fn add_receivers(
     ctx: &mut WriteCtx<'_>,
     id: GroupId,
     ids: Vec<ReceiverId>,
+    trace: Option<&TraceParent>,
 ) -> StoreResult<Group> {
     let mut group = rows::require_group(ctx.conn, id)?;
     check_receivers_exist(ctx, &ids)?;
@@ -426,13 +449,14 @@ pub fn add_receivers(
         .map_err(db("adding group receivers"))?;
     insert_memberships(ctx, id, &fresh, usize::try_from(next_position).unwrap_or(0))?;
     group.receiver_ids.extend(fresh);
-    save_changed(ctx, group)
+    save_changed(ctx, group, trace)
 }
 
 pub fn remove_receiver(
     ctx: &mut WriteCtx<'_>,
     id: GroupId,
     receiver: ReceiverId,
+    trace: Option<&TraceParent>,
 ) -> StoreResult<Group> {
     let mut group = rows::require_group(ctx.conn, id)?;
     group.check_removal(receiver)?;
@@ -443,5 +467,5 @@ pub fn remove_receiver(
         )
         .map_err(db("removing a group receiver"))?;
     group.receiver_ids.retain(|r| *r != receiver);
-    save_changed(ctx, group)
+    save_changed(ctx, group, trace)
 }

@@ -257,9 +257,8 @@ CREATE TABLE idempotency_keys (
 CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
 "#,
     r#"
--- The W3C traceparent of the request whose write made the message (event
--- messages and the completion messages they cause), for the message's
--- CloudEvents `traceparent` attribute. NULL: none.
+-- The W3C traceparent of the request whose write made the message, for
+-- the message's CloudEvents `traceparent` attribute. NULL: none.
 ALTER TABLE outbox ADD COLUMN traceparent TEXT;
 "#,
 ];
