@@ -435,18 +435,12 @@ async fn the_callers_sampling_decision_is_followed() {
     let (_dir, server, received) = exporting(&[]).await;
     let client = server.client();
     let unsampled = "0af7651916cd43dd8448eb211c80319c";
-    let res = client
-        .get(server.url("/api/v1/receivers"))
-        .header("traceparent", format!("00-{unsampled}-b7ad6b7169203331-00"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
-    assert!(
-        tp.starts_with(&format!("00-{unsampled}-")) && tp.ends_with("-00"),
-        "{tp}"
-    );
+    let (tp, _) = traced(
+        client.get(server.url("/api/v1/receivers")),
+        &format!("00-{unsampled}-b7ad6b7169203331-00"),
+    )
+    .await;
+    assert!(tp.ends_with("-00"), "{tp}");
     let res = client
         .get(server.url("/api/v1/groups"))
         .send()
@@ -835,6 +829,20 @@ async fn webhook_deliveries_carry_the_batch_trace() {
     );
 }
 
+/// Send `req` with this `traceparent`; it must succeed and answer with the
+/// server span's `traceparent` in the same trace.
+async fn traced(req: reqwest::RequestBuilder, sent: &str) -> (String, reqwest::Response) {
+    let res = req.header("traceparent", sent).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let answered = res.headers()["traceparent"].to_str().unwrap().to_owned();
+    assert_eq!(
+        answered.get(..36),
+        sent.get(..36),
+        "{answered}, sent {sent}"
+    );
+    (answered, res)
+}
+
 /// The id of the one receiver `traced_event` made.
 async fn of_receiver(server: &Server) -> String {
     let list: Value = server
@@ -875,25 +883,19 @@ async fn delivered_messages_carry_the_writing_requests_traceparent() {
     // The same through GraphQL, in another trace, for another unit.
     const GQL_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
     let rid = of_receiver(&server).await;
-    let res = server
-        .client()
-        .post(server.url("/api/v1/graphql/query"))
-        .header("traceparent", format!("00-{GQL_TRACE}-{PARENT_ID}-01"))
-        .json(&json!({
-            "query": "mutation($e: CreateEventInput!) { create_event(event: $e) }",
-            "variables": {"e": {"name": "n", "version": "1", "release": "r2",
-                "platform_id": "p", "package": "k", "description": "d", "payload": "{}",
-                "success": true, "event_receiver_id": rid}}
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let answered_gql = res.headers()["traceparent"].to_str().unwrap().to_owned();
-    assert!(
-        answered_gql.starts_with(&format!("00-{GQL_TRACE}-")),
-        "{answered_gql}"
-    );
+    let (answered_gql, res) = traced(
+        server
+            .client()
+            .post(server.url("/api/v1/graphql/query"))
+            .json(&json!({
+                "query": "mutation($e: CreateEventInput!) { create_event(event: $e) }",
+                "variables": {"e": {"name": "n", "version": "1", "release": "r2",
+                    "platform_id": "p", "package": "k", "description": "d", "payload": "{}",
+                    "success": true, "event_receiver_id": rid}}
+            })),
+        &format!("00-{GQL_TRACE}-{PARENT_ID}-01"),
+    )
+    .await;
     let body: Value = res.json().await.unwrap();
     assert!(body["data"]["create_event"].is_string(), "{body}");
     // A second group, made disabled, then enabled by a traced PATCH: the
@@ -909,20 +911,14 @@ async fn delivered_messages_carry_the_writing_requests_traceparent() {
     .unwrap();
     assert_eq!(status, 200, "{body}");
     let g2 = body["data"].as_str().unwrap().to_owned();
-    let res = server
-        .client()
-        .patch(server.url(&format!("/api/v1/groups/{g2}")))
-        .header("traceparent", format!("00-{PATCH_TRACE}-{PARENT_ID}-01"))
-        .json(&json!({"enabled": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let answered_patch = res.headers()["traceparent"].to_str().unwrap().to_owned();
-    assert!(
-        answered_patch.starts_with(&format!("00-{PATCH_TRACE}-")),
-        "{answered_patch}"
-    );
+    let (answered_patch, _) = traced(
+        server
+            .client()
+            .patch(server.url(&format!("/api/v1/groups/{g2}")))
+            .json(&json!({"enabled": true})),
+        &format!("00-{PATCH_TRACE}-{PARENT_ID}-01"),
+    )
+    .await;
     // Receiver, group, two events and their completions, the second group's
     // creation and change, and its two completions.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -946,30 +942,18 @@ async fn delivered_messages_carry_the_writing_requests_traceparent() {
             .map(|m| (m["release"].to_string(), m["traceparent"].to_string()))
             .collect()
     };
-    let expected = vec![
-        ("\"r\"".to_owned(), format!("\"{answered}\"")),
-        ("\"r2\"".to_owned(), format!("\"{answered_gql}\"")),
-    ];
-    assert_eq!(
-        traces("build"),
-        expected,
-        "the events' messages: {delivered:#?}"
-    );
-    assert_eq!(
-        traces("t"),
-        expected,
-        "the completions' messages: {delivered:#?}"
-    );
+    // Per unit (release r, then r2), the traceparent of type `t`'s messages.
+    let expect = |t: &str, r: &str, r2: &str| {
+        let want = vec![
+            ("\"r\"".to_owned(), format!("\"{r}\"")),
+            ("\"r2\"".to_owned(), format!("\"{r2}\"")),
+        ];
+        assert_eq!(traces(t), want, "{t} messages: {delivered:#?}");
+    };
+    expect("build", &answered, &answered_gql); // the events'
+    expect("t", &answered, &answered_gql); // the completions they caused
+    expect("t2", &answered_patch, &answered_patch); // those the change found
     let event = of_type("build");
-    let patched = vec![
-        ("\"r\"".to_owned(), format!("\"{answered_patch}\"")),
-        ("\"r2\"".to_owned(), format!("\"{answered_patch}\"")),
-    ];
-    assert_eq!(
-        traces("t2"),
-        patched,
-        "completions the change found: {delivered:#?}"
-    );
     let modified = of_type("cairn.event.receiver.group.modified");
     assert_eq!(modified.len(), 1, "{delivered:#?}");
     assert_eq!(modified[0]["traceparent"], answered_patch.as_str());
