@@ -102,7 +102,7 @@ impl WebhookSink {
             .header(SIGNATURE_HEADER, signature)
             .header(MESSAGE_ID_HEADER, m.id.to_string());
         if let Some(tp) = traceparent() {
-            req = req.header("traceparent", tp);
+            req = req.header("traceparent", tp.as_str());
         }
         let res = req
             .body(m.json.clone())
@@ -121,20 +121,18 @@ impl WebhookSink {
 /// The W3C `traceparent` of the current span (the relay's `sink.deliver`),
 /// when trace export is on: the receiver's spans then join the delivery
 /// batch's trace. `None` without an OpenTelemetry layer.
-fn traceparent() -> Option<String> {
+fn traceparent() -> Option<cairn_domain::TraceParent> {
     use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let cx = tracing::Span::current().context();
     let span = cx.span();
     let sc = span.span_context();
-    sc.is_valid().then(|| {
-        format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        )
-    })
+    // `None` for the invalid (all-zero) context a span without a layer has.
+    cairn_domain::TraceParent::new(
+        u128::from_be_bytes(sc.trace_id().to_bytes()),
+        u64::from_be_bytes(sc.span_id().to_bytes()),
+        sc.is_sampled(),
+    )
 }
 
 #[async_trait]

@@ -38,6 +38,11 @@ impl TraceParent {
         (shaped && !zero).then_some(Self(*b))
     }
 
+    /// The value's bytes (ASCII), without the UTF-8 check of [`Self::as_str`].
+    pub fn as_bytes(&self) -> &[u8; 55] {
+        &self.0
+    }
+
     pub fn as_str(&self) -> &str {
         // Only ASCII hex digits and dashes are ever written into it.
         std::str::from_utf8(&self.0).unwrap_or("")

@@ -306,7 +306,7 @@ pub async fn layer(state: &AppState, mut req: Request, next: impl Next) -> Respo
         res.headers_mut().insert(REQUEST_ID.clone(), v);
     }
     if let Some(tp) = traceparent
-        && let Ok(v) = HeaderValue::from_str(tp.as_str())
+        && let Ok(v) = HeaderValue::from_bytes(tp.as_bytes())
     {
         res.headers_mut().insert(TRACEPARENT.clone(), v);
     }

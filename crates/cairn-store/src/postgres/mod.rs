@@ -513,12 +513,7 @@ impl Store for PostgresStore {
         patch: GroupPatch,
         trace: Option<TraceParent>,
     ) -> StoreResult<Group> {
-        Ok(write!(self, |ctx| ops::update_group(
-            ctx,
-            id,
-            patch,
-            trace.as_ref()
-        )))
+        Ok(write!(self, |ctx| ops::update_group(ctx, id, patch, trace)))
     }
 
     async fn add_group_receivers(
@@ -527,12 +522,7 @@ impl Store for PostgresStore {
         ids: Vec<ReceiverId>,
         trace: Option<TraceParent>,
     ) -> StoreResult<Group> {
-        Ok(write!(self, |ctx| ops::add_receivers(
-            ctx,
-            id,
-            ids,
-            trace.as_ref()
-        )))
+        Ok(write!(self, |ctx| ops::add_receivers(ctx, id, ids, trace)))
     }
 
     async fn remove_group_receiver(
@@ -542,10 +532,7 @@ impl Store for PostgresStore {
         trace: Option<TraceParent>,
     ) -> StoreResult<Group> {
         Ok(write!(self, |ctx| ops::remove_receiver(
-            ctx,
-            id,
-            receiver,
-            trace.as_ref()
+            ctx, id, receiver, trace
         )))
     }
 

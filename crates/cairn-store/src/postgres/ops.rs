@@ -695,18 +695,18 @@ pub async fn update_group(
     ctx: &mut WriteCtx<'_>,
     id: GroupId,
     patch: GroupPatch,
-    trace: Option<&TraceParent>,
+    trace: Option<TraceParent>,
 ) -> StoreResult<Group> {
     let mut group = rows::require_group(ctx.conn, id, Lock::Update).await?;
     group.apply(&patch);
-    save_changed(ctx, group, trace).await
+    save_changed(ctx, group, trace.as_ref()).await
 }
 
 pub async fn add_receivers(
     ctx: &mut WriteCtx<'_>,
     id: GroupId,
     ids: Vec<ReceiverId>,
-    trace: Option<&TraceParent>,
+    trace: Option<TraceParent>,
 ) -> StoreResult<Group> {
     // Receivers before the group: the order every transaction locks in.
     let existing = lock_receivers(ctx, &ids).await?;
@@ -727,14 +727,14 @@ pub async fn add_receivers(
     let next_position: i64 = row.try_get(0).map_err(db("adding group receivers"))?;
     insert_memberships(ctx, id, &fresh, next_position).await?;
     group.receiver_ids.extend(fresh);
-    save_changed(ctx, group, trace).await
+    save_changed(ctx, group, trace.as_ref()).await
 }
 
 pub async fn remove_receiver(
     ctx: &mut WriteCtx<'_>,
     id: GroupId,
     receiver: ReceiverId,
-    trace: Option<&TraceParent>,
+    trace: Option<TraceParent>,
 ) -> StoreResult<Group> {
     let mut group = rows::require_group(ctx.conn, id, Lock::Update).await?;
     group.check_removal(receiver)?;
@@ -745,5 +745,5 @@ pub async fn remove_receiver(
         .await
         .map_err(db("removing a group receiver"))?;
     group.receiver_ids.retain(|r| *r != receiver);
-    save_changed(ctx, group, trace).await
+    save_changed(ctx, group, trace.as_ref()).await
 }

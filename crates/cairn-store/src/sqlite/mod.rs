@@ -497,7 +497,7 @@ impl Store for SqliteStore {
         patch: GroupPatch,
         trace: Option<TraceParent>,
     ) -> StoreResult<Group> {
-        self.write(move |ctx| ops::update_group(ctx, id, patch, trace.as_ref()))
+        self.write(move |ctx| ops::update_group(ctx, id, patch, trace))
             .await
     }
 
@@ -507,7 +507,7 @@ impl Store for SqliteStore {
         ids: Vec<ReceiverId>,
         trace: Option<TraceParent>,
     ) -> StoreResult<Group> {
-        self.write(move |ctx| ops::add_receivers(ctx, id, ids, trace.as_ref()))
+        self.write(move |ctx| ops::add_receivers(ctx, id, ids, trace))
             .await
     }
 
@@ -517,7 +517,7 @@ impl Store for SqliteStore {
         receiver: ReceiverId,
         trace: Option<TraceParent>,
     ) -> StoreResult<Group> {
-        self.write(move |ctx| ops::remove_receiver(ctx, id, receiver, trace.as_ref()))
+        self.write(move |ctx| ops::remove_receiver(ctx, id, receiver, trace))
             .await
     }
 

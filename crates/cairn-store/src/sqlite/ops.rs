@@ -419,18 +419,18 @@ pub fn update_group(
     ctx: &mut WriteCtx<'_>,
     id: GroupId,
     patch: GroupPatch,
-    trace: Option<&TraceParent>,
+    trace: Option<TraceParent>,
 ) -> StoreResult<Group> {
     let mut group = rows::require_group(ctx.conn, id)?;
     group.apply(&patch);
-    save_changed(ctx, group, trace)
+    save_changed(ctx, group, trace.as_ref())
 }
 
 pub fn add_receivers(
     ctx: &mut WriteCtx<'_>,
     id: GroupId,
     ids: Vec<ReceiverId>,
-    trace: Option<&TraceParent>,
+    trace: Option<TraceParent>,
 ) -> StoreResult<Group> {
     let mut group = rows::require_group(ctx.conn, id)?;
     check_receivers_exist(ctx, &ids)?;
@@ -449,14 +449,14 @@ pub fn add_receivers(
         .map_err(db("adding group receivers"))?;
     insert_memberships(ctx, id, &fresh, usize::try_from(next_position).unwrap_or(0))?;
     group.receiver_ids.extend(fresh);
-    save_changed(ctx, group, trace)
+    save_changed(ctx, group, trace.as_ref())
 }
 
 pub fn remove_receiver(
     ctx: &mut WriteCtx<'_>,
     id: GroupId,
     receiver: ReceiverId,
-    trace: Option<&TraceParent>,
+    trace: Option<TraceParent>,
 ) -> StoreResult<Group> {
     let mut group = rows::require_group(ctx.conn, id)?;
     group.check_removal(receiver)?;
@@ -467,5 +467,5 @@ pub fn remove_receiver(
         )
         .map_err(db("removing a group receiver"))?;
     group.receiver_ids.retain(|r| *r != receiver);
-    save_changed(ctx, group, trace)
+    save_changed(ctx, group, trace.as_ref())
 }
