@@ -16,7 +16,7 @@ use prost::Message;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Server, post_json};
+use support::{Server, get_json, post_json};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
@@ -165,6 +165,20 @@ fn attr(span: &OtlpSpan, key: &str) -> Option<String> {
     }
 }
 
+/// A group named `name` of type `type_` over receiver `rid`; its id.
+async fn make_group(server: &Server, name: &str, type_: &str, enabled: bool, rid: &str) -> String {
+    let (status, body) = post_json(
+        &server.client(),
+        &server.url("/api/v1/groups"),
+        &json!({"name": name, "type": type_, "version": "1", "description": "d",
+                "enabled": enabled, "event_receiver_ids": [rid]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    body["data"].as_str().unwrap().to_owned()
+}
+
 /// A receiver in a group and a request creating an event on it (so the
 /// completion rule runs), sent with a known `traceparent`; the response.
 async fn traced_event(server: &Server) -> reqwest::Response {
@@ -178,15 +192,7 @@ async fn traced_event(server: &Server) -> reqwest::Response {
     .unwrap();
     assert_eq!(status, 200, "{body}\n{}", server.log());
     let rid = body["data"].as_str().unwrap().to_owned();
-    let (status, body) = post_json(
-        &client,
-        &server.url("/api/v1/groups"),
-        &json!({"name": "g", "type": "t", "version": "1", "description": "d",
-                "enabled": true, "event_receiver_ids": [rid]}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
+    make_group(server, "g", "t", true, &rid).await;
     let res = client
         .post(server.url("/api/v1/events"))
         .header("content-type", "application/json")
@@ -845,15 +851,10 @@ async fn traced(req: reqwest::RequestBuilder, sent: &str) -> (String, reqwest::R
 
 /// The id of the one receiver `traced_event` made.
 async fn of_receiver(server: &Server) -> String {
-    let list: Value = server
-        .client()
-        .get(server.url("/api/v1/receivers?name=r"))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let (status, list) = get_json(&server.client(), &server.url("/api/v1/receivers?name=r"))
         .await
         .unwrap();
+    assert_eq!(status, 200, "{list}");
     list["data"][0]["id"].as_str().unwrap().to_owned()
 }
 
@@ -901,16 +902,7 @@ async fn delivered_messages_carry_the_writing_requests_traceparent() {
     // A second group, made disabled, then enabled by a traced PATCH: the
     // change's message and the completions it finds carry that request's.
     const PATCH_TRACE: &str = "5a6b7c8d9e0f11223344556677889900";
-    let (status, body) = post_json(
-        &server.client(),
-        &server.url("/api/v1/groups"),
-        &json!({"name": "g2", "type": "t2", "version": "1", "description": "d",
-                "enabled": false, "event_receiver_ids": [rid]}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
-    let g2 = body["data"].as_str().unwrap().to_owned();
+    let g2 = make_group(&server, "g2", "t2", false, &rid).await;
     let (answered_patch, _) = traced(
         server
             .client()
@@ -973,15 +965,13 @@ async fn delivered_messages_carry_the_writing_requests_traceparent() {
     }
     // The event as the API shows it is unchanged.
     let id = event[0]["data"]["events"][0]["id"].as_str().unwrap();
-    let shown: Value = server
-        .client()
-        .get(server.url(&format!("/api/v1/events/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, shown) = get_json(
+        &server.client(),
+        &server.url(&format!("/api/v1/events/{id}")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{shown}");
     assert!(!shown.to_string().contains("traceparent"), "{shown}");
 }
 
