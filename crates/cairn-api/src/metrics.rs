@@ -4,7 +4,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -13,9 +13,22 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
+/// How often the recorder's pending histogram samples are folded into their
+/// buckets (the exporter's own default). The recorder keeps every sample it
+/// is given until then, or until a scrape renders them: without this, a
+/// server nobody scrapes grows with every request it answers, for ever
+/// (`tests/metrics_upkeep.rs`).
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// Install the recorder (once per process) and return its handle; `None` if
 /// another recorder was installed first.
 pub fn install() -> Option<&'static PrometheusHandle> {
+    install_with_upkeep(UPKEEP_EVERY)
+}
+
+/// [`install`] with another upkeep interval (for tests). Only the first call
+/// in a process installs, and its interval is the one that holds.
+pub fn install_with_upkeep(every: Duration) -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
@@ -37,6 +50,7 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             match metrics::set_global_recorder(recorder) {
                 Ok(()) => {
                     describe();
+                    spawn_upkeep(handle.clone(), every);
                     Some(handle)
                 }
                 Err(e) => {
@@ -46,6 +60,24 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             }
         })
         .as_ref()
+}
+
+/// The recorder is the process's, so its upkeep is a thread of the process
+/// rather than a task of one runtime (tests run many): it sleeps, drains the
+/// pending histogram samples and publishes new descriptions, until exit.
+fn spawn_upkeep(handle: PrometheusHandle, every: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        // Scrapes still drain the samples; only an unscraped server grows.
+        tracing::warn!(error = %e, "could not start the metrics upkeep thread");
+    }
 }
 
 fn describe() {
