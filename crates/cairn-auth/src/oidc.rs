@@ -23,7 +23,8 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct OidcConfig {
     /// Tokens must carry exactly this `iss`.
     pub issuer: String,
-    /// Where the issuer's JWKS is served (`http://` or `https://`).
+    /// Where the issuer's JWKS is served (`http://`: this build has no
+    /// outgoing TLS, and the settings refuse `https://`).
     pub jwks_url: String,
     /// Tokens must carry this `aud` (string or array containing it).
     pub audience: String,

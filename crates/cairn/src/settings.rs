@@ -666,8 +666,16 @@ impl Settings {
             if oidc.issuer == self.auth_issuer {
                 return bad("oidc.issuer", "must differ from auth_issuer");
             }
-            if !(oidc.jwks_url.starts_with("http://") || oidc.jwks_url.starts_with("https://")) {
-                return bad("oidc.jwks_url", "must be an http:// or https:// URL");
+            // As for webhooks and OTLP: refused here rather than failing every
+            // token's key fetch once serving.
+            if oidc.jwks_url.starts_with("https://") {
+                return bad(
+                    "oidc.jwks_url",
+                    "https:// is not supported (this build has no TLS); use http://",
+                );
+            }
+            if !oidc.jwks_url.starts_with("http://") {
+                return bad("oidc.jwks_url", "must be an http:// URL");
             }
             if oidc.audience.is_empty() {
                 return bad("oidc.audience", "must not be empty");
@@ -1260,6 +1268,30 @@ mod tests {
     }
 
     #[allow(clippy::result_large_err)]
+    #[test]
+    fn an_oidc_issuer_is_read_and_its_jwks_url_checked() {
+        figment::Jail::expect_with(|jail| {
+            let oidc = |url: &str| {
+                format!(r#"{{issuer="https://idp.example",jwks_url="{url}",audience="cairn"}}"#)
+            };
+            jail.set_env("CAIRN_OIDC", oidc("http://idp.internal/jwks"));
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            let read = s.oidc.as_ref().map(|o| o.jwks_url.as_str());
+            assert_eq!(read, Some("http://idp.internal/jwks"));
+            for (url, why) in [
+                ("https://idp.example/jwks", "this build has no TLS"),
+                ("idp.example/jwks", "must be an http:// URL"),
+            ] {
+                jail.set_env("CAIRN_OIDC", oidc(url));
+                let err = Settings::load(None, Overrides::default())
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains("oidc.jwks_url") && err.contains(why), "{err}");
+            }
+            Ok(())
+        });
+    }
+
     #[test]
     fn bad_values_name_the_setting() {
         figment::Jail::expect_with(|jail| {
