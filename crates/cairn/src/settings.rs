@@ -1292,6 +1292,7 @@ mod tests {
         });
     }
 
+    #[allow(clippy::result_large_err)]
     #[test]
     fn bad_values_name_the_setting() {
         figment::Jail::expect_with(|jail| {
