@@ -1100,10 +1100,16 @@ mod tests {
             assert!(err.to_string().contains("configured twice"), "{err}");
             jail.set_env(
                 "CAIRN_SINKS",
-                r#"[{name="a",kind="webhook",url="https://x/",secret="t"}]"#,
+                r#"[{name="a",kind="webhook",url="ftp://x/",secret="t"}]"#,
             );
             let err = Settings::load(None, Overrides::default()).unwrap_err();
-            assert!(err.to_string().contains("only http://"), "{err}");
+            assert!(err.to_string().contains("http:// or https://"), "{err}");
+            jail.set_env(
+                "CAIRN_SINKS",
+                r#"[{name="a",kind="webhook",url="https://x/",secret="t",ca_file="no-such.pem"}]"#,
+            );
+            let err = Settings::load(None, Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("ca_file no-such.pem"), "{err}");
             Ok(())
         });
     }

@@ -51,6 +51,7 @@ fn webhook(name: &str, url: &str, required: bool, max_attempts: u32, failures: u
             url: url.into(),
             secret: "s".into(),
             timeout_ms: 1_000,
+            ca_file: None,
         }),
         retry: RetryConfig {
             base_ms: 1,
