@@ -2,14 +2,15 @@
 //! issuer's JWKS: fetched on first use, cached, fetched again when a token
 //! names an unknown `kid` (at most once per `min_refetch_secs`).
 //!
-//! The JWKS is fetched with `reqwest` as the workspace configures it, which
-//! has no TLS feature: `https://` JWKS URLs need reqwest's TLS feature
-//! (e.g. `rustls`) enabled in the workspace before they can be reached.
+//! The JWKS is fetched with `cairn-http`: an `https://` URL's certificate is
+//! verified against the system's CA roots, or against `ca_file` when set.
 
 use crate::jwt::{TokenError, check_signature, check_times, decode_object, header_kid, split};
+use cairn_http::{HttpClient, Trust};
 use jsonwebtoken::DecodingKey;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{RwLock, RwLockReadGuard};
 
@@ -23,8 +24,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct OidcConfig {
     /// Tokens must carry exactly this `iss`.
     pub issuer: String,
-    /// Where the issuer's JWKS is served (`http://`: this build has no
-    /// outgoing TLS, and the settings refuse `https://`).
+    /// Where the issuer's JWKS is served (`http://` or `https://`).
     pub jwks_url: String,
     /// Tokens must carry this `aud` (string or array containing it).
     pub audience: String,
@@ -42,6 +42,10 @@ pub struct OidcConfig {
     /// Seconds of clock skew tolerated on `exp` and `nbf`.
     #[serde(default = "default_leeway_secs")]
     pub leeway_secs: u64,
+    /// PEM file of the CAs an `https://` JWKS URL's certificate must chain
+    /// to, instead of the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_roles_claim() -> String {
@@ -84,18 +88,41 @@ struct Cache {
     last_error: Option<String>,
 }
 
+/// The JWKS URL, parsed, and the client that fetches it: what settings
+/// validation checks at start-up (errors name the field).
+pub fn http_client(config: &OidcConfig) -> Result<(http::Uri, HttpClient), String> {
+    let not_a_url = |why: String| {
+        format!(
+            "oidc.jwks_url {:?}: must be an http:// or https:// URL{why}",
+            config.jwks_url
+        )
+    };
+    let uri: http::Uri = config
+        .jwks_url
+        .parse()
+        .map_err(|e| not_a_url(format!(" ({e})")))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(not_a_url(String::new()));
+    }
+    let client =
+        HttpClient::new(Trust::for_url(&uri, config.ca_file.as_deref())).map_err(
+            |e| match config.ca_file {
+                Some(_) => format!("oidc.{e}"),
+                None => format!("oidc.jwks_url {:?}: {e}", config.jwks_url),
+            },
+        )?;
+    Ok((uri, client))
+}
+
 pub struct OidcVerifier {
     config: OidcConfig,
-    http: Result<reqwest::Client, String>,
+    http: Result<(http::Uri, HttpClient), String>,
     cache: RwLock<Cache>,
 }
 
 impl OidcVerifier {
     pub fn new(config: OidcConfig) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .build()
-            .map_err(|e| format!("building the HTTP client for {}: {e}", config.jwks_url));
+        let http = http_client(&config);
         Self {
             config,
             http,
@@ -212,30 +239,24 @@ impl OidcVerifier {
 
     async fn fetch(&self) -> Result<HashMap<String, JwkKey>, String> {
         let url = &self.config.jwks_url;
-        let http = self.http.as_ref().map_err(Clone::clone)?;
-        let mut response = http
-            .get(url)
-            .header("accept", "application/json")
-            .send()
-            .await
+        let (uri, http) = self.http.as_ref().map_err(Clone::clone)?;
+        let req = http::Request::get(uri.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .body(Default::default())
             .map_err(|e| format!("fetching the JWKS at {url}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!(
-                "fetching the JWKS at {url}: HTTP status {}",
-                response.status()
-            ));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
+        let (status, body) = tokio::time::timeout(FETCH_TIMEOUT, http.send(req, MAX_JWKS_BYTES))
             .await
-            .map_err(|e| format!("reading the JWKS at {url}: {e}"))?
-        {
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(format!("the JWKS at {url} exceeds {MAX_JWKS_BYTES} bytes"));
-            }
-            body.extend_from_slice(&chunk);
+            .map_err(|_| {
+                format!(
+                    "fetching the JWKS at {url}: no answer within {} s",
+                    FETCH_TIMEOUT.as_secs()
+                )
+            })?
+            .map_err(|e| format!("fetching the JWKS at {url}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("fetching the JWKS at {url}: HTTP status {status}"));
         }
+        let body = body.map_err(|e| format!("the JWKS at {url}: {e}"))?;
         let doc: Value = serde_json::from_slice(&body)
             .map_err(|e| format!("the JWKS at {url} is not JSON: {e}"))?;
         let Some(Value::Array(jwks)) = doc.get("keys") else {
@@ -360,6 +381,15 @@ mod tests {
 
     impl Issuer {
         async fn start(keys: Vec<Value>) -> Self {
+            Self::start_on(keys, false).await
+        }
+
+        /// The same issuer over HTTPS, with the test certificate.
+        async fn start_tls(keys: Vec<Value>) -> Self {
+            Self::start_on(keys, true).await
+        }
+
+        async fn start_on(keys: Vec<Value>, tls: bool) -> Self {
             let jwks = Arc::new(std::sync::Mutex::new(json!({ "keys": keys })));
             let hits = Arc::new(AtomicUsize::new(0));
             let (j, h, h2) = (jwks.clone(), hits.clone(), hits.clone());
@@ -385,9 +415,15 @@ mod tests {
                         }
                     }),
                 );
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let base = format!("http://{}", listener.local_addr().unwrap());
-            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            let base = if tls {
+                let port = cairn_testkit::tls::serve(app).await;
+                format!("https://localhost:{port}")
+            } else {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let base = format!("http://{}", listener.local_addr().unwrap());
+                tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+                base
+            };
             Self { jwks, hits, base }
         }
 
@@ -408,6 +444,7 @@ mod tests {
                 role_map: BTreeMap::new(),
                 min_refetch_secs,
                 leeway_secs: 30,
+                ca_file: None,
             }
         }
     }
@@ -536,6 +573,38 @@ mod tests {
         }
         // One fetch served all three keys.
         assert_eq!(issuer.hits(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_https_jwks_is_verified_against_the_ca_file_or_the_systems_roots() {
+        let key = IssuerKey::ed25519();
+        let issuer = Issuer::start_tls(vec![key.jwk.clone()]).await;
+        let mut config = issuer.config(0);
+        config.ca_file = Some(cairn_testkit::tls::ca_file());
+        let trusting = OidcVerifier::new(config.clone());
+        assert_eq!(
+            trusting.verify(&key.token(&claims())).await,
+            Ok(OidcIdentity {
+                subject: "alice@example.test".into(),
+                roles: vec!["reader".into()],
+            })
+        );
+        assert_eq!(issuer.hits(), 1);
+
+        // The system's roots do not hold the test CA: the handshake fails
+        // before any request, and the reason is the token's refusal.
+        config.ca_file = None;
+        let system = OidcVerifier::new(config);
+        match system.verify(&key.token(&claims())).await {
+            Err(TokenError::IssuerUnavailable(why)) if why.contains("no CA certificates found") => {
+                eprintln!("skipping the system-roots half: {why}");
+            }
+            Err(TokenError::IssuerUnavailable(why)) => {
+                assert!(why.contains("invalid peer certificate"), "{why}");
+                assert_eq!(issuer.hits(), 1, "no request was sent");
+            }
+            other => panic!("an unverifiable issuer must refuse the token: {other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -5,23 +5,17 @@
 //! anything else (or no answer within the timeout) is a failure.
 //!
 //! `https://` URLs are verified against the system's CA roots, or only
-//! against the CAs of `ca_file` when it is set (a private CA). The client
-//! is hyper-util's pooled one behind hyper-rustls (ring, TLS 1.2 and 1.3).
+//! against the CAs of `ca_file` when it is set (a private CA): `cairn-http`.
 
 use crate::{OutboxMessage, Sink, SinkError};
 use async_trait::async_trait;
 use bytes::Bytes;
+use cairn_http::{HttpClient, Trust};
 use hmac::{KeyInit, Mac};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 pub const TIMESTAMP_HEADER: &str = "x-cairn-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-cairn-signature";
@@ -83,7 +77,7 @@ pub struct WebhookSink {
     url: http::Uri,
     secret: Vec<u8>,
     timeout: Duration,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient,
 }
 
 impl WebhookSink {
@@ -92,45 +86,31 @@ impl WebhookSink {
             .url
             .parse()
             .map_err(|e| format!("webhook url {:?}: {e}", config.url))?;
-        let https = match url.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => {
-                return Err(format!(
-                    "webhook url {:?}: must be an http:// or https:// URL",
-                    config.url
-                ));
-            }
-        };
+        if !matches!(url.scheme_str(), Some("http" | "https")) {
+            return Err(format!(
+                "webhook url {:?}: must be an http:// or https:// URL",
+                config.url
+            ));
+        }
         if url.host().is_none_or(str::is_empty) {
             return Err(format!("webhook url {:?}: names no host", config.url));
         }
         if config.secret.is_empty() {
             return Err("webhook secret must not be empty".into());
         }
-        let roots = match (&config.ca_file, https) {
-            (Some(file), _) => ca_roots(file)?,
-            (None, true) => system_roots()?,
-            // Never used: an http:// URL makes no TLS connection.
-            (None, false) => RootCertStore::empty(),
-        };
-        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-        let tls = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("webhook TLS: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let client =
+            HttpClient::new(Trust::for_url(&url, config.ca_file.as_deref())).map_err(|e| {
+                match config.ca_file {
+                    Some(_) => format!("webhook {e}"),
+                    None => format!("webhook url {:?}: {e}", config.url),
+                }
+            })?;
         Ok(Self {
             name: name.to_owned(),
             url,
             secret: config.secret.as_bytes().to_vec(),
             timeout: Duration::from_millis(config.timeout_ms.max(1)),
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client,
         })
     }
 
@@ -152,90 +132,26 @@ impl WebhookSink {
         let req = req
             .body(Full::new(Bytes::from(m.json.clone())))
             .map_err(|e| format!("POST {}: {e}", self.url))?;
-        let exchange = async {
-            let res = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| format!("POST {}: {}", self.url, with_causes(&e)))?;
-            let status = res.status();
-            // What the receiver says is not used; reading it lets the
-            // connection serve the next message.
-            let _ = Limited::new(res.into_body(), MAX_ANSWER_BYTES)
-                .collect()
-                .await;
-            Ok::<_, String>(status)
-        };
-        let status = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| {
-                format!(
+        // Only the status counts; reading the body (up to a bound) lets the
+        // connection serve the next message.
+        let exchange = self.client.send(req, MAX_ANSWER_BYTES);
+        let status = match tokio::time::timeout(self.timeout, exchange).await {
+            Err(_) => {
+                return Err(format!(
                     "POST {}: no answer within {} ms",
                     self.url,
                     self.timeout.as_millis()
-                )
-            })??;
+                ));
+            }
+            Ok(Err(e)) => return Err(format!("POST {}: {e}", self.url)),
+            Ok(Ok((status, _))) => status,
+        };
         if status.is_success() {
             Ok(())
         } else {
             Err(format!("POST {}: HTTP {status}", self.url))
         }
     }
-}
-
-/// The CA certificates of a PEM file, every one usable.
-fn ca_roots(file: &Path) -> Result<RootCertStore, String> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let named = |why: String| format!("webhook ca_file {}: {why}", file.display());
-    let certs = CertificateDer::pem_file_iter(file)
-        .map_err(|e| named(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| named(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(named("holds no certificate".into()));
-    }
-    let mut roots = RootCertStore::empty();
-    for cert in certs {
-        roots
-            .add(cert)
-            .map_err(|e| named(format!("a certificate is not a usable CA: {e}")))?;
-    }
-    Ok(roots)
-}
-
-/// The system's CA roots (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured);
-/// certificates that do not parse are skipped, none at all is an error.
-fn system_roots() -> Result<RootCertStore, String> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        let why = found
-            .errors
-            .first()
-            .map(|e| format!(" ({e})"))
-            .unwrap_or_default();
-        return Err(format!(
-            "webhook: no CA certificates found on this system for an https:// url{why}; \
-             install them or set ca_file"
-        ));
-    }
-    Ok(roots)
-}
-
-/// An error and its causes: hyper-util's own text is only "client error
-/// (Connect)"; the TLS reason (an unknown issuer, a name mismatch) is a
-/// cause.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 /// The W3C `traceparent` of the current span (the relay's `sink.deliver`),

@@ -444,68 +444,12 @@ async fn one_node_delivers_per_sink_and_another_takes_over_postgres() {
         .unwrap();
 }
 
-/// The test TLS material of `crates/cairn/tests/api/tls`: a CA, and a
-/// certificate it signed for `localhost` and `127.0.0.1`.
-fn tls_file(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../cairn/tests/api/tls")
-        .join(name)
-}
-
-/// axum's listener over TLS, for an HTTPS receiver. A client that refuses
-/// the certificate ends its handshake; the listener waits for the next.
-struct TlsListener {
-    tcp: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((tcp, peer)) = self.tcp.accept().await else {
-                continue;
-            };
-            if let Ok(tls) = self.acceptor.accept(tcp).await {
-                return (tls, peer);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
-}
-
 /// Start the receiver over HTTPS with the test certificate; its URL.
 async fn start_tls_receiver(r: Arc<Receiver>) -> String {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    use tokio_rustls::rustls::ServerConfig;
-    let certs = CertificateDer::pem_file_iter(tls_file("server.pem"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(tls_file("server.key")).unwrap();
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
     let app = axum::Router::new()
         .route("/hook", axum::routing::post(receive))
         .with_state(r);
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = tcp.local_addr().unwrap().port();
-    let listener = TlsListener {
-        tcp,
-        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-    };
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let port = cairn_testkit::tls::serve(app).await;
     format!("https://localhost:{port}/hook")
 }
 
@@ -534,7 +478,7 @@ async fn https_receivers_are_verified_against_the_ca_file_or_the_systems_roots()
 
     // Trusting the test CA: every message arrives once, signed, in order,
     // over one TLS connection after another as the pool keeps them.
-    let trusting = hook(Some(tls_file("ca.pem"))).unwrap();
+    let trusting = hook(Some(cairn_testkit::tls::ca_file())).unwrap();
     trusting.deliver(&messages).await.unwrap();
     let ids: Vec<String> = messages.iter().map(|m| m.id.to_string()).collect();
     assert_eq!(accepted_ids(&r), ids);
@@ -562,6 +506,8 @@ async fn https_receivers_are_verified_against_the_ca_file_or_the_systems_roots()
     assert_eq!(r.requests.load(Ordering::SeqCst), requests);
 
     // A CA file that cannot be read stops the sink's build, named.
-    let missing = hook(Some(tls_file("no-such-ca.pem"))).err().unwrap();
+    let missing = hook(Some(cairn_testkit::tls::dir().join("no-such-ca.pem")))
+        .err()
+        .unwrap();
     assert!(missing.to_string().contains("ca_file"), "{missing}");
 }

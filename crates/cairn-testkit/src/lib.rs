@@ -1,7 +1,10 @@
 //! Helpers for tests that run their own brokers, so they can kill and
 //! restart them: a free loopback port, waiting for a port to listen, a
 //! `nats-server` with JetStream, and a tansu Kafka broker (memory storage,
-//! which creates no topic on use). Test code only: these panic on failure.
+//! which creates no topic on use); TLS material and an HTTPS server
+//! ([`tls`]). Test code only: these panic on failure.
+
+pub mod tls;
 
 use std::path::Path;
 use std::process::Stdio;

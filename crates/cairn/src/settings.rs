@@ -666,16 +666,11 @@ impl Settings {
             if oidc.issuer == self.auth_issuer {
                 return bad("oidc.issuer", "must differ from auth_issuer");
             }
-            // As for webhooks and OTLP: refused here rather than failing every
-            // token's key fetch once serving.
-            if oidc.jwks_url.starts_with("https://") {
-                return bad(
-                    "oidc.jwks_url",
-                    "https:// is not supported (this build has no TLS); use http://",
-                );
-            }
-            if !oidc.jwks_url.starts_with("http://") {
-                return bad("oidc.jwks_url", "must be an http:// URL");
+            // The key fetch's client is made here too, so that a bad URL, a CA
+            // file that cannot be read, or an https:// URL on a system with no
+            // CA roots stops start-up, named, rather than failing every token.
+            if let Err(why) = cairn_auth::oidc::http_client(oidc) {
+                return Err(SettingsError::Invalid(why));
             }
             if oidc.audience.is_empty() {
                 return bad("oidc.audience", "must not be empty");
@@ -1284,16 +1279,24 @@ mod tests {
             let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
             let read = s.oidc.as_ref().map(|o| o.jwks_url.as_str());
             assert_eq!(read, Some("http://idp.internal/jwks"));
-            for (url, why) in [
-                ("https://idp.example/jwks", "this build has no TLS"),
-                ("idp.example/jwks", "must be an http:// URL"),
-            ] {
-                jail.set_env("CAIRN_OIDC", oidc(url));
-                let err = Settings::load(None, Overrides::default())
-                    .unwrap_err()
-                    .to_string();
-                assert!(err.contains("oidc.jwks_url") && err.contains(why), "{err}");
-            }
+            jail.set_env("CAIRN_OIDC", oidc("https://idp.example/jwks"));
+            Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            jail.set_env("CAIRN_OIDC", oidc("idp.example/jwks"));
+            let err = Settings::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("oidc.jwks_url") && err.contains("must be an http:// or https://"),
+                "{err}"
+            );
+            jail.set_env(
+                "CAIRN_OIDC",
+                r#"{issuer="https://idp.example",jwks_url="https://idp.example/jwks",audience="cairn",ca_file="no-such.pem"}"#,
+            );
+            let err = Settings::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("oidc.ca_file no-such.pem"), "{err}");
             Ok(())
         });
     }

@@ -90,6 +90,7 @@ impl Issuer {
             // Refetch at once for an unknown kid.
             min_refetch_secs: 0,
             leeway_secs: 5,
+            ca_file: None,
         }
     }
 }

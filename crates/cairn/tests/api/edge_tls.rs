@@ -13,7 +13,7 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 fn tls_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/api/tls")
+    cairn_testkit::tls::dir()
 }
 
 fn client_config() -> Arc<ClientConfig> {

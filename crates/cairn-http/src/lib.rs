@@ -1,0 +1,186 @@
+//! Outgoing HTTP and HTTPS for the components that call out (the webhook
+//! sink, the OIDC key fetch): hyper-util's pooled HTTP/1.1 client behind
+//! hyper-rustls, on the ring provider the server's own TLS uses, TLS 1.2
+//! and 1.3.
+//!
+//! An `https://` peer's certificate is verified (chain and name) against
+//! the system's CA roots (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured)
+//! or, when a CA file is configured, against its CAs only.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::path::Path;
+use std::sync::Arc;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+/// Which CAs an `https://` peer's certificate must chain to.
+#[derive(Debug, Clone, Copy)]
+pub enum Trust<'a> {
+    /// The system's CA roots; none found is an error.
+    System,
+    /// Only the CA certificates of this PEM file.
+    File(&'a Path),
+    /// No CA: for a client that only makes `http://` requests.
+    PlainOnly,
+}
+
+impl<'a> Trust<'a> {
+    /// What a client for `url` needs: `ca_file` when set, else the system's
+    /// roots for an `https://` URL and none for an `http://` one.
+    pub fn for_url(url: &http::Uri, ca_file: Option<&'a Path>) -> Self {
+        match (ca_file, url.scheme_str()) {
+            (Some(file), _) => Trust::File(file),
+            (None, Some("https")) => Trust::System,
+            (None, _) => Trust::PlainOnly,
+        }
+    }
+}
+
+/// A pooled client; cheap to clone (clones share the pool).
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl HttpClient {
+    /// Errors name the CA file, or say that the system has no CA roots.
+    pub fn new(trust: Trust<'_>) -> Result<Self, String> {
+        let roots = match trust {
+            Trust::System => system_roots()?,
+            Trust::File(file) => ca_roots(file)?,
+            Trust::PlainOnly => RootCertStore::empty(),
+        };
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let tls = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(Self {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        })
+    }
+
+    /// Send `req`; its answer's status, and its body read up to `max_body`
+    /// bytes (an error when it is longer or breaks off, which the status
+    /// does not undo). The caller bounds the whole exchange in time.
+    pub async fn send(
+        &self,
+        req: http::Request<Full<Bytes>>,
+        max_body: usize,
+    ) -> Result<(http::StatusCode, Result<Bytes, String>), String> {
+        let res = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| with_causes(&e))?;
+        let status = res.status();
+        let body = Limited::new(res.into_body(), max_body)
+            .collect()
+            .await
+            .map(|collected| collected.to_bytes())
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    format!("the answer is longer than {max_body} bytes")
+                } else {
+                    format!("reading the answer: {}", with_causes(&*e))
+                }
+            });
+        Ok((status, body))
+    }
+}
+
+/// The CA certificates of a PEM file, every one usable.
+fn ca_roots(file: &Path) -> Result<RootCertStore, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let named = |why: String| format!("ca_file {}: {why}", file.display());
+    let certs = CertificateDer::pem_file_iter(file)
+        .map_err(|e| named(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| named(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(named("holds no certificate".into()));
+    }
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| named(format!("a certificate is not a usable CA: {e}")))?;
+    }
+    Ok(roots)
+}
+
+/// The system's CA roots; certificates that do not parse are skipped, none
+/// at all is an error.
+fn system_roots() -> Result<RootCertStore, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        return Err(format!(
+            "no CA certificates found on this system for an https:// URL{why}; \
+             install them or set ca_file"
+        ));
+    }
+    Ok(roots)
+}
+
+/// An error and its causes: hyper-util's own text is only "client error
+/// (Connect)"; the reason (an unknown issuer, a refused connection) is a
+/// cause.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_follows_the_ca_file_then_the_scheme() {
+        let https: http::Uri = "https://h/x".parse().unwrap();
+        let plain: http::Uri = "http://h/x".parse().unwrap();
+        let file = Path::new("ca.pem");
+        assert!(matches!(Trust::for_url(&https, None), Trust::System));
+        assert!(matches!(Trust::for_url(&plain, None), Trust::PlainOnly));
+        assert!(matches!(Trust::for_url(&plain, Some(file)), Trust::File(_)));
+    }
+
+    #[test]
+    fn a_ca_file_that_is_missing_or_holds_no_certificate_is_named() {
+        let dir = std::env::temp_dir().join(format!("cairn-http-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        for file in [dir.join("missing.pem"), empty] {
+            let err = HttpClient::new(Trust::File(&file)).err().unwrap();
+            assert!(
+                err.starts_with(&format!("ca_file {}", file.display())),
+                "{err}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,74 @@
+//! The test TLS material in `crates/cairn-testkit/tls` (a throwaway CA, and
+//! a certificate it signed for `localhost` and `127.0.0.1`), and an HTTPS
+//! server for an axum app with that certificate.
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_rustls::rustls::ServerConfig;
+
+/// The directory holding `ca.pem`, `server.pem` and `server.key`.
+pub fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tls")
+}
+
+/// The test CA's certificate (PEM).
+pub fn ca_file() -> PathBuf {
+    dir().join("ca.pem")
+}
+
+/// axum's listener over TLS. A client that refuses the certificate ends
+/// its handshake; the listener waits for the next.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, peer)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, peer);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// Serve `app` over HTTPS on a free loopback port, with the test
+/// certificate; returns the port (`https://localhost:PORT`).
+pub async fn serve(app: axum::Router) -> u16 {
+    let certs = CertificateDer::pem_file_iter(dir().join("server.pem"))
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .unwrap_or_else(|e| panic!("the test certificate: {e}"));
+    let key = PrivateKeyDer::from_pem_file(dir().join("server.key"))
+        .unwrap_or_else(|e| panic!("the test key: {e}"));
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .unwrap_or_else(|e| panic!("the test TLS config: {e}"));
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("binding the HTTPS server: {e}"));
+    let port = tcp
+        .local_addr()
+        .unwrap_or_else(|e| panic!("the HTTPS server's address: {e}"))
+        .port();
+    let listener = TlsListener {
+        tcp,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    };
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
