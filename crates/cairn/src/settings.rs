@@ -226,10 +226,15 @@ pub struct Settings {
     pub forwarded_header: cairn_api::edge::client::ForwardedHeader,
     // Issue 6: observability (docs/observability.md)
     /// Base URL of an OTLP collector (`CAIRN_OTLP_ENDPOINT`), e.g.
-    /// `http://127.0.0.1:4318` for http/protobuf (`/v1/traces` is
-    /// appended) or `http://127.0.0.1:4317` for gRPC. Unset: no export.
+    /// `http://127.0.0.1:4318` or `https://collector:4318` for http/protobuf
+    /// (`/v1/traces` is appended) or `http://127.0.0.1:4317` for gRPC.
+    /// Unset: no export.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<String>,
+    /// PEM file of the CAs an `https://` collector's certificate must chain
+    /// to, instead of the system's roots (`CAIRN_OTLP_CA_FILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_ca_file: Option<PathBuf>,
     /// `http/protobuf` or `grpc` (`CAIRN_OTLP_PROTOCOL`).
     pub otlp_protocol: OtlpProtocol,
     /// `service.name` of the exported spans (`CAIRN_OTLP_SERVICE_NAME`).
@@ -347,6 +352,7 @@ impl Default for Settings {
             forwarded_header: cairn_api::edge::client::ForwardedHeader::XForwardedFor,
             // Issue 6: observability
             otlp_endpoint: None,
+            otlp_ca_file: None,
             otlp_protocol: OtlpProtocol::HttpProtobuf,
             otlp_service_name: "cairn".to_owned(),
             otlp_sampling_ratio: 1.0,
@@ -440,6 +446,7 @@ const KEYS: &[&str] = &[
     "forwarded_header",
     // Issue 6: observability
     "otlp_endpoint",
+    "otlp_ca_file",
     "otlp_protocol",
     "otlp_service_name",
     "otlp_sampling_ratio",
@@ -789,22 +796,41 @@ impl Settings {
     fn validate_observability(&self) -> Result<(), SettingsError> {
         let bad = |key: &str, why: &str| Err(SettingsError::Invalid(format!("{key}: {why}")));
         if let Some(url) = &self.otlp_endpoint {
-            if url.starts_with("https://") {
+            let parsed = url
+                .parse::<axum::http::Uri>()
+                .ok()
+                .filter(|u| matches!(u.scheme_str(), Some("http" | "https")))
+                .filter(|u| u.host().is_some_and(|h| !h.is_empty()));
+            let Some(uri) = parsed else {
                 return bad(
                     "otlp_endpoint",
-                    "https:// is not supported (this build has no TLS); use http://",
+                    "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:4318",
                 );
-            }
-            let parsed = url.parse::<axum::http::Uri>();
-            let ok = url.starts_with("http://")
-                && parsed
-                    .as_ref()
-                    .is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()));
-            if !ok {
-                return bad(
-                    "otlp_endpoint",
-                    "must be an http:// URL with a host, e.g. http://127.0.0.1:4318",
-                );
+            };
+            let https = uri.scheme_str() == Some("https");
+            match self.otlp_protocol {
+                OtlpProtocol::Grpc if https => {
+                    return bad(
+                        "otlp_endpoint",
+                        "https:// needs otlp_protocol = \"http/protobuf\" (gRPC is built without TLS)",
+                    );
+                }
+                OtlpProtocol::Grpc => {}
+                // The exporter's client is made here too, so that a CA file
+                // that cannot be read, or an https:// collector on a system
+                // with no CA roots, stops start-up named.
+                OtlpProtocol::HttpProtobuf => {
+                    let ca = self.otlp_ca_file.as_deref();
+                    if let Err(e) =
+                        cairn_http::HttpClient::new(cairn_http::Trust::for_url(&uri, ca))
+                    {
+                        let why = match ca {
+                            Some(_) => format!("otlp_{e}"),
+                            None => format!("otlp_endpoint: {e}"),
+                        };
+                        return Err(SettingsError::Invalid(why));
+                    }
+                }
             }
         }
         if self.otlp_service_name.trim().is_empty() {
@@ -1041,7 +1067,6 @@ mod tests {
             assert!(!s.trace_spans);
             for (key, value, named) in [
                 ("CAIRN_OTLP_ENDPOINT", "ftp://x", "otlp_endpoint"),
-                ("CAIRN_OTLP_ENDPOINT", "https://x:4318", "otlp_endpoint"),
                 ("CAIRN_OTLP_PROTOCOL", "http/json", "otlp_protocol"),
                 ("CAIRN_OTLP_SAMPLING_RATIO", "1.5", "otlp_sampling_ratio"),
                 ("CAIRN_OTLP_QUEUE_SIZE", "0", "otlp_queue_size"),
@@ -1054,6 +1079,25 @@ mod tests {
                 ),
             ] {
                 jail.clear_env();
+                jail.set_env(key, value);
+                let err = Settings::load(None, Overrides::default()).unwrap_err();
+                assert!(err.to_string().contains(named), "{key}={value}: {err}");
+            }
+            // An https:// collector over http/protobuf, trusting a CA file.
+            jail.clear_env();
+            jail.set_env("CAIRN_OTLP_ENDPOINT", "https://collector.example:4318");
+            let ca = cairn_testkit::tls::ca_file();
+            jail.set_env("CAIRN_OTLP_CA_FILE", ca.display());
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(s.otlp_ca_file.as_deref(), Some(ca.as_path()));
+            for (key, value, named) in [
+                (
+                    "CAIRN_OTLP_CA_FILE",
+                    "no-such.pem",
+                    "otlp_ca_file no-such.pem",
+                ),
+                ("CAIRN_OTLP_PROTOCOL", "grpc", "gRPC is built without TLS"),
+            ] {
                 jail.set_env(key, value);
                 let err = Settings::load(None, Overrides::default()).unwrap_err();
                 assert!(err.to_string().contains(named), "{key}={value}: {err}");
@@ -1279,8 +1323,17 @@ mod tests {
             let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
             let read = s.oidc.as_ref().map(|o| o.jwks_url.as_str());
             assert_eq!(read, Some("http://idp.internal/jwks"));
-            jail.set_env("CAIRN_OIDC", oidc("https://idp.example/jwks"));
-            Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            let ca = cairn_testkit::tls::ca_file();
+            jail.set_env(
+                "CAIRN_OIDC",
+                format!(
+                    r#"{{issuer="https://idp.example",jwks_url="https://idp.example/jwks",audience="cairn",ca_file="{}"}}"#,
+                    ca.display()
+                ),
+            );
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            let read = s.oidc.as_ref().and_then(|o| o.ca_file.as_deref());
+            assert_eq!(read, Some(ca.as_path()));
             jail.set_env("CAIRN_OIDC", oidc("idp.example/jwks"));
             let err = Settings::load(None, Overrides::default())
                 .unwrap_err()

@@ -253,6 +253,58 @@ fn with_request_spans(filter: EnvFilter) -> EnvFilter {
     })
 }
 
+/// The OTLP/HTTP exporter's client: `cairn-http`'s, so an `https://`
+/// collector is verified against the system's roots or `otlp_ca_file`.
+/// The exporter leaves the time limit to the client.
+#[derive(Clone)]
+struct OtlpHttp {
+    client: cairn_http::HttpClient,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for OtlpHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpHttp")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The most of a collector's answer read: an `ExportTraceServiceResponse`
+/// is a few bytes (a partial-success message at most).
+const MAX_OTLP_ANSWER_BYTES: usize = 1 << 20;
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for OtlpHttp {
+    async fn send_bytes(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        let (parts, body) = request.into_parts();
+        let request = http::Request::from_parts(parts, http_body_util::Full::new(body));
+        let sent = self.client.send(request, MAX_OTLP_ANSWER_BYTES);
+        let answer = match tokio::time::timeout(self.timeout, sent).await {
+            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok((status, Err(e)))) => Err(format!("HTTP {status}: {e}")),
+            Ok(Ok((status, Ok(body)))) => Ok((status, body)),
+        };
+        match answer {
+            Ok((status, body)) => {
+                let mut response = http::Response::new(body);
+                *response.status_mut() = status;
+                Ok(response)
+            }
+            Err(reason) => {
+                if let Ok(mut last) = LAST_CLIENT_ERROR.lock() {
+                    *last = Some(reason.clone());
+                }
+                Err(reason.into())
+            }
+        }
+    }
+}
+
 /// The tracer provider: parent-based ratio sampling, one bounded batch
 /// processor, the OTLP exporter run on the Tokio runtime.
 fn provider(settings: &Settings, endpoint: &str) -> Result<SdkTracerProvider, String> {
@@ -265,9 +317,14 @@ fn provider(settings: &Settings, endpoint: &str) -> Result<SdkTracerProvider, St
             } else {
                 format!("{base}/v1/traces")
             };
+            let trust = match url.parse::<http::Uri>() {
+                Ok(uri) => cairn_http::Trust::for_url(&uri, settings.otlp_ca_file.as_deref()),
+                Err(e) => return Err(format!("otlp_endpoint {url:?}: {e}")),
+            };
+            let client = cairn_http::HttpClient::new(trust).map_err(|e| format!("otlp: {e}"))?;
             opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
-                .with_http_client(reqwest::Client::new())
+                .with_http_client(OtlpHttp { client, timeout })
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                 .with_endpoint(url)
                 .with_timeout(timeout)
@@ -404,8 +461,20 @@ fn warn_export_failed(spans: usize, error: &OTelSdkError) {
         return;
     }
     *last = Some(now);
-    tracing::warn!(spans, error = %error, "exporting spans over OTLP failed; they are dropped");
+    // The exporter reports a failed request as a "network error"; what the
+    // client saw (a refused connection, a certificate that does not verify)
+    // is kept by `OtlpHttp`.
+    let reason = LAST_CLIENT_ERROR
+        .lock()
+        .ok()
+        .and_then(|mut r| r.take())
+        .unwrap_or_default();
+    tracing::warn!(spans, error = %error, %reason, "exporting spans over OTLP failed; they are dropped");
 }
+
+/// The last reason an OTLP/HTTP request failed in `OtlpHttp` (the exporter
+/// is process-wide, as this is).
+static LAST_CLIENT_ERROR: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
 /// The batch processor behind a bound of its own, so that spans dropped
 /// for a full queue are counted (`cairn_trace_spans_exported_total{outcome="dropped"}`).

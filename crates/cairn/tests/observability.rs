@@ -74,7 +74,7 @@ impl Received {
 /// `envs` besides `CAIRN_OTLP_ENDPOINT`. The data dir comes first so that
 /// it is dropped after the server.
 async fn exporting(envs: &[(&str, &str)]) -> (tempfile::TempDir, Server, Received) {
-    let (endpoint, received) = http_receiver().await;
+    let (endpoint, received) = http_receiver(false).await;
     let dir = tempfile::tempdir().unwrap();
     let mut all = vec![("CAIRN_OTLP_ENDPOINT", endpoint.as_str())];
     all.extend_from_slice(envs);
@@ -82,8 +82,9 @@ async fn exporting(envs: &[(&str, &str)]) -> (tempfile::TempDir, Server, Receive
     (dir, server, received)
 }
 
-/// An OTLP/HTTP receiver: `POST /v1/traces` with a protobuf body.
-async fn http_receiver() -> (String, Received) {
+/// An OTLP/HTTP receiver: `POST /v1/traces` with a protobuf body; over
+/// HTTPS with the test certificate when `tls`.
+async fn http_receiver(tls: bool) -> (String, Received) {
     use axum::routing::post;
     let received = Received::default();
     let r = received.clone();
@@ -110,6 +111,10 @@ async fn http_receiver() -> (String, Received) {
             }
         }),
     );
+    if tls {
+        let port = cairn_testkit::tls::serve(app).await;
+        return (format!("https://localhost:{port}"), received);
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -359,6 +364,55 @@ async fn spans_are_exported_over_otlp_http_in_the_callers_trace() {
 /// under the server span) and its receiver from the process's receiver
 /// cache: a memory hit, which makes no span. The request's log lines carry
 /// the exported span's ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_https_to_a_collector_the_ca_file_trusts() {
+    let (endpoint, received) = http_receiver(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = cairn_testkit::tls::ca_file();
+    let ca = ca.to_str().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[],
+        &[
+            ("CAIRN_OTLP_ENDPOINT", endpoint.as_str()),
+            ("CAIRN_OTLP_CA_FILE", ca),
+            ("CAIRN_OTLP_PROTOCOL", "http/protobuf"),
+        ],
+    );
+    let res = traced_event(&server).await;
+    let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
+    let spans = received.wait_for("POST /api/v1/events").await;
+    check_trace(&spans, &tp);
+    drop(server);
+
+    // Without the CA file the system's roots decide, and they do not hold
+    // the test CA: every export fails its handshake, nothing arrives, and
+    // the log says why.
+    let (endpoint, untrusted) = http_receiver(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[],
+        &[
+            ("CAIRN_OTLP_ENDPOINT", endpoint.as_str()),
+            ("CAIRN_OTLP_PROTOCOL", "http/protobuf"),
+        ],
+    );
+    traced_event(&server).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.log().contains("exporting spans over OTLP failed") {
+        assert!(Instant::now() < deadline, "no failed export logged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("OTLP failed"))
+        .unwrap_or_default();
+    assert!(line.contains("invalid peer certificate"), "{line}");
+    assert!(untrusted.spans().is_empty(), "nothing was accepted");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_traces_the_store_read_and_not_the_cached_receiver() {
     const GET_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -746,7 +800,7 @@ async fn spans_are_exported_in_the_callers_trace_on_postgres() {
         .await
         .unwrap();
     let url = cairn_store::postgres::database_url(&server_url, &name).unwrap();
-    let (endpoint, received) = http_receiver().await;
+    let (endpoint, received) = http_receiver(false).await;
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start_with(
         dir.path(),
@@ -799,7 +853,7 @@ async fn webhook_receiver() -> (String, Calls) {
 /// span, so the receiver can join the delivery batch's trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_deliveries_carry_the_batch_trace() {
-    let (endpoint, received) = http_receiver().await;
+    let (endpoint, received) = http_receiver(false).await;
     let (sinks, calls) = webhook_receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(
