@@ -74,7 +74,13 @@ impl Received {
 /// `envs` besides `CAIRN_OTLP_ENDPOINT`. The data dir comes first so that
 /// it is dropped after the server.
 async fn exporting(envs: &[(&str, &str)]) -> (tempfile::TempDir, Server, Received) {
-    let (endpoint, received) = http_receiver(false).await;
+    exporting_to(false, envs).await
+}
+
+/// [`exporting`], to a receiver over HTTPS with the test certificate when
+/// `tls`.
+async fn exporting_to(tls: bool, envs: &[(&str, &str)]) -> (tempfile::TempDir, Server, Received) {
+    let (endpoint, received) = http_receiver(tls).await;
     let dir = tempfile::tempdir().unwrap();
     let mut all = vec![("CAIRN_OTLP_ENDPOINT", endpoint.as_str())];
     all.extend_from_slice(envs);
@@ -366,19 +372,15 @@ async fn spans_are_exported_over_otlp_http_in_the_callers_trace() {
 /// the exported span's ids.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_over_otlp_https_to_a_collector_the_ca_file_trusts() {
-    let (endpoint, received) = http_receiver(true).await;
-    let dir = tempfile::tempdir().unwrap();
     let ca = cairn_testkit::tls::ca_file();
-    let ca = ca.to_str().unwrap();
-    let server = Server::start_with(
-        dir.path(),
-        &[],
+    let (_dir, server, received) = exporting_to(
+        true,
         &[
-            ("CAIRN_OTLP_ENDPOINT", endpoint.as_str()),
-            ("CAIRN_OTLP_CA_FILE", ca),
+            ("CAIRN_OTLP_CA_FILE", ca.to_str().unwrap()),
             ("CAIRN_OTLP_PROTOCOL", "http/protobuf"),
         ],
-    );
+    )
+    .await;
     let res = traced_event(&server).await;
     let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
     let spans = received.wait_for("POST /api/v1/events").await;
@@ -388,16 +390,7 @@ async fn spans_are_exported_over_otlp_https_to_a_collector_the_ca_file_trusts() 
     // Without the CA file the system's roots decide, and they do not hold
     // the test CA: every export fails its handshake, nothing arrives, and
     // the log says why.
-    let (endpoint, untrusted) = http_receiver(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(
-        dir.path(),
-        &[],
-        &[
-            ("CAIRN_OTLP_ENDPOINT", endpoint.as_str()),
-            ("CAIRN_OTLP_PROTOCOL", "http/protobuf"),
-        ],
-    );
+    let (_dir, server, untrusted) = exporting_to(true, &[]).await;
     traced_event(&server).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !server.log().contains("exporting spans over OTLP failed") {
