@@ -14,13 +14,14 @@ use async_nats::jetstream;
 use async_trait::async_trait;
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsConfig {
-    /// `nats://host:port` (no TLS built in yet).
+    /// `nats://host:port`, or `tls://host:port` for TLS.
     pub url: String,
     /// The JetStream stream; created (capturing `<subject_prefix>.>`) if
     /// missing.
@@ -31,6 +32,10 @@ pub struct NatsConfig {
     /// How long to wait for connecting and for each ack (milliseconds).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// PEM file of the CAs the server's certificate must chain to, instead
+    /// of the system's roots; setting it requires TLS, whatever the scheme.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_stream() -> String {
@@ -66,11 +71,21 @@ pub struct NatsSink {
 
 impl NatsSink {
     pub fn new(name: &str, config: &NatsConfig) -> Result<Self, String> {
-        if !config.url.starts_with("nats://") {
+        if !(config.url.starts_with("nats://") || config.url.starts_with("tls://")) {
             return Err(format!(
-                "nats url {:?}: only nats:// is supported (no TLS built in yet)",
+                "nats url {:?}: must be a nats:// or tls:// URL",
                 config.url
             ));
+        }
+        if let Some(file) = &config.ca_file {
+            let pem = std::fs::read_to_string(file)
+                .map_err(|e| format!("nats ca_file {}: {e}", file.display()))?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(format!(
+                    "nats ca_file {}: holds no certificate",
+                    file.display()
+                ));
+            }
         }
         if config.stream.is_empty() || config.subject_prefix.is_empty() {
             return Err("nats stream and subject_prefix must not be empty".into());
@@ -93,11 +108,22 @@ impl NatsSink {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(self.timeout())
+        let mut options = async_nats::ConnectOptions::new().connection_timeout(self.timeout());
+        if let Some(file) = &self.config.ca_file {
+            options = options
+                .add_root_certificates(file.clone())
+                .require_tls(true);
+        }
+        let client = options
             .connect(self.config.url.as_str())
             .await
-            .map_err(|e| format!("connecting to NATS at {}: {e}", self.config.url))?;
+            .map_err(|e| {
+                format!(
+                    "connecting to NATS at {}: {}",
+                    self.config.url,
+                    cairn_http::with_causes(&e)
+                )
+            })?;
         let mut js = jetstream::new(client);
         js.set_timeout(self.timeout());
         js.get_or_create_stream(jetstream::stream::Config {

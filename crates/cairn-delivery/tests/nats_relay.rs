@@ -61,6 +61,7 @@ async fn every_message_reaches_jetstream_once_with_its_id() {
         stream: stream.clone(),
         subject_prefix: prefix.clone(),
         timeout_ms: 5_000,
+        ca_file: None,
     };
     let sink_config = SinkConfig {
         name: "nats".into(),
@@ -127,5 +128,61 @@ async fn every_message_reaches_jetstream_once_with_its_id() {
     assert_eq!(stream_messages(&js, &stream).await.len(), expected.len());
 
     js.delete_stream(&stream).await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_tls_server_is_verified_against_the_ca_file_or_the_systems_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = cairn_testkit::free_port();
+    let _server = cairn_testkit::start_nats_tls(port, dir.path()).await;
+    let url = format!("tls://localhost:{port}");
+    let ca = cairn_testkit::tls::ca_file();
+    let sink = |ca_file: Option<std::path::PathBuf>| {
+        SinkConfig {
+            name: "nats".into(),
+            required: false,
+            kind: SinkKind::Nats(NatsConfig {
+                url: url.clone(),
+                stream: "CAIRN_TLS".into(),
+                subject_prefix: "cairn_tls".into(),
+                timeout_ms: 5_000,
+                ca_file,
+            }),
+            retry: RetryConfig::default(),
+            breaker: BreakerConfig::default(),
+        }
+        .build()
+    };
+    let (_store_dir, store) = sqlite().await;
+    make_changes(&*store).await;
+    let messages = outbox(&*store).await;
+
+    // Trusting the test CA: every message is stored, read back over TLS.
+    sink(Some(ca.clone()))
+        .unwrap()
+        .deliver(&messages)
+        .await
+        .unwrap();
+    let client = async_nats::ConnectOptions::new()
+        .add_root_certificates(ca.clone())
+        .connect(url.as_str())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    assert_eq!(
+        stream_messages(&js, "CAIRN_TLS").await.len(),
+        messages.len()
+    );
+
+    // The system's roots do not hold the test CA: refused, with the reason.
+    let err = sink(None).unwrap().deliver(&messages).await.unwrap_err();
+    println!("refused: {}", err.reason);
+    assert_eq!(err.delivered, 0);
+    assert!(err.reason.contains("certificate"), "{}", err.reason);
+
+    // A CA file that cannot be read stops the sink's build, named.
+    let missing = sink(Some(dir.path().join("no-such-ca.pem"))).err().unwrap();
+    assert!(missing.to_string().contains("nats ca_file"), "{missing}");
     store.close().await;
 }

@@ -52,6 +52,27 @@ pub async fn start_nats(port: u16, dir: &Path) -> Child {
     child
 }
 
+/// [`start_nats`] with TLS required, on the test certificate
+/// ([`tls::dir`]): clients connect with `tls://localhost:PORT`.
+pub async fn start_nats_tls(port: u16, dir: &Path) -> Child {
+    let tls = tls::dir();
+    let child = Command::new(NATS_SERVER)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir)
+        .arg("--tls")
+        .arg("--tlscert")
+        .arg(tls.join("server.pem"))
+        .arg("--tlskey")
+        .arg(tls.join("server.key"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {NATS_SERVER}: {e}"));
+    wait_for_port(port).await;
+    child
+}
+
 /// Start a tansu broker (the binary `bin`) on `port` with memory storage;
 /// killed when the handle drops.
 pub async fn start_tansu(bin: &str, port: u16) -> Child {

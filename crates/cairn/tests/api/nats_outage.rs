@@ -60,6 +60,7 @@ async fn messages_survive_a_broker_outage_in_unit_order() {
             stream: stream.clone(),
             subject_prefix: "outage".into(),
             timeout_ms: 500,
+            ca_file: None,
         }),
         retry: RetryConfig {
             base_ms: 5,
