@@ -40,30 +40,29 @@ pub async fn wait_for_port(port: u16) {
 /// Start `nats-server -js` on `port` with its store in `dir` (so a restart
 /// on the same dir keeps the streams); killed when the handle drops.
 pub async fn start_nats(port: u16, dir: &Path) -> Child {
-    let child = Command::new(NATS_SERVER)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {NATS_SERVER}: {e}"));
-    wait_for_port(port).await;
-    child
+    spawn_nats(port, dir, &[]).await
 }
 
 /// [`start_nats`] with TLS required, on the test certificate
 /// ([`tls::dir`]): clients connect with `tls://localhost:PORT`.
 pub async fn start_nats_tls(port: u16, dir: &Path) -> Child {
     let tls = tls::dir();
+    let (cert, key) = (tls.join("server.pem"), tls.join("server.key"));
+    let args = [
+        "--tls".as_ref(),
+        "--tlscert".as_ref(),
+        cert.as_os_str(),
+        "--tlskey".as_ref(),
+        key.as_os_str(),
+    ];
+    spawn_nats(port, dir, &args).await
+}
+
+async fn spawn_nats(port: u16, dir: &Path, extra: &[&std::ffi::OsStr]) -> Child {
     let child = Command::new(NATS_SERVER)
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(dir)
-        .arg("--tls")
-        .arg("--tlscert")
-        .arg(tls.join("server.pem"))
-        .arg("--tlskey")
-        .arg(tls.join("server.key"))
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
