@@ -91,19 +91,8 @@ struct Cache {
 /// The JWKS URL, parsed, and the client that fetches it: what settings
 /// validation checks at start-up (errors name the field).
 pub fn http_client(config: &OidcConfig) -> Result<(http::Uri, HttpClient), String> {
-    let not_a_url = |why: String| {
-        format!(
-            "oidc.jwks_url {:?}: must be an http:// or https:// URL{why}",
-            config.jwks_url
-        )
-    };
-    let uri: http::Uri = config
-        .jwks_url
-        .parse()
-        .map_err(|e| not_a_url(format!(" ({e})")))?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-        return Err(not_a_url(String::new()));
-    }
+    let uri = cairn_http::parse_url(&config.jwks_url)
+        .map_err(|why| format!("oidc.jwks_url {:?}: {why}", config.jwks_url))?;
     let client =
         HttpClient::new(Trust::for_url(&uri, config.ca_file.as_deref())).map_err(
             |e| match config.ca_file {

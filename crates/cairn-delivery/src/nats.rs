@@ -77,15 +77,10 @@ impl NatsSink {
                 config.url
             ));
         }
+        // Checked here as the other components' CA files are (async-nats
+        // reads the file itself when it connects).
         if let Some(file) = &config.ca_file {
-            let pem = std::fs::read_to_string(file)
-                .map_err(|e| format!("nats ca_file {}: {e}", file.display()))?;
-            if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                return Err(format!(
-                    "nats ca_file {}: holds no certificate",
-                    file.display()
-                ));
-            }
+            cairn_http::load_ca_file(file).map_err(|e| format!("nats {e}"))?;
         }
         if config.stream.is_empty() || config.subject_prefix.is_empty() {
             return Err("nats stream and subject_prefix must not be empty".into());

@@ -82,19 +82,8 @@ pub struct WebhookSink {
 
 impl WebhookSink {
     pub fn new(name: &str, config: &WebhookConfig) -> Result<Self, String> {
-        let url: http::Uri = config
-            .url
-            .parse()
-            .map_err(|e| format!("webhook url {:?}: {e}", config.url))?;
-        if !matches!(url.scheme_str(), Some("http" | "https")) {
-            return Err(format!(
-                "webhook url {:?}: must be an http:// or https:// URL",
-                config.url
-            ));
-        }
-        if url.host().is_none_or(str::is_empty) {
-            return Err(format!("webhook url {:?}: names no host", config.url));
-        }
+        let url = cairn_http::parse_url(&config.url)
+            .map_err(|why| format!("webhook url {:?}: {why}", config.url))?;
         if config.secret.is_empty() {
             return Err("webhook secret must not be empty".into());
         }

@@ -14,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 /// Which CAs an `https://` peer's certificate must chain to.
@@ -51,8 +51,8 @@ impl HttpClient {
     pub fn new(trust: Trust<'_>) -> Result<Self, String> {
         let roots = match trust {
             Trust::System => system_roots()?,
-            Trust::File(file) => ca_roots(file)?,
-            Trust::PlainOnly => RootCertStore::empty(),
+            Trust::File(file) => Arc::new(load_ca_file(file)?),
+            Trust::PlainOnly => Arc::new(RootCertStore::empty()),
         };
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
         let tls = ClientConfig::builder_with_provider(provider)
@@ -99,8 +99,9 @@ impl HttpClient {
     }
 }
 
-/// The CA certificates of a PEM file, every one usable.
-fn ca_roots(file: &Path) -> Result<RootCertStore, String> {
+/// The CA certificates of a PEM file, every one usable; errors begin
+/// `ca_file <path>:` (the caller adds whose).
+pub fn load_ca_file(file: &Path) -> Result<RootCertStore, String> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let named = |why: String| format!("ca_file {}: {why}", file.display());
@@ -120,9 +121,17 @@ fn ca_roots(file: &Path) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// The system's CA roots; certificates that do not parse are skipped, none
-/// at all is an error.
-fn system_roots() -> Result<RootCertStore, String> {
+/// The system's CA roots, read once per process (settings validation and
+/// every client that needs them share the one reading).
+fn system_roots() -> Result<Arc<RootCertStore>, String> {
+    static ROOTS: OnceLock<Result<Arc<RootCertStore>, String>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| read_system_roots().map(Arc::new))
+        .clone()
+}
+
+/// Certificates that do not parse are skipped; none at all is an error.
+fn read_system_roots() -> Result<RootCertStore, String> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(found.certs);
@@ -138,6 +147,19 @@ fn system_roots() -> Result<RootCertStore, String> {
         ));
     }
     Ok(roots)
+}
+
+/// An `http://` or `https://` URL with a host. The error says what the URL
+/// must be; the caller names the setting.
+pub fn parse_url(text: &str) -> Result<http::Uri, String> {
+    const MUST: &str = "must be an http:// or https:// URL with a host";
+    let uri: http::Uri = text.parse().map_err(|e| format!("{MUST} ({e})"))?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    if scheme_ok && uri.host().is_some_and(|h| !h.is_empty()) {
+        Ok(uri)
+    } else {
+        Err(MUST.to_owned())
+    }
 }
 
 /// An error and its causes: hyper-util's own text is only "client error
@@ -170,6 +192,20 @@ mod tests {
         assert!(matches!(Trust::for_url(&https, None), Trust::System));
         assert!(matches!(Trust::for_url(&plain, None), Trust::PlainOnly));
         assert!(matches!(Trust::for_url(&plain, Some(file)), Trust::File(_)));
+    }
+
+    #[test]
+    fn only_http_and_https_urls_with_a_host_parse() {
+        for good in ["http://h/x", "https://h:8443/x?q=1", "http://127.0.0.1:9"] {
+            assert!(parse_url(good).is_ok(), "{good}");
+        }
+        for bad in ["ftp://h/x", "h/x", "https://", "not a url"] {
+            let err = parse_url(bad).err().unwrap();
+            assert!(
+                err.starts_with("must be an http:// or https:// URL"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

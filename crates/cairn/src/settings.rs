@@ -796,16 +796,14 @@ impl Settings {
     fn validate_observability(&self) -> Result<(), SettingsError> {
         let bad = |key: &str, why: &str| Err(SettingsError::Invalid(format!("{key}: {why}")));
         if let Some(url) = &self.otlp_endpoint {
-            let parsed = url
-                .parse::<axum::http::Uri>()
-                .ok()
-                .filter(|u| matches!(u.scheme_str(), Some("http" | "https")))
-                .filter(|u| u.host().is_some_and(|h| !h.is_empty()));
-            let Some(uri) = parsed else {
-                return bad(
-                    "otlp_endpoint",
-                    "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:4318",
-                );
+            let uri = match cairn_http::parse_url(url) {
+                Ok(uri) => uri,
+                Err(why) => {
+                    return bad(
+                        "otlp_endpoint",
+                        &format!("{why}, e.g. http://127.0.0.1:4318"),
+                    );
+                }
             };
             let https = uri.scheme_str() == Some("https");
             match self.otlp_protocol {

@@ -317,9 +317,9 @@ fn provider(settings: &Settings, endpoint: &str) -> Result<SdkTracerProvider, St
             } else {
                 format!("{base}/v1/traces")
             };
-            let trust = match url.parse::<http::Uri>() {
+            let trust = match cairn_http::parse_url(&url) {
                 Ok(uri) => cairn_http::Trust::for_url(&uri, settings.otlp_ca_file.as_deref()),
-                Err(e) => return Err(format!("otlp_endpoint {url:?}: {e}")),
+                Err(why) => return Err(format!("otlp_endpoint {url:?}: {why}")),
             };
             let client = cairn_http::HttpClient::new(trust).map_err(|e| format!("otlp: {e}"))?;
             opentelemetry_otlp::SpanExporter::builder()
