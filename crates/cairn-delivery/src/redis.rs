@@ -4,17 +4,52 @@
 //! all. Redis does not deduplicate: a batch whose `EXEC` reply was lost is
 //! added again, so consumers deduplicate on the `id` field. The connection
 //! is made on first use and again after any failure.
+//!
+//! `rediss://` connects over TLS (rustls), verifying the server against
+//! the system's CA roots or the CAs of a `ca_file`; [`client`] is also
+//! how the rate limiter's shared buckets connect.
 
 use crate::{OutboxMessage, Sink, SinkError};
 use async_trait::async_trait;
 use serde::Deserialize;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::Mutex;
+
+/// A Redis client for `url` (`redis://`, or `rediss://` for TLS), the
+/// server's certificate checked against the CAs of `ca_file` when given
+/// (which needs `rediss://`) and the system's roots otherwise. An error
+/// starts with the setting it is about (`url ...`, `ca_file ...`), for the
+/// caller to prefix with its own name; connecting happens on first use.
+pub fn client(url: &str, ca_file: Option<&Path>) -> Result<redis::Client, String> {
+    let tls = url.starts_with("rediss://");
+    if !(tls || url.starts_with("redis://")) {
+        return Err(format!("url {url:?}: must be a redis:// or rediss:// URL"));
+    }
+    let Some(file) = ca_file else {
+        return redis::Client::open(url).map_err(|e| format!("url {url:?}: {e}"));
+    };
+    if !tls {
+        return Err(format!(
+            "ca_file {} needs a rediss:// URL (TLS), not {url:?}",
+            file.display()
+        ));
+    }
+    // Checked as every component's CA file is, so that its problems read
+    // the same; the redis crate takes the PEM bytes.
+    cairn_http::load_ca_file(file)?;
+    let pem = std::fs::read(file).map_err(|e| format!("ca_file {}: {e}", file.display()))?;
+    let certs = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    redis::Client::build_with_tls(url, certs).map_err(|e| format!("url {url:?}: {e}"))
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://host:port[/db]` (no TLS built in yet).
+    /// `redis://host:port[/db]`, or `rediss://` for TLS.
     pub url: String,
     /// The stream key.
     #[serde(default = "default_key")]
@@ -25,6 +60,10 @@ pub struct RedisConfig {
     /// Connect and reply timeout (milliseconds).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// PEM file of the CAs the server's certificate must chain to, instead
+    /// of the system's roots (with a `rediss://` URL).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_key() -> String {
@@ -46,17 +85,11 @@ pub struct RedisSink {
 
 impl RedisSink {
     pub fn new(name: &str, config: &RedisConfig) -> Result<Self, String> {
-        if !config.url.starts_with("redis://") {
-            return Err(format!(
-                "redis url {:?}: only redis:// is supported (no TLS built in yet)",
-                config.url
-            ));
-        }
         if config.stream_key.is_empty() {
             return Err("redis stream_key must not be empty".into());
         }
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| format!("redis url {:?}: {e}", config.url))?;
+        let client =
+            client(&config.url, config.ca_file.as_deref()).map_err(|e| format!("redis {e}"))?;
         Ok(Self {
             name: name.to_owned(),
             config: config.clone(),

@@ -34,6 +34,7 @@ async fn every_message_reaches_the_redis_stream_in_order() {
             stream_key: key.clone(),
             maxlen: 1000,
             timeout_ms: 2_000,
+            ca_file: None,
         }),
         retry: RetryConfig {
             base_ms: 1,
@@ -91,5 +92,92 @@ async fn every_message_reaches_the_redis_stream_in_order() {
         .query_async(&mut conn)
         .await
         .unwrap();
+    store.close().await;
+}
+
+/// The stream's entries, read with a client of the test's own.
+async fn stream_len(client: &redis::Client, key: &str) -> usize {
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("XLEN")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_tls_server_is_verified_against_the_ca_file_or_the_systems_roots() {
+    let port = cairn_testkit::free_port();
+    let _server = cairn_testkit::start_redis_tls(port).await;
+    let url = format!("rediss://localhost:{port}");
+    let ca = cairn_testkit::tls::ca_file();
+    let sink = |url: &str, ca_file: Option<std::path::PathBuf>| {
+        SinkConfig {
+            name: "redis".into(),
+            required: false,
+            kind: SinkKind::Redis(RedisConfig {
+                url: url.to_owned(),
+                stream_key: "cairn:tls".into(),
+                maxlen: 0,
+                timeout_ms: 5_000,
+                ca_file,
+            }),
+            retry: RetryConfig::default(),
+            breaker: BreakerConfig::default(),
+        }
+        .build()
+    };
+    let (_store_dir, store) = sqlite().await;
+    make_changes(&*store).await;
+    let messages = outbox(&*store).await;
+
+    // Trusting the test CA: every message is stored, read back over TLS.
+    let trusted = sink(&url, Some(ca.clone())).unwrap();
+    trusted.health().await.unwrap();
+    trusted.deliver(&messages).await.unwrap();
+    let pem = std::fs::read(&ca).unwrap();
+    let certs = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    let reader = redis::Client::build_with_tls(url.as_str(), certs).unwrap();
+    assert_eq!(stream_len(&reader, "cairn:tls").await, messages.len());
+
+    // The system's roots do not hold the test CA: refused, with the reason.
+    let err = sink(&url, None)
+        .unwrap()
+        .deliver(&messages)
+        .await
+        .unwrap_err();
+    println!("refused: {}", err.reason);
+    assert_eq!(err.delivered, 0);
+    assert!(err.reason.contains("certificate"), "{}", err.reason);
+    assert_eq!(stream_len(&reader, "cairn:tls").await, messages.len());
+
+    // Plain redis:// to a TLS-only server does not get through either.
+    let plain = sink(&format!("redis://localhost:{port}"), None).unwrap();
+    assert!(plain.deliver(&messages).await.is_err());
+
+    // A CA file that cannot be read, or one given for a plain URL, stops
+    // the sink's build, named.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = sink(&url, Some(dir.path().join("no-such-ca.pem")))
+        .err()
+        .unwrap();
+    assert!(missing.to_string().contains("redis ca_file"), "{missing}");
+    let plain_ca = sink("redis://localhost:6379", Some(ca.clone()))
+        .err()
+        .unwrap();
+    assert!(
+        plain_ca.to_string().contains("needs a rediss:// URL"),
+        "{plain_ca}"
+    );
+    let scheme = sink("http://localhost:6379", None).err().unwrap();
+    assert!(
+        scheme
+            .to_string()
+            .contains("must be a redis:// or rediss:// URL"),
+        "{scheme}"
+    );
     store.close().await;
 }

@@ -1,8 +1,8 @@
 //! Helpers for tests that run their own brokers, so they can kill and
 //! restart them: a free loopback port, waiting for a port to listen, a
-//! `nats-server` with JetStream, and a tansu Kafka broker (memory storage,
-//! which creates no topic on use); TLS material and an HTTPS server
-//! ([`tls`]). Test code only: these panic on failure.
+//! `nats-server` with JetStream, a `redis-server` over TLS, and a tansu
+//! Kafka broker (memory storage, which creates no topic on use); TLS
+//! material and an HTTPS server ([`tls`]). Test code only: these panic on failure.
 
 pub mod tls;
 
@@ -68,6 +68,45 @@ async fn spawn_nats(port: u16, dir: &Path, extra: &[&std::ffi::OsStr]) -> Child 
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("starting {NATS_SERVER}: {e}"));
+    wait_for_port(port).await;
+    child
+}
+
+/// Where Debian's redis-server package puts the binary.
+pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
+
+/// Start a `redis-server` that speaks only TLS on `port`, on the test
+/// certificate ([`tls::dir`]; clients connect with
+/// `rediss://localhost:PORT`), keeping nothing on disk; killed when the
+/// handle drops.
+pub async fn start_redis_tls(port: u16) -> Child {
+    let tls = tls::dir();
+    let child = Command::new(REDIS_SERVER)
+        .args([
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--tls-port",
+            &port.to_string(),
+        ])
+        .arg("--tls-cert-file")
+        .arg(tls.join("server.pem"))
+        .arg("--tls-key-file")
+        .arg(tls.join("server.key"))
+        .args([
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {REDIS_SERVER}: {e}"));
     wait_for_port(port).await;
     child
 }

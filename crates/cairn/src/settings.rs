@@ -158,10 +158,15 @@ pub struct Settings {
     /// its roles' budgets (a role without one counts with the default).
     #[serde(default, skip_serializing)]
     pub rate_limit_roles: std::collections::BTreeMap<String, RateLimitRole>,
-    /// Share the budgets of every node through this Redis (`redis://`;
-    /// `CAIRN_RATE_LIMIT_REDIS_URL`); unset: each process counts alone.
+    /// Share the budgets of every node through this Redis (`redis://`, or
+    /// `rediss://` for TLS; `CAIRN_RATE_LIMIT_REDIS_URL`); unset: each
+    /// process counts alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_redis_url: Option<String>,
+    /// PEM file of the CAs a `rediss://` server's certificate must chain
+    /// to, instead of the system's roots (`CAIRN_RATE_LIMIT_REDIS_CA_FILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_redis_ca_file: Option<PathBuf>,
     /// Prefix of the Redis keys (`CAIRN_RATE_LIMIT_REDIS_PREFIX`).
     pub rate_limit_redis_prefix: String,
     /// Longest wait for Redis per check, in milliseconds
@@ -329,6 +334,7 @@ impl Default for Settings {
             rate_limit_address_graphql: ADDRESS_LIMITS.graphql,
             rate_limit_roles: std::collections::BTreeMap::new(),
             rate_limit_redis_url: None,
+            rate_limit_redis_ca_file: None,
             rate_limit_redis_prefix: "cairn:rl:".to_owned(),
             rate_limit_redis_timeout_ms: 100,
             rate_limit_redis_failure: RateLimitFailure::Open,
@@ -423,6 +429,7 @@ const KEYS: &[&str] = &[
     "rate_limit_address_graphql",
     "rate_limit_roles",
     "rate_limit_redis_url",
+    "rate_limit_redis_ca_file",
     "rate_limit_redis_prefix",
     "rate_limit_redis_timeout_ms",
     "rate_limit_redis_failure",
@@ -569,6 +576,7 @@ impl Settings {
             },
             roles: self.rate_limit_roles.clone(),
             redis_url: self.rate_limit_redis_url.clone(),
+            redis_ca_file: self.rate_limit_redis_ca_file.clone(),
             redis_prefix: self.rate_limit_redis_prefix.clone(),
             redis_timeout: std::time::Duration::from_millis(self.rate_limit_redis_timeout_ms),
             redis_failure: self.rate_limit_redis_failure,
@@ -765,10 +773,19 @@ impl Settings {
                 }
             }
         }
-        if let Some(url) = &self.rate_limit_redis_url
-            && let Some(why) = cairn_api::edge::ratelimit::redis_url_problem(url)
-        {
-            return bad("rate_limit_redis_url", &why);
+        match (&self.rate_limit_redis_url, &self.rate_limit_redis_ca_file) {
+            (Some(url), ca) => {
+                if let Some(why) = cairn_api::edge::ratelimit::redis_problem(url, ca.as_deref()) {
+                    return Err(SettingsError::Invalid(why));
+                }
+            }
+            (None, Some(_)) => {
+                return bad(
+                    "rate_limit_redis_ca_file",
+                    "is set but rate_limit_redis_url is not",
+                );
+            }
+            (None, None) => {}
         }
         if self.rate_limit_redis_prefix.is_empty() {
             return bad("rate_limit_redis_prefix", "must not be empty");
@@ -1514,6 +1531,11 @@ mod tests {
                     "rate_limit_redis_url",
                 ),
                 (
+                    "CAIRN_RATE_LIMIT_REDIS_CA_FILE",
+                    "ca.pem",
+                    "rate_limit_redis_ca_file ca.pem needs a rediss:// URL",
+                ),
+                (
                     "CAIRN_RATE_LIMIT_REDIS_FAILURE",
                     "sometimes",
                     "rate_limit_redis_failure",
@@ -1539,6 +1561,30 @@ mod tests {
                 assert!(err.contains(named), "{key}={value}: {err}");
                 jail.clear_env();
             }
+            // TLS to Redis: rediss://, trusting a CA file or the system's roots.
+            let ca = cairn_testkit::tls::ca_file();
+            jail.set_env("CAIRN_RATE_LIMIT_REDIS_URL", "rediss://localhost:6380");
+            jail.set_env("CAIRN_RATE_LIMIT_REDIS_CA_FILE", ca.display());
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(
+                s.rate_limit_config().redis_ca_file.as_deref(),
+                Some(ca.as_path())
+            );
+            jail.set_env("CAIRN_RATE_LIMIT_REDIS_CA_FILE", "no-such.pem");
+            let err = Settings::load(None, Overrides::default()).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("rate_limit_redis_ca_file no-such.pem"),
+                "{err}"
+            );
+            jail.clear_env();
+            jail.set_env("CAIRN_RATE_LIMIT_REDIS_CA_FILE", ca.display());
+            let err = Settings::load(None, Overrides::default()).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("rate_limit_redis_ca_file: is set but rate_limit_redis_url is not"),
+                "{err}"
+            );
             Ok(())
         });
     }

@@ -536,6 +536,48 @@ async fn through_redis_two_nodes_spend_one_budget() {
 }
 
 #[tokio::test]
+async fn through_redis_over_tls_nodes_share_a_budget_on_a_trusted_certificate() {
+    let port = cairn_testkit::free_port();
+    let _redis = cairn_testkit::start_redis_tls(port).await;
+    let url = format!("rediss://localhost:{port}");
+    let ca = cairn_testkit::tls::ca_file();
+    let prefix = prefix("tls");
+    let configure = |s: &mut Settings| {
+        s.rate_limit_redis_url = Some(url.clone());
+        s.rate_limit_redis_ca_file = Some(ca.clone());
+        s.rate_limit_redis_prefix = prefix.clone();
+        s.rate_limit_address_read = limit(1, 4, 60);
+    };
+    let one = spawn_app_with(configure).await;
+    let two = spawn_app_with(configure).await;
+    let anonymous = new_client();
+    let mut served = Vec::new();
+    for i in 0..6 {
+        let app = if i % 2 == 0 { &one } else { &two };
+        let a = get(&anonymous, app, "/api/v1/auth/jwks").await;
+        if a.status == StatusCode::OK {
+            served.push(number(&a, "ratelimit-remaining"));
+        } else {
+            assert_refused(&a, "address");
+        }
+    }
+    assert_eq!(served, [3, 2, 1, 0], "one budget of 4 across two nodes");
+    // Without the CA file the certificate is not trusted, so Redis cannot
+    // be asked: failing closed, every limited request is refused.
+    let untrusting = spawn_app_with(|s| {
+        s.rate_limit_redis_url = Some(url.clone());
+        s.rate_limit_redis_prefix = self::prefix("untrusted");
+        s.rate_limit_redis_failure = RateLimitFailure::Closed;
+        s.rate_limit_redis_timeout_ms = 5_000;
+    })
+    .await;
+    let a = get(&anonymous, &untrusting, "/api/v1/auth/jwks").await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);
+    let errs = assert_envelope_error(&a.body);
+    assert!(errs[0].contains("rate limiter"), "{errs:?}");
+}
+
+#[tokio::test]
 async fn an_unreachable_redis_fails_open_or_closed_as_configured() {
     let closed_port = cairn_testkit::free_port();
     let url = format!("redis://127.0.0.1:{closed_port}");

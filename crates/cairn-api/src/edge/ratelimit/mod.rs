@@ -259,9 +259,12 @@ pub struct RateLimitConfig {
     pub address: ClassLimits,
     /// Per-principal budgets by role name.
     pub roles: BTreeMap<String, RoleLimits>,
-    /// Share the budgets through this Redis (`redis://`); `None`: this
-    /// process only.
+    /// Share the budgets through this Redis (`redis://`, `rediss://`);
+    /// `None`: this process only.
     pub redis_url: Option<String>,
+    /// PEM file of the CAs a `rediss://` server's certificate must chain
+    /// to, instead of the system's roots.
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Prefix of every Redis key.
     pub redis_prefix: String,
     /// Longest wait for Redis per check.
@@ -279,6 +282,7 @@ impl Default for RateLimitConfig {
             address: ClassLimits::ADDRESS,
             roles: BTreeMap::new(),
             redis_url: None,
+            redis_ca_file: None,
             redis_prefix: "cairn:rl:".to_owned(),
             redis_timeout: Duration::from_millis(100),
             redis_failure: FailureMode::Open,
@@ -315,12 +319,12 @@ pub fn role_name_problem(name: &str) -> Option<String> {
     cairn_domain::access::RoleName::parse(name).err()
 }
 
-/// What is wrong with a `rate_limit_redis_url`, if anything.
-pub fn redis_url_problem(url: &str) -> Option<String> {
-    if !url.starts_with("redis://") {
-        return Some("must be a redis:// URL (no TLS built in yet)".into());
-    }
-    ::redis::Client::open(url).err().map(|e| e.to_string())
+/// What is wrong with `rate_limit_redis_url` and `rate_limit_redis_ca_file`,
+/// if anything, naming the setting.
+pub fn redis_problem(url: &str, ca_file: Option<&std::path::Path>) -> Option<String> {
+    cairn_delivery::redis::client(url, ca_file)
+        .err()
+        .map(|e| format!("rate_limit_redis_{e}"))
 }
 
 enum Backend {
@@ -404,6 +408,7 @@ impl RateLimiter {
         let backend = match &config.redis_url {
             Some(url) => Backend::Redis(Box::new(redis::RedisBuckets::new(
                 url,
+                config.redis_ca_file.as_deref(),
                 &config.redis_prefix,
                 config.redis_timeout,
             ))),

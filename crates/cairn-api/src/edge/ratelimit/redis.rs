@@ -11,9 +11,10 @@
 //! again). Every call is bounded by the configured timeout; after a
 //! failure the connection is dropped and not tried again for a second, so
 //! an unreachable Redis costs a request at most one timeout, and then
-//! nothing.
+//! nothing. `rediss://` connects over TLS.
 
 use super::bucket::{Outcome, Params};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -72,10 +73,12 @@ pub struct RedisBuckets {
 }
 
 impl RedisBuckets {
-    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Self {
+    /// Buckets in the Redis at `url` (`redis://`, or `rediss://` with its
+    /// certificate checked against `ca_file` or the system's roots).
+    pub fn new(url: &str, ca_file: Option<&Path>, prefix: &str, timeout: Duration) -> Self {
         Self {
-            client: redis::Client::open(url)
-                .map_err(|e| format!("rate_limit_redis_url {url:?}: {e}")),
+            client: cairn_delivery::redis::client(url, ca_file)
+                .map_err(|e| format!("rate_limit_redis_{e}")),
             prefix: prefix.to_owned(),
             timeout,
             conn: Mutex::new(None),
@@ -215,7 +218,7 @@ mod tests {
     async fn the_script_counts_like_the_algorithm_and_is_resent_when_lost() {
         let Some(url) = redis_url() else { return };
         let prefix = prefix("script");
-        let b = RedisBuckets::new(&url, &prefix, Duration::from_secs(5));
+        let b = RedisBuckets::new(&url, None, &prefix, Duration::from_secs(5));
         // One per minute, two at once.
         let p = Params::new(1, 2, 60);
         let o = b.take("k", p).await.expect("first take");
@@ -256,6 +259,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn over_tls_the_servers_certificate_is_checked() {
+        let port = cairn_testkit::free_port();
+        let _server = cairn_testkit::start_redis_tls(port).await;
+        let url = format!("rediss://localhost:{port}");
+        let ca = cairn_testkit::tls::ca_file();
+        let p = Params::new(1, 2, 60);
+        let trusting = RedisBuckets::new(&url, Some(&ca), "tls:", Duration::from_secs(5));
+        let o = trusting.take("k", p).await.expect("over TLS, trusted");
+        assert_eq!((o.allowed, o.remaining), (true, 1));
+        let o = trusting.take("k", p).await.expect("the same connection");
+        assert_eq!((o.allowed, o.remaining), (true, 0));
+        // The system's roots do not hold the test CA.
+        let untrusting = RedisBuckets::new(&url, None, "tls:", Duration::from_secs(5));
+        let e = untrusting.take("k", p).await.expect_err("untrusted");
+        assert!(e.contains("certificate"), "{e}");
+        // A CA file that cannot be read is the first take's error, named.
+        let missing = std::path::Path::new("no-such-ca.pem");
+        let b = RedisBuckets::new(&url, Some(missing), "tls:", Duration::from_secs(5));
+        let e = b.take("k", p).await.expect_err("no CA file");
+        assert!(
+            e.starts_with("rate_limit_redis_ca_file no-such-ca.pem"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
     async fn an_unreachable_server_costs_one_timeout_then_nothing() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -263,6 +292,7 @@ mod tests {
             .expect("a free port");
         let b = RedisBuckets::new(
             &format!("redis://127.0.0.1:{port}"),
+            None,
             "x:",
             Duration::from_millis(200),
         );
