@@ -822,30 +822,17 @@ impl Settings {
                     );
                 }
             };
-            let https = uri.scheme_str() == Some("https");
-            match self.otlp_protocol {
-                OtlpProtocol::Grpc if https => {
-                    return bad(
-                        "otlp_endpoint",
-                        "https:// needs otlp_protocol = \"http/protobuf\" (gRPC is built without TLS)",
-                    );
-                }
-                OtlpProtocol::Grpc => {}
-                // The exporter's client is made here too, so that a CA file
-                // that cannot be read, or an https:// collector on a system
-                // with no CA roots, stops start-up named.
-                OtlpProtocol::HttpProtobuf => {
-                    let ca = self.otlp_ca_file.as_deref();
-                    if let Err(e) =
-                        cairn_http::HttpClient::new(cairn_http::Trust::for_url(&uri, ca))
-                    {
-                        let why = match ca {
-                            Some(_) => format!("otlp_{e}"),
-                            None => format!("otlp_endpoint: {e}"),
-                        };
-                        return Err(SettingsError::Invalid(why));
-                    }
-                }
+            // The trust of either protocol's exporter is checked by making
+            // the http/protobuf client, so that a CA file that cannot be
+            // read, or an https:// collector on a system with no CA roots,
+            // stops start-up named.
+            let ca = self.otlp_ca_file.as_deref();
+            if let Err(e) = cairn_http::HttpClient::new(cairn_http::Trust::for_url(&uri, ca)) {
+                let why = match ca {
+                    Some(_) => format!("otlp_{e}"),
+                    None => format!("otlp_endpoint: {e}"),
+                };
+                return Err(SettingsError::Invalid(why));
             }
         }
         if self.otlp_service_name.trim().is_empty() {
@@ -1098,24 +1085,21 @@ mod tests {
                 let err = Settings::load(None, Overrides::default()).unwrap_err();
                 assert!(err.to_string().contains(named), "{key}={value}: {err}");
             }
-            // An https:// collector over http/protobuf, trusting a CA file.
-            jail.clear_env();
-            jail.set_env("CAIRN_OTLP_ENDPOINT", "https://collector.example:4318");
-            let ca = cairn_testkit::tls::ca_file();
-            jail.set_env("CAIRN_OTLP_CA_FILE", ca.display());
-            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
-            assert_eq!(s.otlp_ca_file.as_deref(), Some(ca.as_path()));
-            for (key, value, named) in [
-                (
-                    "CAIRN_OTLP_CA_FILE",
-                    "no-such.pem",
-                    "otlp_ca_file no-such.pem",
-                ),
-                ("CAIRN_OTLP_PROTOCOL", "grpc", "gRPC is built without TLS"),
-            ] {
-                jail.set_env(key, value);
+            // An https:// collector over either protocol, trusting a CA file.
+            for protocol in ["http/protobuf", "grpc"] {
+                jail.clear_env();
+                jail.set_env("CAIRN_OTLP_ENDPOINT", "https://collector.example:4318");
+                jail.set_env("CAIRN_OTLP_PROTOCOL", protocol);
+                let ca = cairn_testkit::tls::ca_file();
+                jail.set_env("CAIRN_OTLP_CA_FILE", ca.display());
+                let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+                assert_eq!(s.otlp_ca_file.as_deref(), Some(ca.as_path()));
+                jail.set_env("CAIRN_OTLP_CA_FILE", "no-such.pem");
                 let err = Settings::load(None, Overrides::default()).unwrap_err();
-                assert!(err.to_string().contains(named), "{key}={value}: {err}");
+                assert!(
+                    err.to_string().contains("otlp_ca_file no-such.pem"),
+                    "{protocol}: {err}"
+                );
             }
             Ok(())
         });

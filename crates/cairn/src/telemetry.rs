@@ -305,6 +305,22 @@ impl opentelemetry_http::HttpClient for OtlpHttp {
     }
 }
 
+/// TLS of the OTLP/gRPC exporter (tonic's, on rustls with ring): the
+/// collector's certificate checked against the CAs of `ca_file`, or else
+/// the system's roots.
+fn grpc_tls(
+    ca_file: Option<&std::path::Path>,
+) -> Result<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig, String> {
+    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
+    let Some(file) = ca_file else {
+        return Ok(ClientTlsConfig::new().with_native_roots());
+    };
+    // Checked as every component's CA file is; tonic takes the PEM bytes.
+    cairn_http::load_ca_file(file).map_err(|e| format!("otlp_{e}"))?;
+    let pem = std::fs::read(file).map_err(|e| format!("otlp_ca_file {}: {e}", file.display()))?;
+    Ok(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+}
+
 /// The tracer provider: parent-based ratio sampling, one bounded batch
 /// processor, the OTLP exporter run on the Tokio runtime.
 fn provider(settings: &Settings, endpoint: &str) -> Result<SdkTracerProvider, String> {
@@ -330,11 +346,20 @@ fn provider(settings: &Settings, endpoint: &str) -> Result<SdkTracerProvider, St
                 .with_timeout(timeout)
                 .build()
         }
-        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.to_owned())
-            .with_timeout(timeout)
-            .build(),
+        OtlpProtocol::Grpc => {
+            use opentelemetry_otlp::WithTonicConfig as _;
+            let builder = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.to_owned())
+                .with_timeout(timeout);
+            if endpoint.starts_with("https://") {
+                builder
+                    .with_tls_config(grpc_tls(settings.otlp_ca_file.as_deref())?)
+                    .build()
+            } else {
+                builder.build()
+            }
+        }
     }
     .map_err(|e| e.to_string())?;
     let handle = tokio::runtime::Handle::try_current()
@@ -461,15 +486,23 @@ fn warn_export_failed(spans: usize, error: &OTelSdkError) {
         return;
     }
     *last = Some(now);
-    // The exporter reports a failed request as a "network error"; what the
-    // client saw (a refused connection, a certificate that does not verify)
-    // is kept by `OtlpHttp`.
-    let reason = LAST_CLIENT_ERROR
-        .lock()
-        .ok()
-        .and_then(|mut r| r.take())
-        .unwrap_or_default();
-    tracing::warn!(spans, error = %error, %reason, "exporting spans over OTLP failed; they are dropped");
+    // The http/protobuf exporter reports a failed request as a "network
+    // error"; what the client saw (a refused connection, a certificate that
+    // does not verify) is kept by `OtlpHttp`. The gRPC exporter's error
+    // says it itself.
+    match LAST_CLIENT_ERROR.lock().ok().and_then(|mut r| r.take()) {
+        Some(reason) => tracing::warn!(
+            spans,
+            error = %error,
+            %reason,
+            "exporting spans over OTLP failed; they are dropped"
+        ),
+        None => tracing::warn!(
+            spans,
+            error = %error,
+            "exporting spans over OTLP failed; they are dropped"
+        ),
+    }
 }
 
 /// The last reason an OTLP/HTTP request failed in `OtlpHttp` (the exporter

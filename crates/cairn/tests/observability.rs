@@ -142,19 +142,32 @@ impl TraceService for Grpc {
     }
 }
 
-/// An OTLP/gRPC receiver (the collector's `TraceService`).
-async fn grpc_receiver() -> (String, Received) {
+/// An OTLP/gRPC receiver (the collector's `TraceService`); over TLS with
+/// the test certificate when `tls`.
+async fn grpc_receiver(tls: bool) -> (String, Received) {
     let received = Received::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let port = listener.local_addr().unwrap().port();
     let service = TraceServiceServer::new(Grpc(received.clone()));
+    let mut server = tonic::transport::Server::builder();
+    if tls {
+        let dir = cairn_testkit::tls::dir();
+        let identity = tonic::transport::Identity::from_pem(
+            std::fs::read(dir.join("server.pem")).unwrap(),
+            std::fs::read(dir.join("server.key")).unwrap(),
+        );
+        server = server
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .unwrap();
+    }
     tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
+        let _ = server
             .add_service(service)
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
             .await;
     });
-    (format!("http://{addr}"), received)
+    let scheme = if tls { "https" } else { "http" };
+    (format!("{scheme}://localhost:{port}"), received)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -462,7 +475,7 @@ async fn a_get_traces_the_store_read_and_not_the_cached_receiver() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_over_otlp_grpc_in_the_callers_trace() {
-    let (endpoint, received) = grpc_receiver().await;
+    let (endpoint, received) = grpc_receiver(false).await;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(
         dir.path(),
@@ -479,6 +492,54 @@ async fn spans_are_exported_over_otlp_grpc_in_the_callers_trace() {
     let spans = received.wait_for("POST /api/v1/events").await;
     check_trace(&spans, &tp);
     assert_eq!(service_names(&spans), vec!["cairn-grpc-test".to_owned()]);
+}
+
+/// gRPC over TLS: exported to a collector whose certificate the CA file
+/// trusts; without it the system's roots decide, every export fails its
+/// handshake, and the log says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_grpc_with_tls_to_a_collector_the_ca_file_trusts() {
+    let (endpoint, received) = grpc_receiver(true).await;
+    let ca = cairn_testkit::tls::ca_file();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[],
+        &[
+            ("CAIRN_OTLP_ENDPOINT", endpoint.as_str()),
+            ("CAIRN_OTLP_PROTOCOL", "grpc"),
+            ("CAIRN_OTLP_CA_FILE", ca.to_str().unwrap()),
+        ],
+    );
+    let res = traced_event(&server).await;
+    let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
+    let spans = received.wait_for("POST /api/v1/events").await;
+    check_trace(&spans, &tp);
+    drop(server);
+
+    let (endpoint, untrusted) = grpc_receiver(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[],
+        &[
+            ("CAIRN_OTLP_ENDPOINT", endpoint.as_str()),
+            ("CAIRN_OTLP_PROTOCOL", "grpc"),
+        ],
+    );
+    traced_event(&server).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.log().contains("exporting spans over OTLP failed") {
+        assert!(Instant::now() < deadline, "no failed export logged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("OTLP failed"))
+        .unwrap_or_default();
+    assert!(line.contains("invalid peer certificate"), "{line}");
+    assert!(untrusted.spans().is_empty(), "nothing was accepted");
 }
 
 /// A caller that says "not sampled" is followed: nothing of its trace is
