@@ -36,6 +36,13 @@ pub struct NatsConfig {
     /// of the system's roots; setting it requires TLS, whatever the scheme.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain presented to a server that asks for one
+    /// (mutual TLS); set with `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// The private key of `client_cert_file` (PEM).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
 }
 
 fn default_stream() -> String {
@@ -82,6 +89,14 @@ impl NatsSink {
         if let Some(file) = &config.ca_file {
             cairn_http::load_ca_file(file).map_err(|e| format!("nats {e}"))?;
         }
+        let identity = cairn_http::Identity::from_files(
+            config.client_cert_file.as_deref(),
+            config.client_key_file.as_deref(),
+        )
+        .map_err(|e| format!("nats {e}"))?;
+        if let Some(identity) = identity {
+            identity.load().map_err(|e| format!("nats {e}"))?;
+        }
         if config.stream.is_empty() || config.subject_prefix.is_empty() {
             return Err("nats stream and subject_prefix must not be empty".into());
         }
@@ -108,6 +123,11 @@ impl NatsSink {
             options = options
                 .add_root_certificates(file.clone())
                 .require_tls(true);
+        }
+        if let (Some(cert), Some(key)) =
+            (&self.config.client_cert_file, &self.config.client_key_file)
+        {
+            options = options.add_client_certificate(cert.clone(), key.clone());
         }
         let client = options
             .connect(self.config.url.as_str())

@@ -18,30 +18,52 @@ use tokio::sync::Mutex;
 
 /// A Redis client for `url` (`redis://`, or `rediss://` for TLS), the
 /// server's certificate checked against the CAs of `ca_file` when given
-/// (which needs `rediss://`) and the system's roots otherwise. An error
-/// starts with the setting it is about (`url ...`, `ca_file ...`), for the
-/// caller to prefix with its own name; connecting happens on first use.
-pub fn client(url: &str, ca_file: Option<&Path>) -> Result<redis::Client, String> {
+/// and the system's roots otherwise, presenting `identity` to a server
+/// that asks for a client certificate (both need `rediss://`). An error
+/// starts with the setting it is about (`url ...`, `ca_file ...`,
+/// `client_cert_file ...`), for the caller to prefix with its own name;
+/// connecting happens on first use.
+pub fn client(
+    url: &str,
+    ca_file: Option<&Path>,
+    identity: Option<cairn_http::Identity<'_>>,
+) -> Result<redis::Client, String> {
     let tls = url.starts_with("rediss://");
     if !(tls || url.starts_with("redis://")) {
         return Err(format!("url {url:?}: must be a redis:// or rediss:// URL"));
     }
-    let Some(file) = ca_file else {
+    if ca_file.is_none() && identity.is_none() {
         return redis::Client::open(url).map_err(|e| format!("url {url:?}: {e}"));
-    };
-    if !tls {
-        return Err(format!(
-            "ca_file {} needs a rediss:// URL (TLS), not {url:?}",
-            file.display()
-        ));
     }
-    // Checked as every component's CA file is, so that its problems read
+    if !tls {
+        let what = match ca_file {
+            Some(file) => format!("ca_file {}", file.display()),
+            None => "client_cert_file".to_owned(),
+        };
+        return Err(format!("{what} needs a rediss:// URL (TLS), not {url:?}"));
+    }
+    // Checked as every component's files are, so that their problems read
     // the same; the redis crate takes the PEM bytes.
-    cairn_http::load_ca_file(file)?;
-    let pem = std::fs::read(file).map_err(|e| format!("ca_file {}: {e}", file.display()))?;
+    let root_cert = match ca_file {
+        Some(file) => {
+            cairn_http::load_ca_file(file)?;
+            Some(std::fs::read(file).map_err(|e| format!("ca_file {}: {e}", file.display()))?)
+        }
+        None => None,
+    };
+    let client_tls = match identity {
+        Some(identity) => {
+            let (client_cert, client_key) = identity.pem()?;
+            Some(redis::ClientTlsConfig {
+                client_cert,
+                client_key,
+            })
+        }
+        None => None,
+    };
     let certs = redis::TlsCertificates {
-        client_tls: None,
-        root_cert: Some(pem),
+        client_tls,
+        root_cert,
     };
     redis::Client::build_with_tls(url, certs).map_err(|e| format!("url {url:?}: {e}"))
 }
@@ -64,6 +86,13 @@ pub struct RedisConfig {
     /// of the system's roots (with a `rediss://` URL).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain presented to a server that asks for one
+    /// (mutual TLS, with `rediss://`); set with `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// The private key of `client_cert_file` (PEM).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
 }
 
 fn default_key() -> String {
@@ -88,8 +117,13 @@ impl RedisSink {
         if config.stream_key.is_empty() {
             return Err("redis stream_key must not be empty".into());
         }
-        let client =
-            client(&config.url, config.ca_file.as_deref()).map_err(|e| format!("redis {e}"))?;
+        let identity = cairn_http::Identity::from_files(
+            config.client_cert_file.as_deref(),
+            config.client_key_file.as_deref(),
+        )
+        .map_err(|e| format!("redis {e}"))?;
+        let client = client(&config.url, config.ca_file.as_deref(), identity)
+            .map_err(|e| format!("redis {e}"))?;
         Ok(Self {
             name: name.to_owned(),
             config: config.clone(),

@@ -42,6 +42,13 @@ pub struct WebhookConfig {
     /// must chain to, instead of the system's roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain presented to a receiver that asks for one
+    /// (mutual TLS); set with `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// The private key of `client_cert_file` (PEM).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for WebhookConfig {
@@ -51,6 +58,8 @@ impl std::fmt::Debug for WebhookConfig {
             .field("secret", &"<redacted>")
             .field("timeout_ms", &self.timeout_ms)
             .field("ca_file", &self.ca_file)
+            .field("client_cert_file", &self.client_cert_file)
+            .field("client_key_file", &self.client_key_file)
             .finish()
     }
 }
@@ -87,13 +96,21 @@ impl WebhookSink {
         if config.secret.is_empty() {
             return Err("webhook secret must not be empty".into());
         }
-        let client =
-            HttpClient::new(Trust::for_url(&url, config.ca_file.as_deref())).map_err(|e| {
-                match config.ca_file {
-                    Some(_) => format!("webhook {e}"),
-                    None => format!("webhook url {:?}: {e}", config.url),
-                }
-            })?;
+        // Errors about a file begin with its setting's name.
+        let named = |e: String| {
+            if e.starts_with("ca_file") || e.starts_with("client_") {
+                format!("webhook {e}")
+            } else {
+                format!("webhook url {:?}: {e}", config.url)
+            }
+        };
+        let identity = cairn_http::Identity::from_files(
+            config.client_cert_file.as_deref(),
+            config.client_key_file.as_deref(),
+        )
+        .map_err(named)?;
+        let trust = Trust::for_url(&url, config.ca_file.as_deref());
+        let client = HttpClient::with_identity(trust, identity).map_err(named)?;
         Ok(Self {
             name: name.to_owned(),
             url,

@@ -62,6 +62,8 @@ async fn every_message_reaches_jetstream_once_with_its_id() {
         subject_prefix: prefix.clone(),
         timeout_ms: 5_000,
         ca_file: None,
+        client_cert_file: None,
+        client_key_file: None,
     };
     let sink_config = SinkConfig {
         name: "nats".into(),
@@ -148,6 +150,8 @@ async fn a_tls_server_is_verified_against_the_ca_file_or_the_systems_roots() {
                 subject_prefix: "cairn_tls".into(),
                 timeout_ms: 5_000,
                 ca_file,
+                client_cert_file: None,
+                client_key_file: None,
             }),
             retry: RetryConfig::default(),
             breaker: BreakerConfig::default(),
@@ -184,5 +188,70 @@ async fn a_tls_server_is_verified_against_the_ca_file_or_the_systems_roots() {
     // A CA file that cannot be read stops the sink's build, named.
     let missing = sink(Some(dir.path().join("no-such-ca.pem"))).err().unwrap();
     assert!(missing.to_string().contains("nats ca_file"), "{missing}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_server_that_asks_for_a_client_certificate_gets_the_configured_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = cairn_testkit::free_port();
+    let _server = cairn_testkit::start_nats_mtls(port, dir.path()).await;
+    let url = format!("tls://localhost:{port}");
+    let ca = cairn_testkit::tls::ca_file();
+    let (cert, key) = cairn_testkit::tls::client_identity();
+    let sink = |identity: Option<(std::path::PathBuf, std::path::PathBuf)>| {
+        let (client_cert_file, client_key_file) = identity.unzip();
+        SinkConfig {
+            name: "nats".into(),
+            required: false,
+            kind: SinkKind::Nats(NatsConfig {
+                url: url.clone(),
+                stream: "CAIRN_MTLS".into(),
+                subject_prefix: "cairn_mtls".into(),
+                timeout_ms: 5_000,
+                ca_file: Some(ca.clone()),
+                client_cert_file,
+                client_key_file,
+            }),
+            retry: RetryConfig::default(),
+            breaker: BreakerConfig::default(),
+        }
+        .build()
+    };
+    let (_store_dir, store) = sqlite().await;
+    make_changes(&*store).await;
+    let messages = outbox(&*store).await;
+
+    // Presenting the client certificate: every message is stored.
+    sink(Some((cert.clone(), key.clone())))
+        .unwrap()
+        .deliver(&messages)
+        .await
+        .unwrap();
+    let client = async_nats::ConnectOptions::new()
+        .add_root_certificates(ca.clone())
+        .add_client_certificate(cert.clone(), key.clone())
+        .connect(url.as_str())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    assert_eq!(
+        stream_messages(&js, "CAIRN_MTLS").await.len(),
+        messages.len()
+    );
+
+    // Without it the server refuses the connection.
+    let err = sink(None).unwrap().deliver(&messages).await.unwrap_err();
+    println!("refused: {}", err.reason);
+    assert_eq!(err.delivered, 0);
+    // CertificateRequired (TLS 1.3) or BadCertificate, by server.
+    assert!(err.reason.contains("Certificate"), "{}", err.reason);
+
+    // A key file that holds no key stops the sink's build, named.
+    let no_key = sink(Some((cert.clone(), cert.clone()))).err().unwrap();
+    assert!(
+        no_key.to_string().contains("nats client_key_file"),
+        "{no_key}"
+    );
     store.close().await;
 }

@@ -35,6 +35,8 @@ async fn every_message_reaches_the_redis_stream_in_order() {
             maxlen: 1000,
             timeout_ms: 2_000,
             ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         }),
         retry: RetryConfig {
             base_ms: 1,
@@ -121,6 +123,8 @@ async fn a_tls_server_is_verified_against_the_ca_file_or_the_systems_roots() {
                 maxlen: 0,
                 timeout_ms: 5_000,
                 ca_file,
+                client_cert_file: None,
+                client_key_file: None,
             }),
             retry: RetryConfig::default(),
             breaker: BreakerConfig::default(),
@@ -178,6 +182,84 @@ async fn a_tls_server_is_verified_against_the_ca_file_or_the_systems_roots() {
             .to_string()
             .contains("must be a redis:// or rediss:// URL"),
         "{scheme}"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_server_that_asks_for_a_client_certificate_gets_the_configured_one() {
+    let port = cairn_testkit::free_port();
+    let _server = cairn_testkit::start_redis_mtls(port).await;
+    let url = format!("rediss://localhost:{port}");
+    let ca = cairn_testkit::tls::ca_file();
+    let (cert, key) = cairn_testkit::tls::client_identity();
+    let sink = |url: &str, identity: Option<(std::path::PathBuf, std::path::PathBuf)>| {
+        let (client_cert_file, client_key_file) = identity.unzip();
+        SinkConfig {
+            name: "redis".into(),
+            required: false,
+            kind: SinkKind::Redis(RedisConfig {
+                url: url.to_owned(),
+                stream_key: "cairn:mtls".into(),
+                maxlen: 0,
+                timeout_ms: 5_000,
+                ca_file: Some(ca.clone()),
+                client_cert_file,
+                client_key_file,
+            }),
+            retry: RetryConfig::default(),
+            breaker: BreakerConfig::default(),
+        }
+        .build()
+    };
+    let (_store_dir, store) = sqlite().await;
+    make_changes(&*store).await;
+    let messages = outbox(&*store).await;
+
+    // Presenting the client certificate: every message is stored.
+    sink(&url, Some((cert.clone(), key.clone())))
+        .unwrap()
+        .deliver(&messages)
+        .await
+        .unwrap();
+    let reader = cairn_delivery::redis::client(
+        &url,
+        Some(&ca),
+        Some(cairn_http::Identity {
+            cert_file: &cert,
+            key_file: &key,
+        }),
+    )
+    .unwrap();
+    assert_eq!(stream_len(&reader, "cairn:mtls").await, messages.len());
+
+    // Without it the server ends the handshake.
+    let err = sink(&url, None)
+        .unwrap()
+        .deliver(&messages)
+        .await
+        .unwrap_err();
+    println!("refused: {}", err.reason);
+    assert_eq!(err.delivered, 0);
+    // CertificateRequired (TLS 1.3) or BadCertificate, by server.
+    assert!(err.reason.contains("Certificate"), "{}", err.reason);
+    assert_eq!(stream_len(&reader, "cairn:mtls").await, messages.len());
+
+    // A client certificate for a plain URL, or a key file that holds no
+    // key, stops the sink's build, named.
+    let plain = sink("redis://localhost:6379", Some((cert.clone(), key.clone())))
+        .err()
+        .unwrap();
+    assert!(
+        plain.to_string().contains("needs a rediss:// URL"),
+        "{plain}"
+    );
+    let no_key = sink(&url, Some((cert.clone(), cert.clone())))
+        .err()
+        .unwrap();
+    assert!(
+        no_key.to_string().contains("redis client_key_file"),
+        "{no_key}"
     );
     store.close().await;
 }

@@ -104,6 +104,8 @@ fn sink(url: &str, retry: RetryConfig, breaker: BreakerConfig, required: bool) -
             secret: SECRET.into(),
             timeout_ms: 2_000,
             ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         }),
         retry,
         breaker,
@@ -469,6 +471,8 @@ async fn https_receivers_are_verified_against_the_ca_file_or_the_systems_roots()
                 secret: SECRET.into(),
                 timeout_ms: 2_000,
                 ca_file,
+                client_cert_file: None,
+                client_key_file: None,
             }),
             retry: fast_retry(1),
             breaker: closed_breaker(),
@@ -510,4 +514,71 @@ async fn https_receivers_are_verified_against_the_ca_file_or_the_systems_roots()
         .err()
         .unwrap();
     assert!(missing.to_string().contains("ca_file"), "{missing}");
+}
+
+#[tokio::test]
+async fn a_receiver_that_asks_for_a_client_certificate_gets_the_configured_one() {
+    let (_dir, store) = sqlite().await;
+    make_changes(&*store).await;
+    let messages = outbox(&*store).await;
+    let r = Arc::new(Receiver::default());
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(r.clone());
+    let port = cairn_testkit::tls::serve_mtls(app).await;
+    let url = format!("https://localhost:{port}/hook");
+    let (cert, key) = cairn_testkit::tls::client_identity();
+    let hook = |client_cert_file: Option<std::path::PathBuf>,
+                client_key_file: Option<std::path::PathBuf>| {
+        SinkConfig {
+            name: "hook".into(),
+            required: false,
+            kind: SinkKind::Webhook(WebhookConfig {
+                url: url.clone(),
+                secret: SECRET.into(),
+                timeout_ms: 2_000,
+                ca_file: Some(cairn_testkit::tls::ca_file()),
+                client_cert_file,
+                client_key_file,
+            }),
+            retry: fast_retry(1),
+            breaker: closed_breaker(),
+        }
+        .build()
+    };
+
+    // Presenting the client certificate: every message arrives.
+    hook(Some(cert.clone()), Some(key.clone()))
+        .unwrap()
+        .deliver(&messages)
+        .await
+        .unwrap();
+    let ids: Vec<String> = messages.iter().map(|m| m.id.to_string()).collect();
+    assert_eq!(accepted_ids(&r), ids);
+
+    // Without it the receiver ends the handshake: nothing reaches it.
+    let requests = r.requests.load(Ordering::SeqCst);
+    let err = hook(None, None)
+        .unwrap()
+        .deliver(&messages)
+        .await
+        .unwrap_err();
+    println!("refused: {}", err.reason);
+    assert_eq!(err.delivered, 0);
+    // CertificateRequired (TLS 1.3) or BadCertificate, by server.
+    assert!(err.reason.contains("Certificate"), "{}", err.reason);
+    assert_eq!(r.requests.load(Ordering::SeqCst), requests);
+
+    // Half a pair, or a key file that holds no key: the build stops, named.
+    let half = hook(Some(cert.clone()), None).err().unwrap();
+    assert!(
+        half.to_string()
+            .contains("webhook client_key_file: not set"),
+        "{half}"
+    );
+    let no_key = hook(Some(cert.clone()), Some(cert.clone())).err().unwrap();
+    assert!(
+        no_key.to_string().contains("webhook client_key_file"),
+        "{no_key}"
+    );
 }

@@ -5,7 +5,8 @@
 //!
 //! An `https://` peer's certificate is verified (chain and name) against
 //! the system's CA roots (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured)
-//! or, when a CA file is configured, against its CAs only.
+//! or, when a CA file is configured, against its CAs only. A client may
+//! present a certificate of its own ([`Identity`], mutual TLS).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -40,6 +41,78 @@ impl<'a> Trust<'a> {
     }
 }
 
+/// The certificate a client presents when the peer asks for one (mutual
+/// TLS): a PEM chain, leaf first, and its PEM private key.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    pub cert_file: &'a Path,
+    pub key_file: &'a Path,
+}
+
+impl<'a> Identity<'a> {
+    /// From a pair of settings, which are given both or neither: errors
+    /// name the one missing (`client_cert_file ...`, `client_key_file ...`;
+    /// the caller adds whose).
+    pub fn from_files(
+        cert_file: Option<&'a Path>,
+        key_file: Option<&'a Path>,
+    ) -> Result<Option<Self>, String> {
+        match (cert_file, key_file) {
+            (Some(cert_file), Some(key_file)) => Ok(Some(Self {
+                cert_file,
+                key_file,
+            })),
+            (None, None) => Ok(None),
+            (Some(_), None) => {
+                Err("client_key_file: not set (the client certificate needs its key)".into())
+            }
+            (None, Some(_)) => {
+                Err("client_cert_file: not set (the client key needs its certificate)".into())
+            }
+        }
+    }
+
+    /// The chain and the key, read and parsed; errors begin
+    /// `client_cert_file <path>:` or `client_key_file <path>:`.
+    pub fn load(
+        &self,
+    ) -> Result<
+        (
+            Vec<rustls_pki_types::CertificateDer<'static>>,
+            rustls_pki_types::PrivateKeyDer<'static>,
+        ),
+        String,
+    > {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let cert_named =
+            |why: String| format!("client_cert_file {}: {why}", self.cert_file.display());
+        let chain = CertificateDer::pem_file_iter(self.cert_file)
+            .map_err(|e| cert_named(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| cert_named(e.to_string()))?;
+        if chain.is_empty() {
+            return Err(cert_named("holds no certificate".into()));
+        }
+        let key = PrivateKeyDer::from_pem_file(self.key_file)
+            .map_err(|e| format!("client_key_file {}: {e}", self.key_file.display()))?;
+        Ok((chain, key))
+    }
+
+    /// Both files read whole (for clients that take PEM bytes); the same
+    /// checks and errors as [`Identity::load`].
+    pub fn pem(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
+        self.load()?;
+        let read = |file: &Path, what: &str| {
+            std::fs::read(file).map_err(|e| format!("{what} {}: {e}", file.display()))
+        };
+        Ok((
+            read(self.cert_file, "client_cert_file")?,
+            read(self.key_file, "client_key_file")?,
+        ))
+    }
+}
+
 /// A pooled client; cheap to clone (clones share the pool).
 #[derive(Clone)]
 pub struct HttpClient {
@@ -49,6 +122,13 @@ pub struct HttpClient {
 impl HttpClient {
     /// Errors name the CA file, or say that the system has no CA roots.
     pub fn new(trust: Trust<'_>) -> Result<Self, String> {
+        Self::with_identity(trust, None)
+    }
+
+    /// [`HttpClient::new`], presenting `identity` to a peer that asks for a
+    /// client certificate. Errors also name its files, or say that the key
+    /// does not belong to the certificate.
+    pub fn with_identity(trust: Trust<'_>, identity: Option<Identity<'_>>) -> Result<Self, String> {
         let roots = match trust {
             Trust::System => system_roots()?,
             Trust::File(file) => Arc::new(load_ca_file(file)?),
@@ -58,8 +138,20 @@ impl HttpClient {
         let tls = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let tls = match identity {
+            None => tls.with_no_client_auth(),
+            Some(identity) => {
+                let (chain, key) = identity.load()?;
+                tls.with_client_auth_cert(chain, key).map_err(|e| {
+                    format!(
+                        "client_key_file {}: not usable with client_cert_file {}: {e}",
+                        identity.key_file.display(),
+                        identity.cert_file.display()
+                    )
+                })?
+            }
+        };
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -206,6 +298,39 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn an_identity_is_both_files_and_a_key_that_belongs_to_the_certificate() {
+        let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn-testkit/tls");
+        let (cert, key) = (tls.join("client.pem"), tls.join("client.key"));
+        let half = Identity::from_files(Some(&cert), None).err().unwrap();
+        assert!(half.starts_with("client_key_file: not set"), "{half}");
+        let half = Identity::from_files(None, Some(&key)).err().unwrap();
+        assert!(half.starts_with("client_cert_file: not set"), "{half}");
+        assert!(Identity::from_files(None, None).unwrap().is_none());
+        let good = Identity::from_files(Some(&cert), Some(&key)).unwrap();
+        assert!(HttpClient::with_identity(Trust::PlainOnly, good).is_ok());
+        // The server's key with the client's certificate: refused, named.
+        let other_key = tls.join("server.key");
+        let wrong = Identity::from_files(Some(&cert), Some(&other_key)).unwrap();
+        let err = HttpClient::with_identity(Trust::PlainOnly, wrong)
+            .err()
+            .unwrap();
+        assert!(
+            err.starts_with(&format!("client_key_file {}", other_key.display())),
+            "{err}"
+        );
+        // A key file holding a certificate: no key in it.
+        let no_key = Identity {
+            cert_file: &cert,
+            key_file: &cert,
+        };
+        let err = no_key.load().err().unwrap();
+        assert!(
+            err.starts_with(&format!("client_key_file {}", cert.display())),
+            "{err}"
+        );
     }
 
     #[test]

@@ -46,15 +46,33 @@ pub async fn start_nats(port: u16, dir: &Path) -> Child {
 /// [`start_nats`] with TLS required, on the test certificate
 /// ([`tls::dir`]): clients connect with `tls://localhost:PORT`.
 pub async fn start_nats_tls(port: u16, dir: &Path) -> Child {
+    nats_tls(port, dir, false).await
+}
+
+/// [`start_nats_tls`], also requiring a client certificate the test client
+/// CA signed ([`tls::client_identity`]).
+pub async fn start_nats_mtls(port: u16, dir: &Path) -> Child {
+    nats_tls(port, dir, true).await
+}
+
+async fn nats_tls(port: u16, dir: &Path, client_auth: bool) -> Child {
     let tls = tls::dir();
     let (cert, key) = (tls.join("server.pem"), tls.join("server.key"));
-    let args = [
+    let client_ca = tls::client_ca_file();
+    let mut args = vec![
         "--tls".as_ref(),
         "--tlscert".as_ref(),
         cert.as_os_str(),
         "--tlskey".as_ref(),
         key.as_os_str(),
     ];
+    if client_auth {
+        args.extend([
+            "--tlsverify".as_ref(),
+            "--tlscacert".as_ref(),
+            client_ca.as_os_str(),
+        ]);
+    }
     spawn_nats(port, dir, &args).await
 }
 
@@ -80,8 +98,19 @@ pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
 /// `rediss://localhost:PORT`), keeping nothing on disk; killed when the
 /// handle drops.
 pub async fn start_redis_tls(port: u16) -> Child {
+    redis_tls(port, false).await
+}
+
+/// [`start_redis_tls`], also requiring a client certificate the test client
+/// CA signed ([`tls::client_identity`]).
+pub async fn start_redis_mtls(port: u16) -> Child {
+    redis_tls(port, true).await
+}
+
+async fn redis_tls(port: u16, client_auth: bool) -> Child {
     let tls = tls::dir();
-    let child = Command::new(REDIS_SERVER)
+    let mut command = Command::new(REDIS_SERVER);
+    command
         .args([
             "--port",
             "0",
@@ -94,14 +123,15 @@ pub async fn start_redis_tls(port: u16) -> Child {
         .arg(tls.join("server.pem"))
         .arg("--tls-key-file")
         .arg(tls.join("server.key"))
-        .args([
-            "--tls-auth-clients",
-            "no",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
+        .args(["--save", "", "--appendonly", "no"]);
+    if client_auth {
+        command
+            .args(["--tls-auth-clients", "yes", "--tls-ca-cert-file"])
+            .arg(tls::client_ca_file());
+    } else {
+        command.args(["--tls-auth-clients", "no"]);
+    }
+    let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)

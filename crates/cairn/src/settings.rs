@@ -167,6 +167,14 @@ pub struct Settings {
     /// to, instead of the system's roots (`CAIRN_RATE_LIMIT_REDIS_CA_FILE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_redis_ca_file: Option<PathBuf>,
+    /// PEM certificate chain presented to a `rediss://` server that asks
+    /// for one (mutual TLS), with `rate_limit_redis_client_key_file`
+    /// (`CAIRN_RATE_LIMIT_REDIS_CLIENT_CERT_FILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_redis_client_cert_file: Option<PathBuf>,
+    /// Its private key (`CAIRN_RATE_LIMIT_REDIS_CLIENT_KEY_FILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_redis_client_key_file: Option<PathBuf>,
     /// Prefix of the Redis keys (`CAIRN_RATE_LIMIT_REDIS_PREFIX`).
     pub rate_limit_redis_prefix: String,
     /// Longest wait for Redis per check, in milliseconds
@@ -240,6 +248,14 @@ pub struct Settings {
     /// to, instead of the system's roots (`CAIRN_OTLP_CA_FILE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub otlp_ca_file: Option<PathBuf>,
+    /// PEM certificate chain presented to an `https://` collector that asks
+    /// for one (mutual TLS), with `otlp_client_key_file`
+    /// (`CAIRN_OTLP_CLIENT_CERT_FILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_client_cert_file: Option<PathBuf>,
+    /// Its private key (`CAIRN_OTLP_CLIENT_KEY_FILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_client_key_file: Option<PathBuf>,
     /// `http/protobuf` or `grpc` (`CAIRN_OTLP_PROTOCOL`).
     pub otlp_protocol: OtlpProtocol,
     /// `service.name` of the exported spans (`CAIRN_OTLP_SERVICE_NAME`).
@@ -335,6 +351,8 @@ impl Default for Settings {
             rate_limit_roles: std::collections::BTreeMap::new(),
             rate_limit_redis_url: None,
             rate_limit_redis_ca_file: None,
+            rate_limit_redis_client_cert_file: None,
+            rate_limit_redis_client_key_file: None,
             rate_limit_redis_prefix: "cairn:rl:".to_owned(),
             rate_limit_redis_timeout_ms: 100,
             rate_limit_redis_failure: RateLimitFailure::Open,
@@ -359,6 +377,8 @@ impl Default for Settings {
             // Issue 6: observability
             otlp_endpoint: None,
             otlp_ca_file: None,
+            otlp_client_cert_file: None,
+            otlp_client_key_file: None,
             otlp_protocol: OtlpProtocol::HttpProtobuf,
             otlp_service_name: "cairn".to_owned(),
             otlp_sampling_ratio: 1.0,
@@ -430,6 +450,8 @@ const KEYS: &[&str] = &[
     "rate_limit_roles",
     "rate_limit_redis_url",
     "rate_limit_redis_ca_file",
+    "rate_limit_redis_client_cert_file",
+    "rate_limit_redis_client_key_file",
     "rate_limit_redis_prefix",
     "rate_limit_redis_timeout_ms",
     "rate_limit_redis_failure",
@@ -454,6 +476,8 @@ const KEYS: &[&str] = &[
     // Issue 6: observability
     "otlp_endpoint",
     "otlp_ca_file",
+    "otlp_client_cert_file",
+    "otlp_client_key_file",
     "otlp_protocol",
     "otlp_service_name",
     "otlp_sampling_ratio",
@@ -577,6 +601,8 @@ impl Settings {
             roles: self.rate_limit_roles.clone(),
             redis_url: self.rate_limit_redis_url.clone(),
             redis_ca_file: self.rate_limit_redis_ca_file.clone(),
+            redis_client_cert_file: self.rate_limit_redis_client_cert_file.clone(),
+            redis_client_key_file: self.rate_limit_redis_client_key_file.clone(),
             redis_prefix: self.rate_limit_redis_prefix.clone(),
             redis_timeout: std::time::Duration::from_millis(self.rate_limit_redis_timeout_ms),
             redis_failure: self.rate_limit_redis_failure,
@@ -773,19 +799,24 @@ impl Settings {
                 }
             }
         }
-        match (&self.rate_limit_redis_url, &self.rate_limit_redis_ca_file) {
-            (Some(url), ca) => {
-                if let Some(why) = cairn_api::edge::ratelimit::redis_problem(url, ca.as_deref()) {
-                    return Err(SettingsError::Invalid(why));
-                }
+        if self.rate_limit_redis_url.is_none() {
+            let tls = [
+                ("rate_limit_redis_ca_file", &self.rate_limit_redis_ca_file),
+                (
+                    "rate_limit_redis_client_cert_file",
+                    &self.rate_limit_redis_client_cert_file,
+                ),
+                (
+                    "rate_limit_redis_client_key_file",
+                    &self.rate_limit_redis_client_key_file,
+                ),
+            ];
+            if let Some((key, _)) = tls.iter().find(|(_, v)| v.is_some()) {
+                return bad(key, "is set but rate_limit_redis_url is not");
             }
-            (None, Some(_)) => {
-                return bad(
-                    "rate_limit_redis_ca_file",
-                    "is set but rate_limit_redis_url is not",
-                );
-            }
-            (None, None) => {}
+        }
+        if let Some(why) = cairn_api::edge::ratelimit::redis_problem(&self.rate_limit_config()) {
+            return Err(SettingsError::Invalid(why));
         }
         if self.rate_limit_redis_prefix.is_empty() {
             return bad("rate_limit_redis_prefix", "must not be empty");
@@ -810,6 +841,15 @@ impl Settings {
 }
 
 impl Settings {
+    /// The client certificate presented to the OTLP collector, if set
+    /// (errors begin with the setting's name without `otlp_`).
+    pub fn otlp_identity(&self) -> Result<Option<cairn_http::Identity<'_>>, String> {
+        cairn_http::Identity::from_files(
+            self.otlp_client_cert_file.as_deref(),
+            self.otlp_client_key_file.as_deref(),
+        )
+    }
+
     fn validate_observability(&self) -> Result<(), SettingsError> {
         let bad = |key: &str, why: &str| Err(SettingsError::Invalid(format!("{key}: {why}")));
         if let Some(url) = &self.otlp_endpoint {
@@ -822,15 +862,22 @@ impl Settings {
                     );
                 }
             };
-            // The trust of either protocol's exporter is checked by making
-            // the http/protobuf client, so that a CA file that cannot be
-            // read, or an https:// collector on a system with no CA roots,
-            // stops start-up named.
+            // The TLS of either protocol's exporter is checked by making
+            // the http/protobuf client, so that a CA or client certificate
+            // file that cannot be read, or an https:// collector on a system
+            // with no CA roots, stops start-up named.
             let ca = self.otlp_ca_file.as_deref();
-            if let Err(e) = cairn_http::HttpClient::new(cairn_http::Trust::for_url(&uri, ca)) {
-                let why = match ca {
-                    Some(_) => format!("otlp_{e}"),
-                    None => format!("otlp_endpoint: {e}"),
+            let made = self.otlp_identity().and_then(|identity| {
+                cairn_http::HttpClient::with_identity(
+                    cairn_http::Trust::for_url(&uri, ca),
+                    identity,
+                )
+            });
+            if let Err(e) = made {
+                let why = if e.starts_with("ca_file") || e.starts_with("client_") {
+                    format!("otlp_{e}")
+                } else {
+                    format!("otlp_endpoint: {e}")
                 };
                 return Err(SettingsError::Invalid(why));
             }
@@ -1098,6 +1145,23 @@ mod tests {
                 let err = Settings::load(None, Overrides::default()).unwrap_err();
                 assert!(
                     err.to_string().contains("otlp_ca_file no-such.pem"),
+                    "{protocol}: {err}"
+                );
+                // A client certificate: both files, each readable.
+                jail.set_env("CAIRN_OTLP_CA_FILE", ca.display());
+                let (cert, key) = cairn_testkit::tls::client_identity();
+                jail.set_env("CAIRN_OTLP_CLIENT_CERT_FILE", cert.display());
+                let err = Settings::load(None, Overrides::default()).unwrap_err();
+                assert!(
+                    err.to_string().contains("otlp_client_key_file: not set"),
+                    "{protocol}: {err}"
+                );
+                jail.set_env("CAIRN_OTLP_CLIENT_KEY_FILE", key.display());
+                Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+                jail.set_env("CAIRN_OTLP_CLIENT_KEY_FILE", "no-such.key");
+                let err = Settings::load(None, Overrides::default()).unwrap_err();
+                assert!(
+                    err.to_string().contains("otlp_client_key_file no-such.key"),
                     "{protocol}: {err}"
                 );
             }
@@ -1560,6 +1624,21 @@ mod tests {
                 err.to_string()
                     .contains("rate_limit_redis_ca_file no-such.pem"),
                 "{err}"
+            );
+            let (cert, key) = cairn_testkit::tls::client_identity();
+            jail.set_env("CAIRN_RATE_LIMIT_REDIS_CA_FILE", ca.display());
+            jail.set_env("CAIRN_RATE_LIMIT_REDIS_CLIENT_KEY_FILE", key.display());
+            let err = Settings::load(None, Overrides::default()).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("rate_limit_redis_client_cert_file: not set"),
+                "{err}"
+            );
+            jail.set_env("CAIRN_RATE_LIMIT_REDIS_CLIENT_CERT_FILE", cert.display());
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(
+                s.rate_limit_config().redis_client_cert_file.as_deref(),
+                Some(cert.as_path())
             );
             jail.clear_env();
             jail.set_env("CAIRN_RATE_LIMIT_REDIS_CA_FILE", ca.display());

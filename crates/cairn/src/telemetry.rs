@@ -306,19 +306,29 @@ impl opentelemetry_http::HttpClient for OtlpHttp {
 }
 
 /// TLS of the OTLP/gRPC exporter (tonic's, on rustls with ring): the
-/// collector's certificate checked against the CAs of `ca_file`, or else
-/// the system's roots.
+/// collector's certificate checked against the CAs of `otlp_ca_file`, or
+/// else the system's roots, and the client certificate presented if set.
 fn grpc_tls(
-    ca_file: Option<&std::path::Path>,
+    settings: &Settings,
 ) -> Result<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig, String> {
-    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
-    let Some(file) = ca_file else {
-        return Ok(ClientTlsConfig::new().with_native_roots());
+    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
+    let tls = match settings.otlp_ca_file.as_deref() {
+        None => ClientTlsConfig::new().with_native_roots(),
+        Some(file) => {
+            // Checked as every component's CA file is; tonic takes the PEM.
+            cairn_http::load_ca_file(file).map_err(|e| format!("otlp_{e}"))?;
+            let pem =
+                std::fs::read(file).map_err(|e| format!("otlp_ca_file {}: {e}", file.display()))?;
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+        }
     };
-    // Checked as every component's CA file is; tonic takes the PEM bytes.
-    cairn_http::load_ca_file(file).map_err(|e| format!("otlp_{e}"))?;
-    let pem = std::fs::read(file).map_err(|e| format!("otlp_ca_file {}: {e}", file.display()))?;
-    Ok(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+    match settings.otlp_identity().map_err(|e| format!("otlp_{e}"))? {
+        None => Ok(tls),
+        Some(identity) => {
+            let (cert, key) = identity.pem().map_err(|e| format!("otlp_{e}"))?;
+            Ok(tls.identity(Identity::from_pem(cert, key)))
+        }
+    }
 }
 
 /// The tracer provider: parent-based ratio sampling, one bounded batch
@@ -337,7 +347,9 @@ fn provider(settings: &Settings, endpoint: &str) -> Result<SdkTracerProvider, St
                 Ok(uri) => cairn_http::Trust::for_url(&uri, settings.otlp_ca_file.as_deref()),
                 Err(why) => return Err(format!("otlp_endpoint {url:?}: {why}")),
             };
-            let client = cairn_http::HttpClient::new(trust).map_err(|e| format!("otlp: {e}"))?;
+            let identity = settings.otlp_identity().map_err(|e| format!("otlp_{e}"))?;
+            let client = cairn_http::HttpClient::with_identity(trust, identity)
+                .map_err(|e| format!("otlp: {e}"))?;
             opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_http_client(OtlpHttp { client, timeout })
@@ -353,9 +365,7 @@ fn provider(settings: &Settings, endpoint: &str) -> Result<SdkTracerProvider, St
                 .with_endpoint(endpoint.to_owned())
                 .with_timeout(timeout);
             if endpoint.starts_with("https://") {
-                builder
-                    .with_tls_config(grpc_tls(settings.otlp_ca_file.as_deref())?)
-                    .build()
+                builder.with_tls_config(grpc_tls(settings)?).build()
             } else {
                 builder.build()
             }

@@ -74,13 +74,25 @@ impl Received {
 /// `envs` besides `CAIRN_OTLP_ENDPOINT`. The data dir comes first so that
 /// it is dropped after the server.
 async fn exporting(envs: &[(&str, &str)]) -> (tempfile::TempDir, Server, Received) {
-    exporting_to(false, envs).await
+    exporting_to(Listen::Http, envs).await
 }
 
-/// [`exporting`], to a receiver over HTTPS with the test certificate when
-/// `tls`.
-async fn exporting_to(tls: bool, envs: &[(&str, &str)]) -> (tempfile::TempDir, Server, Received) {
-    let (endpoint, received) = http_receiver(tls).await;
+/// How a test's collector listens.
+#[derive(Clone, Copy, PartialEq)]
+enum Listen {
+    Http,
+    /// HTTPS with the test certificate.
+    Https,
+    /// HTTPS, answering only clients with the test client certificate.
+    HttpsClientAuth,
+}
+
+/// [`exporting`], to a receiver listening as `listen` says.
+async fn exporting_to(
+    listen: Listen,
+    envs: &[(&str, &str)],
+) -> (tempfile::TempDir, Server, Received) {
+    let (endpoint, received) = http_receiver(listen).await;
     let dir = tempfile::tempdir().unwrap();
     let mut all = vec![("CAIRN_OTLP_ENDPOINT", endpoint.as_str())];
     all.extend_from_slice(envs);
@@ -88,9 +100,9 @@ async fn exporting_to(tls: bool, envs: &[(&str, &str)]) -> (tempfile::TempDir, S
     (dir, server, received)
 }
 
-/// An OTLP/HTTP receiver: `POST /v1/traces` with a protobuf body; over
-/// HTTPS with the test certificate when `tls`.
-async fn http_receiver(tls: bool) -> (String, Received) {
+/// An OTLP/HTTP receiver: `POST /v1/traces` with a protobuf body,
+/// listening as `listen` says.
+async fn http_receiver(listen: Listen) -> (String, Received) {
     use axum::routing::post;
     let received = Received::default();
     let r = received.clone();
@@ -117,8 +129,12 @@ async fn http_receiver(tls: bool) -> (String, Received) {
             }
         }),
     );
-    if tls {
-        let port = cairn_testkit::tls::serve(app).await;
+    let port = match listen {
+        Listen::Http => None,
+        Listen::Https => Some(cairn_testkit::tls::serve(app.clone()).await),
+        Listen::HttpsClientAuth => Some(cairn_testkit::tls::serve_mtls(app.clone()).await),
+    };
+    if let Some(port) = port {
         return (format!("https://localhost:{port}"), received);
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -142,23 +158,26 @@ impl TraceService for Grpc {
     }
 }
 
-/// An OTLP/gRPC receiver (the collector's `TraceService`); over TLS with
-/// the test certificate when `tls`.
-async fn grpc_receiver(tls: bool) -> (String, Received) {
+/// An OTLP/gRPC receiver (the collector's `TraceService`), listening as
+/// `listen` says.
+async fn grpc_receiver(listen: Listen) -> (String, Received) {
     let received = Received::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let service = TraceServiceServer::new(Grpc(received.clone()));
     let mut server = tonic::transport::Server::builder();
-    if tls {
+    if listen != Listen::Http {
         let dir = cairn_testkit::tls::dir();
         let identity = tonic::transport::Identity::from_pem(
             std::fs::read(dir.join("server.pem")).unwrap(),
             std::fs::read(dir.join("server.key")).unwrap(),
         );
-        server = server
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-            .unwrap();
+        let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if listen == Listen::HttpsClientAuth {
+            let client_ca = std::fs::read(cairn_testkit::tls::client_ca_file()).unwrap();
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(client_ca));
+        }
+        server = server.tls_config(tls).unwrap();
     }
     tokio::spawn(async move {
         let _ = server
@@ -166,7 +185,11 @@ async fn grpc_receiver(tls: bool) -> (String, Received) {
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
             .await;
     });
-    let scheme = if tls { "https" } else { "http" };
+    let scheme = if listen == Listen::Http {
+        "http"
+    } else {
+        "https"
+    };
     (format!("{scheme}://localhost:{port}"), received)
 }
 
@@ -387,7 +410,7 @@ async fn spans_are_exported_over_otlp_http_in_the_callers_trace() {
 async fn spans_are_exported_over_otlp_https_to_a_collector_the_ca_file_trusts() {
     let ca = cairn_testkit::tls::ca_file();
     let (_dir, server, received) = exporting_to(
-        true,
+        Listen::Https,
         &[
             ("CAIRN_OTLP_CA_FILE", ca.to_str().unwrap()),
             ("CAIRN_OTLP_PROTOCOL", "http/protobuf"),
@@ -403,7 +426,7 @@ async fn spans_are_exported_over_otlp_https_to_a_collector_the_ca_file_trusts() 
     // Without the CA file the system's roots decide, and they do not hold
     // the test CA: every export fails its handshake, nothing arrives, and
     // the log says why.
-    let (_dir, server, untrusted) = exporting_to(true, &[]).await;
+    let (_dir, server, untrusted) = exporting_to(Listen::Https, &[]).await;
     traced_event(&server).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !server.log().contains("exporting spans over OTLP failed") {
@@ -475,7 +498,7 @@ async fn a_get_traces_the_store_read_and_not_the_cached_receiver() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_over_otlp_grpc_in_the_callers_trace() {
-    let (endpoint, received) = grpc_receiver(false).await;
+    let (endpoint, received) = grpc_receiver(Listen::Http).await;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(
         dir.path(),
@@ -494,12 +517,75 @@ async fn spans_are_exported_over_otlp_grpc_in_the_callers_trace() {
     assert_eq!(service_names(&spans), vec!["cairn-grpc-test".to_owned()]);
 }
 
+/// A collector that asks for a client certificate gets the configured one
+/// (http/protobuf over `cairn-http`, as the webhook sink's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_to_a_collector_that_asks_for_a_client_certificate() {
+    let ca = cairn_testkit::tls::ca_file();
+    let (cert, key) = cairn_testkit::tls::client_identity();
+    let (_dir, server, received) = exporting_to(
+        Listen::HttpsClientAuth,
+        &[
+            ("CAIRN_OTLP_PROTOCOL", "http/protobuf"),
+            ("CAIRN_OTLP_CA_FILE", ca.to_str().unwrap()),
+            ("CAIRN_OTLP_CLIENT_CERT_FILE", cert.to_str().unwrap()),
+            ("CAIRN_OTLP_CLIENT_KEY_FILE", key.to_str().unwrap()),
+        ],
+    )
+    .await;
+    let res = traced_event(&server).await;
+    let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
+    let spans = received.wait_for("POST /api/v1/events").await;
+    check_trace(&spans, &tp);
+    drop(server);
+
+    // The same over gRPC (tonic's TLS).
+    let (endpoint, received) = grpc_receiver(Listen::HttpsClientAuth).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[],
+        &[
+            ("CAIRN_OTLP_ENDPOINT", endpoint.as_str()),
+            ("CAIRN_OTLP_PROTOCOL", "grpc"),
+            ("CAIRN_OTLP_CA_FILE", ca.to_str().unwrap()),
+            ("CAIRN_OTLP_CLIENT_CERT_FILE", cert.to_str().unwrap()),
+            ("CAIRN_OTLP_CLIENT_KEY_FILE", key.to_str().unwrap()),
+        ],
+    );
+    let res = traced_event(&server).await;
+    let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
+    let spans = received.wait_for("POST /api/v1/events").await;
+    check_trace(&spans, &tp);
+    drop(server);
+
+    // Without the client certificate that collector takes nothing.
+    let (endpoint, refused) = grpc_receiver(Listen::HttpsClientAuth).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[],
+        &[
+            ("CAIRN_OTLP_ENDPOINT", endpoint.as_str()),
+            ("CAIRN_OTLP_PROTOCOL", "grpc"),
+            ("CAIRN_OTLP_CA_FILE", ca.to_str().unwrap()),
+        ],
+    );
+    traced_event(&server).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.log().contains("exporting spans over OTLP failed") {
+        assert!(Instant::now() < deadline, "no failed export logged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused.spans().is_empty(), "nothing was accepted");
+}
+
 /// gRPC over TLS: exported to a collector whose certificate the CA file
 /// trusts; without it the system's roots decide, every export fails its
 /// handshake, and the log says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_over_otlp_grpc_with_tls_to_a_collector_the_ca_file_trusts() {
-    let (endpoint, received) = grpc_receiver(true).await;
+    let (endpoint, received) = grpc_receiver(Listen::Https).await;
     let ca = cairn_testkit::tls::ca_file();
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(
@@ -517,7 +603,7 @@ async fn spans_are_exported_over_otlp_grpc_with_tls_to_a_collector_the_ca_file_t
     check_trace(&spans, &tp);
     drop(server);
 
-    let (endpoint, untrusted) = grpc_receiver(true).await;
+    let (endpoint, untrusted) = grpc_receiver(Listen::Https).await;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(
         dir.path(),
@@ -854,7 +940,7 @@ async fn spans_are_exported_in_the_callers_trace_on_postgres() {
         .await
         .unwrap();
     let url = cairn_store::postgres::database_url(&server_url, &name).unwrap();
-    let (endpoint, received) = http_receiver(false).await;
+    let (endpoint, received) = http_receiver(Listen::Http).await;
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start_with(
         dir.path(),
@@ -907,7 +993,7 @@ async fn webhook_receiver() -> (String, Calls) {
 /// span, so the receiver can join the delivery batch's trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_deliveries_carry_the_batch_trace() {
-    let (endpoint, received) = http_receiver(false).await;
+    let (endpoint, received) = http_receiver(Listen::Http).await;
     let (sinks, calls) = webhook_receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(

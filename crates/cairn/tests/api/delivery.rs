@@ -52,6 +52,8 @@ fn webhook(name: &str, url: &str, required: bool, max_attempts: u32, failures: u
             secret: "s".into(),
             timeout_ms: 1_000,
             ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         }),
         retry: RetryConfig {
             base_ms: 1,

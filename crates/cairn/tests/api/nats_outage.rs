@@ -61,6 +61,8 @@ async fn messages_survive_a_broker_outage_in_unit_order() {
             subject_prefix: "outage".into(),
             timeout_ms: 500,
             ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         }),
         retry: RetryConfig {
             base_ms: 5,

@@ -265,6 +265,10 @@ pub struct RateLimitConfig {
     /// PEM file of the CAs a `rediss://` server's certificate must chain
     /// to, instead of the system's roots.
     pub redis_ca_file: Option<std::path::PathBuf>,
+    /// The certificate chain and key presented to a `rediss://` server
+    /// that asks for one (mutual TLS); both or neither.
+    pub redis_client_cert_file: Option<std::path::PathBuf>,
+    pub redis_client_key_file: Option<std::path::PathBuf>,
     /// Prefix of every Redis key.
     pub redis_prefix: String,
     /// Longest wait for Redis per check.
@@ -283,6 +287,8 @@ impl Default for RateLimitConfig {
             roles: BTreeMap::new(),
             redis_url: None,
             redis_ca_file: None,
+            redis_client_cert_file: None,
+            redis_client_key_file: None,
             redis_prefix: "cairn:rl:".to_owned(),
             redis_timeout: Duration::from_millis(100),
             redis_failure: FailureMode::Open,
@@ -319,12 +325,23 @@ pub fn role_name_problem(name: &str) -> Option<String> {
     cairn_domain::access::RoleName::parse(name).err()
 }
 
-/// What is wrong with `rate_limit_redis_url` and `rate_limit_redis_ca_file`,
-/// if anything, naming the setting.
-pub fn redis_problem(url: &str, ca_file: Option<&std::path::Path>) -> Option<String> {
-    cairn_delivery::redis::client(url, ca_file)
-        .err()
-        .map(|e| format!("rate_limit_redis_{e}"))
+/// What is wrong with `rate_limit_redis_url` and the files of its TLS
+/// (`rate_limit_redis_ca_file`, `rate_limit_redis_client_cert_file`,
+/// `rate_limit_redis_client_key_file`), if anything, naming the setting.
+pub fn redis_problem(config: &RateLimitConfig) -> Option<String> {
+    redis_client(config, config.redis_url.as_deref()?).err()
+}
+
+/// The shared buckets' Redis client; errors name the setting.
+fn redis_client(config: &RateLimitConfig, url: &str) -> Result<::redis::Client, String> {
+    cairn_http::Identity::from_files(
+        config.redis_client_cert_file.as_deref(),
+        config.redis_client_key_file.as_deref(),
+    )
+    .and_then(|identity| {
+        cairn_delivery::redis::client(url, config.redis_ca_file.as_deref(), identity)
+    })
+    .map_err(|e| format!("rate_limit_redis_{e}"))
 }
 
 enum Backend {
@@ -407,8 +424,7 @@ impl RateLimiter {
     pub fn new(config: RateLimitConfig) -> Self {
         let backend = match &config.redis_url {
             Some(url) => Backend::Redis(Box::new(redis::RedisBuckets::new(
-                url,
-                config.redis_ca_file.as_deref(),
+                redis_client(&config, url),
                 &config.redis_prefix,
                 config.redis_timeout,
             ))),

@@ -14,7 +14,6 @@
 //! nothing. `rediss://` connects over TLS.
 
 use super::bucket::{Outcome, Params};
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -73,12 +72,11 @@ pub struct RedisBuckets {
 }
 
 impl RedisBuckets {
-    /// Buckets in the Redis at `url` (`redis://`, or `rediss://` with its
-    /// certificate checked against `ca_file` or the system's roots).
-    pub fn new(url: &str, ca_file: Option<&Path>, prefix: &str, timeout: Duration) -> Self {
+    /// Buckets in the Redis of `client` (`cairn_delivery::redis::client`);
+    /// a client that could not be made is every take's error.
+    pub fn new(client: Result<redis::Client, String>, prefix: &str, timeout: Duration) -> Self {
         Self {
-            client: cairn_delivery::redis::client(url, ca_file)
-                .map_err(|e| format!("rate_limit_redis_{e}")),
+            client,
             prefix: prefix.to_owned(),
             timeout,
             conn: Mutex::new(None),
@@ -206,6 +204,18 @@ mod tests {
         }
     }
 
+    /// Buckets as the limiter makes them, trusting `ca_file` if given.
+    fn buckets(
+        url: &str,
+        ca_file: Option<&std::path::Path>,
+        prefix: &str,
+        timeout: Duration,
+    ) -> RedisBuckets {
+        let client = cairn_delivery::redis::client(url, ca_file, None)
+            .map_err(|e| format!("rate_limit_redis_{e}"));
+        RedisBuckets::new(client, prefix, timeout)
+    }
+
     fn prefix(test: &str) -> String {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -218,7 +228,7 @@ mod tests {
     async fn the_script_counts_like_the_algorithm_and_is_resent_when_lost() {
         let Some(url) = redis_url() else { return };
         let prefix = prefix("script");
-        let b = RedisBuckets::new(&url, None, &prefix, Duration::from_secs(5));
+        let b = buckets(&url, None, &prefix, Duration::from_secs(5));
         // One per minute, two at once.
         let p = Params::new(1, 2, 60);
         let o = b.take("k", p).await.expect("first take");
@@ -265,18 +275,18 @@ mod tests {
         let url = format!("rediss://localhost:{port}");
         let ca = cairn_testkit::tls::ca_file();
         let p = Params::new(1, 2, 60);
-        let trusting = RedisBuckets::new(&url, Some(&ca), "tls:", Duration::from_secs(5));
+        let trusting = buckets(&url, Some(&ca), "tls:", Duration::from_secs(5));
         let o = trusting.take("k", p).await.expect("over TLS, trusted");
         assert_eq!((o.allowed, o.remaining), (true, 1));
         let o = trusting.take("k", p).await.expect("the same connection");
         assert_eq!((o.allowed, o.remaining), (true, 0));
         // The system's roots do not hold the test CA.
-        let untrusting = RedisBuckets::new(&url, None, "tls:", Duration::from_secs(5));
+        let untrusting = buckets(&url, None, "tls:", Duration::from_secs(5));
         let e = untrusting.take("k", p).await.expect_err("untrusted");
         assert!(e.contains("certificate"), "{e}");
         // A CA file that cannot be read is the first take's error, named.
         let missing = std::path::Path::new("no-such-ca.pem");
-        let b = RedisBuckets::new(&url, Some(missing), "tls:", Duration::from_secs(5));
+        let b = buckets(&url, Some(missing), "tls:", Duration::from_secs(5));
         let e = b.take("k", p).await.expect_err("no CA file");
         assert!(
             e.starts_with("rate_limit_redis_ca_file no-such-ca.pem"),
@@ -285,12 +295,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_server_that_asks_for_a_client_certificate_gets_the_configured_one() {
+        let port = cairn_testkit::free_port();
+        let _server = cairn_testkit::start_redis_mtls(port).await;
+        let url = format!("rediss://localhost:{port}");
+        let ca = cairn_testkit::tls::ca_file();
+        let (cert, key) = cairn_testkit::tls::client_identity();
+        let identity = cairn_http::Identity {
+            cert_file: &cert,
+            key_file: &key,
+        };
+        let client = cairn_delivery::redis::client(&url, Some(&ca), Some(identity))
+            .map_err(|e| format!("rate_limit_redis_{e}"));
+        let b = RedisBuckets::new(client, "mtls:", Duration::from_secs(5));
+        let p = Params::new(1, 2, 60);
+        let o = b.take("k", p).await.expect("with the client certificate");
+        assert_eq!((o.allowed, o.remaining), (true, 1));
+        // Without one the server ends the handshake.
+        let without = buckets(&url, Some(&ca), "mtls:", Duration::from_secs(5));
+        let e = without
+            .take("k", p)
+            .await
+            .expect_err("no client certificate");
+        assert!(e.starts_with("connecting"), "{e}");
+    }
+
+    #[tokio::test]
     async fn an_unreachable_server_costs_one_timeout_then_nothing() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free port");
-        let b = RedisBuckets::new(
+        let b = buckets(
             &format!("redis://127.0.0.1:{port}"),
             None,
             "x:",
