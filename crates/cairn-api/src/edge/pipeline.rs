@@ -198,7 +198,11 @@ async fn compress_stage(
         return res;
     }
     let mut asked = Request::new(axum::body::Body::empty());
-    for v in first.into_iter().chain(rest) {
+    let values: Vec<HeaderValue> = first.into_iter().chain(rest).collect();
+    if let Some(any) = compress::wildcard(&values) {
+        asked.headers_mut().append(header::ACCEPT_ENCODING, any);
+    }
+    for v in values {
         asked.headers_mut().append(header::ACCEPT_ENCODING, v);
     }
     let answered = Rest::new(move |_: Request| ready(res));

@@ -385,6 +385,10 @@ async fn responses_are_compressed_as_negotiated() {
         ("gzip;q=0.5, br;q=1.0", "br"),
         ("br;q=0.1, zstd;q=0.9, gzip;q=0.5", "zstd"),
         ("br;q=0, gzip", "gzip"),
+        // `*` is every coding not named (RFC 9110 section 12.5.3).
+        ("*", "zstd"),
+        ("zstd;q=0, *;q=0.5", "br"),
+        ("gzip, *;q=0.1", "gzip"),
     ] {
         let res = client
             .get(app.url(&path))
@@ -410,7 +414,13 @@ async fn responses_are_compressed_as_negotiated() {
         assert_eq!(decoded, identity, "{accept}: the same document");
         assert!(body.len() < identity.to_string().len(), "{accept}: smaller");
     }
-    for accept in ["identity", "gzip;q=0", "compress"] {
+    for accept in [
+        "identity",
+        "gzip;q=0",
+        "compress",
+        "*;q=0",
+        "zstd;q=0, br;q=0, gzip;q=0, *",
+    ] {
         let res = client
             .get(app.url(&path))
             .header("accept-encoding", accept)
