@@ -40,6 +40,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -51,8 +52,7 @@ pub const CONTENT_TYPE: &str = "application/cloudevents+json; charset=utf-8";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
-    /// Bootstrap brokers: `host:port[,host:port...]` (plain TCP; no TLS or
-    /// SASL built in yet).
+    /// Bootstrap brokers: `host:port[,host:port...]`.
     pub brokers: String,
     /// The topic every message goes to. Cairn does not create it.
     #[serde(default = "default_topic")]
@@ -61,6 +61,23 @@ pub struct KafkaConfig {
     /// broker, and for the health check's metadata (milliseconds).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Connect over TLS (librdkafka's `security.protocol = ssl`, on the
+    /// system's OpenSSL), checking each broker's certificate and name
+    /// against the system's roots or `ca_file`. Setting `ca_file` or a
+    /// client certificate implies it.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM file of the CAs the brokers' certificates must chain to,
+    /// instead of the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain presented to brokers that ask for one (mutual
+    /// TLS); set with `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// The private key of `client_cert_file` (PEM).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
 }
 
 fn default_topic() -> String {
@@ -92,7 +109,7 @@ pub fn parse_brokers(brokers: &str) -> Result<String, String> {
         if entry.contains("://") {
             return Err(format!(
                 "kafka brokers entry {entry:?}: give host:port without a scheme \
-                 (plain TCP only; no TLS or SASL built in yet)"
+                 (tls = true for TLS)"
             ));
         }
         let Some((host, port)) = entry.rsplit_once(':') else {
@@ -128,6 +145,51 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// librdkafka's TLS settings for `config`, its files checked as every
+/// component's are (errors name the field).
+fn tls_settings(config: &KafkaConfig, client_config: &mut ClientConfig) -> Result<(), String> {
+    let identity = cairn_http::Identity::from_files(
+        config.client_cert_file.as_deref(),
+        config.client_key_file.as_deref(),
+    )
+    .map_err(|e| format!("kafka {e}"))?;
+    if !(config.tls || config.ca_file.is_some() || identity.is_some()) {
+        return Ok(());
+    }
+    client_config
+        .set("security.protocol", "ssl")
+        .set("ssl.endpoint.identification.algorithm", "https");
+    match &config.ca_file {
+        Some(file) => {
+            cairn_http::load_ca_file(file).map_err(|e| format!("kafka {e}"))?;
+            client_config.set("ssl.ca.location", path_text(file, "ca_file")?);
+        }
+        // The standard locations of the system's CA bundle.
+        None => {
+            client_config.set("ssl.ca.location", "probe");
+        }
+    }
+    if let Some(identity) = identity {
+        identity.load().map_err(|e| format!("kafka {e}"))?;
+        client_config
+            .set(
+                "ssl.certificate.location",
+                path_text(identity.cert_file, "client_cert_file")?,
+            )
+            .set(
+                "ssl.key.location",
+                path_text(identity.key_file, "client_key_file")?,
+            );
+    }
+    Ok(())
+}
+
+/// A path as librdkafka takes it: text.
+fn path_text<'a>(path: &'a std::path::Path, field: &str) -> Result<&'a str, String> {
+    path.to_str()
+        .ok_or_else(|| format!("kafka {field} {}: not UTF-8", path.display()))
 }
 
 pub struct KafkaSink {
@@ -168,6 +230,7 @@ impl KafkaSink {
             .set("linger.ms", "1")
             .set("partitioner", "murmur2_random")
             .set("allow.auto.create.topics", "false");
+        tls_settings(config, &mut client_config)?;
         // Checks every property now; the producer itself is made on first
         // use (building a sink to validate settings starts no client).
         client_config
@@ -301,6 +364,8 @@ struct Client {
     inner: FutureProducer<SinkContext>,
     acked: AtomicBool,
     made: std::time::Instant,
+    /// The context's [`LastError`] (librdkafka keeps the context itself).
+    last_error: LastError,
 }
 
 /// Routes librdkafka's log lines and client errors to `tracing`, tagged
@@ -308,9 +373,19 @@ struct Client {
 /// (it logs each failed delivery), so the client's reports of it are
 /// warnings, not errors; librdkafka backs off its reconnects (100 ms
 /// doubling to 10 s).
-#[derive(Clone)]
 struct SinkContext {
     sink: String,
+    last_error: LastError,
+}
+
+/// The client's last error (a refused connection, a failed TLS
+/// handshake), for the reason of a delivery that timed out, which
+/// librdkafka reports without one.
+type LastError = Arc<std::sync::Mutex<Option<String>>>;
+
+/// The last client error, taken (each is told once).
+fn take_last_error(last: &LastError) -> Option<String> {
+    last.lock().ok().and_then(|mut e| e.take())
 }
 
 impl ClientContext for SinkContext {
@@ -331,22 +406,33 @@ impl ClientContext for SinkContext {
     }
 
     /// Client-wide errors repeat what `log` said (a failed connect is a
-    /// `FAIL` line there too), so they are kept for debugging.
+    /// `FAIL` line there too), so they are logged for debugging only, and
+    /// the last one is kept for the next delivery that times out.
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::debug!(target: "librdkafka", sink = %self.sink, %error, "{reason}");
+        // "n/n brokers are down" follows the error that says why.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            return;
+        }
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(reason.to_owned());
+        }
     }
 }
 
 fn create_producer(name: &str, config: &ClientConfig) -> Result<Arc<Client>, String> {
+    let last_error = LastError::default();
     config
         .create_with_context::<_, FutureProducer<SinkContext>>(SinkContext {
             sink: name.to_owned(),
+            last_error: last_error.clone(),
         })
         .map(|inner| {
             Arc::new(Client {
                 inner,
                 acked: AtomicBool::new(false),
                 made: std::time::Instant::now(),
+                last_error,
             })
         })
         .map_err(|e| format!("creating the Kafka producer: {e}"))
@@ -445,10 +531,14 @@ impl Sink for KafkaSink {
                         if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut) =>
                     {
                         timed_out = true;
+                        let last = match take_last_error(&producer.last_error) {
+                            Some(reason) => format!("; the client's last error: {reason}"),
+                            None => String::new(),
+                        };
                         failure.note(
                             i,
                             format!(
-                                "{} after timeout_ms = {} (is a broker up, and does the topic exist?)",
+                                "{} after timeout_ms = {} (is a broker up, and does the topic exist?){last}",
                                 describe(&e),
                                 self.timeout.as_millis()
                             ),
@@ -622,6 +712,10 @@ mod tests {
             brokers: brokers.into(),
             topic: topic.into(),
             timeout_ms,
+            tls: false,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         };
         let err = |c: KafkaConfig| KafkaSink::new("k", &c).err().unwrap_or_default();
         assert!(err(config("", "t", 1000)).contains("kafka brokers"));
@@ -629,5 +723,20 @@ mod tests {
         assert!(err(config("a:1", "t", 0)).contains("kafka timeout_ms"));
         assert!(err(config("a:1", "t", 900_001)).contains("kafka timeout_ms"));
         assert!(KafkaSink::new("k", &config("127.0.0.1:1", "t", 1000)).is_ok());
+        // TLS: a CA file implies it; its problems and a half client
+        // certificate are named.
+        let tls = |ca: &str, cert: Option<&str>| KafkaConfig {
+            ca_file: Some(ca.into()),
+            client_cert_file: cert.map(Into::into),
+            ..config("a:1", "t", 1000)
+        };
+        let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/../cairn-testkit/tls/ca.pem");
+        let sink = KafkaSink::new("k", &tls(ca, None)).unwrap();
+        assert_eq!(sink.client_config.get("security.protocol"), Some("ssl"));
+        assert_eq!(sink.client_config.get("ssl.ca.location"), Some(ca));
+        assert!(err(tls("no-such.pem", None)).contains("kafka ca_file no-such.pem"));
+        assert!(err(tls(ca, Some("c.pem"))).contains("kafka client_key_file: not set"));
+        let plain = KafkaSink::new("k", &config("a:1", "t", 1000)).unwrap();
+        assert_eq!(plain.client_config.get("security.protocol"), None);
     }
 }

@@ -34,13 +34,22 @@ fn kafka_url(test: &str) -> Option<String> {
     }
 }
 
+/// A test client's configuration for `brokers`, in plain text.
+fn client(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    config
+}
+
 /// A fresh topic with `PARTITIONS` partitions.
 async fn create_topic(brokers: &str) -> String {
+    create_topic_with(&client(brokers)).await
+}
+
+/// [`create_topic`] through a client configured as `base`.
+async fn create_topic_with(base: &ClientConfig) -> String {
     let topic = format!("cairn-test-{}", ulid::Ulid::new());
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
+    let admin: AdminClient<DefaultClientContext> = base.create().unwrap();
     let results = admin
         .create_topics(
             &[NewTopic::new(
@@ -72,8 +81,13 @@ struct Record {
 /// records arrived, then a little longer (to catch any extra), or until
 /// the timeout; records in (partition, offset) order.
 async fn read_topic(brokers: &str, topic: &str, want: usize) -> Vec<Record> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    read_topic_with(&client(brokers), topic, want).await
+}
+
+/// [`read_topic`] through a client configured as `base`.
+async fn read_topic_with(base: &ClientConfig, topic: &str, want: usize) -> Vec<Record> {
+    let consumer: StreamConsumer = base
+        .clone()
         .set("group.id", format!("cairn-test-{}", ulid::Ulid::new()))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
@@ -134,6 +148,10 @@ fn sink_config(brokers: &str, topic: &str, timeout_ms: u64) -> SinkConfig {
             brokers: brokers.into(),
             topic: topic.into(),
             timeout_ms,
+            tls: false,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         }),
         retry: RetryConfig {
             base_ms: 1,
@@ -367,6 +385,127 @@ async fn the_health_check_names_a_missing_topic_and_an_unreachable_broker() {
         start.elapsed() < Duration::from_secs(10),
         "bounded: {:?}",
         start.elapsed()
+    );
+    store.close().await;
+}
+
+/// A test client for the TLS broker at `brokers`, trusting the test CA
+/// and presenting the test client certificate.
+fn tls_client(brokers: &str) -> ClientConfig {
+    let ca = cairn_testkit::tls::ca_file();
+    let (cert, key) = cairn_testkit::tls::client_identity();
+    let mut config = client(brokers);
+    config
+        .set("security.protocol", "ssl")
+        .set("ssl.ca.location", ca.to_str().unwrap())
+        .set("ssl.certificate.location", cert.to_str().unwrap())
+        .set("ssl.key.location", key.to_str().unwrap());
+    config
+}
+
+/// The Kafka sink's configuration with its TLS fields set by `tls`.
+fn tls_sink(
+    brokers: &str,
+    topic: &str,
+    tls: impl FnOnce(&mut KafkaConfig),
+) -> Result<Arc<dyn cairn_delivery::Sink>, cairn_delivery::config::ConfigError> {
+    let mut config = sink_config(brokers, topic, 5_000);
+    if let SinkKind::Kafka(k) = &mut config.kind {
+        tls(k);
+    }
+    config.build()
+}
+
+/// tansu serves no TLS of its own, so these brokers are tansu behind the
+/// testkit's TLS front (`start_tansu_tls`): every connection, the test's
+/// admin and consumer ones too, is TLS on the test certificate.
+#[tokio::test]
+async fn over_tls_brokers_are_verified_and_a_client_certificate_is_presented() {
+    let test = "over_tls_brokers_are_verified_and_a_client_certificate_is_presented";
+    let Some(bin) = cairn_testkit::tansu_bin(test) else {
+        return;
+    };
+    let ca = cairn_testkit::tls::ca_file();
+    let (cert, key) = cairn_testkit::tls::client_identity();
+    let (_dir, store) = sqlite().await;
+    make_changes(&*store).await;
+    let messages = outbox(&*store).await;
+
+    let port = cairn_testkit::free_port();
+    let _tansu = cairn_testkit::start_tansu_tls(&bin, port, false).await;
+    let brokers = format!("localhost:{port}");
+    let topic = create_topic_with(&tls_client(&brokers)).await;
+    // Trusting the test CA: every message is acknowledged and read back.
+    tls_sink(&brokers, &topic, |k| k.ca_file = Some(ca.clone()))
+        .unwrap()
+        .deliver(&messages)
+        .await
+        .unwrap();
+    let got = read_topic_with(&tls_client(&brokers), &topic, messages.len()).await;
+    assert_eq!(got.len(), messages.len());
+    // The system's roots do not hold the test CA: nothing is delivered.
+    let err = tls_sink(&brokers, &topic, |k| k.tls = true)
+        .unwrap()
+        .deliver(&messages)
+        .await
+        .unwrap_err();
+    println!("untrusted: {}", err.reason);
+    assert_eq!(err.delivered, 0);
+    assert!(
+        err.reason.contains("certificate verify failed"),
+        "{}",
+        err.reason
+    );
+    // In plain text nothing gets through either.
+    let plain = tls_sink(&brokers, &topic, |_| {}).unwrap();
+    assert_eq!(plain.deliver(&messages).await.unwrap_err().delivered, 0);
+
+    // A broker that asks for a client certificate gets the configured one.
+    let port = cairn_testkit::free_port();
+    let _tansu = cairn_testkit::start_tansu_tls(&bin, port, true).await;
+    let brokers = format!("localhost:{port}");
+    let topic = create_topic_with(&tls_client(&brokers)).await;
+    tls_sink(&brokers, &topic, |k| {
+        k.ca_file = Some(ca.clone());
+        k.client_cert_file = Some(cert.clone());
+        k.client_key_file = Some(key.clone());
+    })
+    .unwrap()
+    .deliver(&messages)
+    .await
+    .unwrap();
+    let got = read_topic_with(&tls_client(&brokers), &topic, messages.len()).await;
+    assert_eq!(got.len(), messages.len());
+    let err = tls_sink(&brokers, &topic, |k| k.ca_file = Some(ca.clone()))
+        .unwrap()
+        .deliver(&messages)
+        .await
+        .unwrap_err();
+    println!("no client certificate: {}", err.reason);
+    assert_eq!(err.delivered, 0);
+    assert!(
+        err.reason.contains("certificate required"),
+        "{}",
+        err.reason
+    );
+
+    // A CA file that cannot be read, or half a client certificate, stops
+    // the sink's build, named.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = tls_sink(&brokers, &topic, |k| {
+        k.ca_file = Some(dir.path().join("no-such-ca.pem"))
+    })
+    .err()
+    .unwrap();
+    assert!(missing.to_string().contains("kafka ca_file"), "{missing}");
+    let half = tls_sink(&brokers, &topic, |k| {
+        k.client_cert_file = Some(cert.clone())
+    })
+    .err()
+    .unwrap();
+    assert!(
+        half.to_string().contains("kafka client_key_file: not set"),
+        "{half}"
     );
     store.close().await;
 }

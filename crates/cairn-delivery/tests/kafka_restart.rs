@@ -26,6 +26,10 @@ async fn a_producer_made_before_a_broker_restart_recovers_after_it() {
             brokers: format!("127.0.0.1:{port}"),
             topic: "restart".into(),
             timeout_ms: 1000,
+            tls: false,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         },
     )
     .unwrap();

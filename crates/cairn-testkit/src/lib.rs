@@ -145,9 +145,28 @@ async fn redis_tls(port: u16, client_auth: bool) -> Child {
 /// killed when the handle drops.
 pub async fn start_tansu(bin: &str, port: u16) -> Child {
     let url = format!("tcp://127.0.0.1:{port}");
+    spawn_tansu(bin, port, &url).await
+}
+
+/// [`start_tansu`] behind TLS: tansu 0.6 cannot serve TLS itself (its
+/// `--cert` and `--key` exclude each other), so it listens in plain text on
+/// a port of its own, advertising `localhost:PORT` (the test certificate's
+/// name), and [`tls::proxy`] serves `port` over TLS in front of it, asking
+/// for a client certificate when `client_auth`. Every client, admin ones
+/// included, then reaches the broker over TLS.
+pub async fn start_tansu_tls(bin: &str, port: u16, client_auth: bool) -> Child {
+    let plain = free_port();
+    let advertised = format!("tcp://localhost:{port}");
+    let child = spawn_tansu(bin, plain, &advertised).await;
+    tls::proxy(port, plain, client_auth).await;
+    child
+}
+
+async fn spawn_tansu(bin: &str, port: u16, advertised: &str) -> Child {
+    let url = format!("tcp://127.0.0.1:{port}");
     let child = Command::new(bin)
         .args(["broker", "--listener-url", &url])
-        .args(["--advertised-listener-url", &url])
+        .args(["--advertised-listener-url", advertised])
         .args(["--storage-engine", "memory://tansu/"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -71,6 +71,55 @@ pub async fn serve_mtls(app: axum::Router) -> u16 {
 }
 
 async fn serve_with(app: axum::Router, client_auth: bool) -> u16 {
+    let config = server_config(client_auth);
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("binding the HTTPS server: {e}"));
+    let port = tcp
+        .local_addr()
+        .unwrap_or_else(|e| panic!("the HTTPS server's address: {e}"))
+        .port();
+    let listener = TlsListener {
+        tcp,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    };
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+/// A TLS front for a plain-text TCP server on `upstream` (for a broker
+/// that cannot serve TLS itself): each connection to `port`, once its
+/// handshake on the test certificate succeeds (with a client certificate
+/// the client CA signed, when `client_auth`), is joined to a connection of
+/// its own to `upstream`. Runs until the test's runtime ends.
+pub async fn proxy(port: u16, upstream: u16, client_auth: bool) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(client_auth)));
+    let tcp = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("binding the TLS proxy on {port}: {e}"));
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = tcp.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(client).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+}
+
+/// The test server's TLS configuration, requiring a client certificate
+/// the client CA signed when `client_auth`.
+fn server_config(client_auth: bool) -> ServerConfig {
     let certs = CertificateDer::pem_file_iter(dir().join("server.pem"))
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .unwrap_or_else(|e| panic!("the test certificate: {e}"));
@@ -97,20 +146,7 @@ async fn serve_with(app: axum::Router, client_auth: bool) -> u16 {
     } else {
         builder.with_no_client_auth()
     };
-    let config = builder
+    builder
         .with_single_cert(certs, key)
-        .unwrap_or_else(|e| panic!("the test TLS config: {e}"));
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("binding the HTTPS server: {e}"));
-    let port = tcp
-        .local_addr()
-        .unwrap_or_else(|e| panic!("the HTTPS server's address: {e}"))
-        .port();
-    let listener = TlsListener {
-        tcp,
-        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-    };
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    port
+        .unwrap_or_else(|e| panic!("the test TLS config: {e}"))
 }

@@ -128,6 +128,10 @@ async fn kafka_messages_survive_a_broker_outage_in_unit_order() {
             brokers: brokers.clone(),
             topic: topic.clone(),
             timeout_ms: 500,
+            tls: false,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         }),
         retry: RetryConfig {
             base_ms: 5,
