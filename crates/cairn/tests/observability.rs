@@ -93,11 +93,61 @@ async fn exporting_to(
     envs: &[(&str, &str)],
 ) -> (tempfile::TempDir, Server, Received) {
     let (endpoint, received) = http_receiver(listen).await;
+    let (dir, server) = export_server(&endpoint, envs);
+    (dir, server, received)
+}
+
+/// A server exporting to the collector at `endpoint`, with `envs` too.
+fn export_server(endpoint: &str, envs: &[(&str, &str)]) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
-    let mut all = vec![("CAIRN_OTLP_ENDPOINT", endpoint.as_str())];
+    let mut all = vec![("CAIRN_OTLP_ENDPOINT", endpoint)];
     all.extend_from_slice(envs);
     let server = Server::start_with(dir.path(), &[], &all);
+    (dir, server)
+}
+
+/// [`exporting_to`] over OTLP/gRPC.
+async fn grpc_exporting(
+    listen: Listen,
+    envs: &[(&str, &str)],
+) -> (tempfile::TempDir, Server, Received) {
+    let (endpoint, received) = grpc_receiver(listen).await;
+    let mut all = vec![("CAIRN_OTLP_PROTOCOL", "grpc")];
+    all.extend_from_slice(envs);
+    let (dir, server) = export_server(&endpoint, &all);
     (dir, server, received)
+}
+
+/// Post a traced event and check that its trace reached the collector;
+/// the spans received.
+async fn exports_the_callers_trace(
+    server: &Server,
+    received: &Received,
+) -> Vec<(String, OtlpSpan)> {
+    let res = traced_event(server).await;
+    let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
+    received.wait_for("completion.evaluate").await;
+    let spans = received.wait_for("POST /api/v1/events").await;
+    check_trace(&spans, &tp);
+    spans
+}
+
+/// Post a traced event to a server whose exports fail, and wait (20 s at
+/// most) for the log to say so; that line.
+async fn failed_export_line(server: &Server) -> String {
+    traced_event(server).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = server.log();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("exporting spans over OTLP failed"))
+        {
+            return line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no failed export logged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// An OTLP/HTTP receiver: `POST /v1/traces` with a protobuf body,
@@ -417,27 +467,14 @@ async fn spans_are_exported_over_otlp_https_to_a_collector_the_ca_file_trusts() 
         ],
     )
     .await;
-    let res = traced_event(&server).await;
-    let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
-    let spans = received.wait_for("POST /api/v1/events").await;
-    check_trace(&spans, &tp);
+    exports_the_callers_trace(&server, &received).await;
     drop(server);
 
     // Without the CA file the system's roots decide, and they do not hold
     // the test CA: every export fails its handshake, nothing arrives, and
     // the log says why.
     let (_dir, server, untrusted) = exporting_to(Listen::Https, &[]).await;
-    traced_event(&server).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !server.log().contains("exporting spans over OTLP failed") {
-        assert!(Instant::now() < deadline, "no failed export logged");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let log = server.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("OTLP failed"))
-        .unwrap_or_default();
+    let line = failed_export_line(&server).await;
     assert!(line.contains("invalid peer certificate"), "{line}");
     assert!(untrusted.spans().is_empty(), "nothing was accepted");
 }
@@ -498,85 +535,40 @@ async fn a_get_traces_the_store_read_and_not_the_cached_receiver() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_over_otlp_grpc_in_the_callers_trace() {
-    let (endpoint, received) = grpc_receiver(Listen::Http).await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(
-        dir.path(),
-        &[],
-        &[
-            ("CAIRN_OTLP_ENDPOINT", endpoint.as_str()),
-            ("CAIRN_OTLP_PROTOCOL", "grpc"),
-            ("CAIRN_OTLP_SERVICE_NAME", "cairn-grpc-test"),
-        ],
-    );
-    let res = traced_event(&server).await;
-    let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
-    received.wait_for("completion.evaluate").await;
-    let spans = received.wait_for("POST /api/v1/events").await;
-    check_trace(&spans, &tp);
+    let (_dir, server, received) = grpc_exporting(
+        Listen::Http,
+        &[("CAIRN_OTLP_SERVICE_NAME", "cairn-grpc-test")],
+    )
+    .await;
+    let spans = exports_the_callers_trace(&server, &received).await;
     assert_eq!(service_names(&spans), vec!["cairn-grpc-test".to_owned()]);
 }
 
-/// A collector that asks for a client certificate gets the configured one
-/// (http/protobuf over `cairn-http`, as the webhook sink's).
+/// A collector that asks for a client certificate gets the configured one,
+/// over http/protobuf (`cairn-http`, as the webhook sink's) and gRPC
+/// (tonic's TLS); without one the gRPC collector takes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_to_a_collector_that_asks_for_a_client_certificate() {
     let ca = cairn_testkit::tls::ca_file();
     let (cert, key) = cairn_testkit::tls::client_identity();
-    let (_dir, server, received) = exporting_to(
-        Listen::HttpsClientAuth,
-        &[
-            ("CAIRN_OTLP_PROTOCOL", "http/protobuf"),
-            ("CAIRN_OTLP_CA_FILE", ca.to_str().unwrap()),
-            ("CAIRN_OTLP_CLIENT_CERT_FILE", cert.to_str().unwrap()),
-            ("CAIRN_OTLP_CLIENT_KEY_FILE", key.to_str().unwrap()),
-        ],
-    )
-    .await;
-    let res = traced_event(&server).await;
-    let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
-    let spans = received.wait_for("POST /api/v1/events").await;
-    check_trace(&spans, &tp);
+    let trust = ("CAIRN_OTLP_CA_FILE", ca.to_str().unwrap());
+    let identity = [
+        trust,
+        ("CAIRN_OTLP_CLIENT_CERT_FILE", cert.to_str().unwrap()),
+        ("CAIRN_OTLP_CLIENT_KEY_FILE", key.to_str().unwrap()),
+    ];
+    let mut http = vec![("CAIRN_OTLP_PROTOCOL", "http/protobuf")];
+    http.extend_from_slice(&identity);
+    let (_dir, server, received) = exporting_to(Listen::HttpsClientAuth, &http).await;
+    exports_the_callers_trace(&server, &received).await;
     drop(server);
 
-    // The same over gRPC (tonic's TLS).
-    let (endpoint, received) = grpc_receiver(Listen::HttpsClientAuth).await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(
-        dir.path(),
-        &[],
-        &[
-            ("CAIRN_OTLP_ENDPOINT", endpoint.as_str()),
-            ("CAIRN_OTLP_PROTOCOL", "grpc"),
-            ("CAIRN_OTLP_CA_FILE", ca.to_str().unwrap()),
-            ("CAIRN_OTLP_CLIENT_CERT_FILE", cert.to_str().unwrap()),
-            ("CAIRN_OTLP_CLIENT_KEY_FILE", key.to_str().unwrap()),
-        ],
-    );
-    let res = traced_event(&server).await;
-    let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
-    let spans = received.wait_for("POST /api/v1/events").await;
-    check_trace(&spans, &tp);
+    let (_dir, server, received) = grpc_exporting(Listen::HttpsClientAuth, &identity).await;
+    exports_the_callers_trace(&server, &received).await;
     drop(server);
 
-    // Without the client certificate that collector takes nothing.
-    let (endpoint, refused) = grpc_receiver(Listen::HttpsClientAuth).await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(
-        dir.path(),
-        &[],
-        &[
-            ("CAIRN_OTLP_ENDPOINT", endpoint.as_str()),
-            ("CAIRN_OTLP_PROTOCOL", "grpc"),
-            ("CAIRN_OTLP_CA_FILE", ca.to_str().unwrap()),
-        ],
-    );
-    traced_event(&server).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !server.log().contains("exporting spans over OTLP failed") {
-        assert!(Instant::now() < deadline, "no failed export logged");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (_dir, server, refused) = grpc_exporting(Listen::HttpsClientAuth, &[trust]).await;
+    failed_export_line(&server).await;
     assert!(refused.spans().is_empty(), "nothing was accepted");
 }
 
@@ -585,45 +577,14 @@ async fn spans_are_exported_to_a_collector_that_asks_for_a_client_certificate() 
 /// handshake, and the log says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_over_otlp_grpc_with_tls_to_a_collector_the_ca_file_trusts() {
-    let (endpoint, received) = grpc_receiver(Listen::Https).await;
     let ca = cairn_testkit::tls::ca_file();
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(
-        dir.path(),
-        &[],
-        &[
-            ("CAIRN_OTLP_ENDPOINT", endpoint.as_str()),
-            ("CAIRN_OTLP_PROTOCOL", "grpc"),
-            ("CAIRN_OTLP_CA_FILE", ca.to_str().unwrap()),
-        ],
-    );
-    let res = traced_event(&server).await;
-    let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
-    let spans = received.wait_for("POST /api/v1/events").await;
-    check_trace(&spans, &tp);
+    let trust = [("CAIRN_OTLP_CA_FILE", ca.to_str().unwrap())];
+    let (_dir, server, received) = grpc_exporting(Listen::Https, &trust).await;
+    exports_the_callers_trace(&server, &received).await;
     drop(server);
 
-    let (endpoint, untrusted) = grpc_receiver(Listen::Https).await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(
-        dir.path(),
-        &[],
-        &[
-            ("CAIRN_OTLP_ENDPOINT", endpoint.as_str()),
-            ("CAIRN_OTLP_PROTOCOL", "grpc"),
-        ],
-    );
-    traced_event(&server).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !server.log().contains("exporting spans over OTLP failed") {
-        assert!(Instant::now() < deadline, "no failed export logged");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let log = server.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("OTLP failed"))
-        .unwrap_or_default();
+    let (_dir, server, untrusted) = grpc_exporting(Listen::Https, &[]).await;
+    let line = failed_export_line(&server).await;
     assert!(line.contains("invalid peer certificate"), "{line}");
     assert!(untrusted.spans().is_empty(), "nothing was accepted");
 }

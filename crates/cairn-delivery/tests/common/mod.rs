@@ -101,3 +101,17 @@ pub async fn wait_for_cursor(store: &dyn Store, sink: &str, seq: u64) {
     }
     assert_eq!(store.sink_cursor(sink).await.unwrap(), seq);
 }
+
+/// Deliver `messages` through `sink`, which must fail having delivered
+/// none, with `why` in the reason (printed); the reason.
+pub async fn refused(
+    sink: &dyn cairn_delivery::Sink,
+    messages: &[OutboxMessage],
+    why: &str,
+) -> String {
+    let err = sink.deliver(messages).await.unwrap_err();
+    println!("refused: {}", err.reason);
+    assert_eq!(err.delivered, 0);
+    assert!(err.reason.contains(why), "{}", err.reason);
+    err.reason
+}
