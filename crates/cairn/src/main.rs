@@ -227,6 +227,15 @@ fn serve(settings: Settings) -> ExitCode {
         let _entered = runtime.enter();
         cairn::telemetry::init(&settings)
     };
+    match cairn::limits::raise_open_files() {
+        Ok(cairn::limits::Raised::To(from, to)) => {
+            tracing::info!(from, to, "open-files limit raised to the hard limit");
+        }
+        Ok(cairn::limits::Raised::Already(limit)) => {
+            tracing::debug!(limit, "open-files limit already at the hard limit");
+        }
+        Err(e) => tracing::warn!("{e}; connections beyond it will wait to be accepted"),
+    }
     let code = runtime.block_on(async move {
         let shutdown = match shutdown_signal() {
             Ok(s) => s,

@@ -372,6 +372,44 @@ async fn sigterm_stops_cleanly() {
     );
 }
 
+/// The soft and hard "Max open files" of a running process.
+fn open_files_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+/// Started with a soft open-files limit far below its hard one (as a
+/// login shell's 1024 often is), the server raises it to the hard limit,
+/// so a flood of connections is accepted and shed with 503s rather than
+/// left waiting on `EMFILE`; and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_files_limit_is_raised_to_the_hard_limit() {
+    let (_, hard) = open_files_limits(std::process::id());
+    if hard <= 256 {
+        eprintln!("skipping: the hard open-files limit here is {hard}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_after_shell(dir.path(), "ulimit -Sn 256");
+    let (soft, server_hard) = open_files_limits(server.pid());
+    assert_eq!(server_hard, hard, "the hard limit is inherited");
+    assert_eq!(soft, hard.min(1 << 20), "raised to the hard limit");
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("open-files limit raised") && l.contains("from=256")),
+        "log:\n{log}"
+    );
+}
+
 /// A PostgreSQL server that cannot be reached stops start-up with an error
 /// naming the setting, instead of falling back to the embedded store.
 #[test]

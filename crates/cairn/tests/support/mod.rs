@@ -28,7 +28,28 @@ impl Server {
 
     /// As [`Server::start`], with more arguments and environment variables.
     pub fn start_with(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        Self::spawn(
+            Command::new(env!("CARGO_BIN_EXE_cairn")),
+            data_dir,
+            args,
+            envs,
+        )
+    }
+
+    /// As [`Server::start`], the binary run by `sh` after `shell` (which
+    /// may set limits the process then starts with); the shell `exec`s it,
+    /// so the pid is the server's.
+    #[allow(dead_code)] // not every test binary starts one so
+    pub fn start_after_shell(data_dir: &Path, shell: &str) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("{shell}; exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_cairn"));
+        Self::spawn(command, data_dir, &[], &[])
+    }
+
+    fn spawn(mut command: Command, data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
