@@ -167,10 +167,15 @@ pub fn app(
     tower_http::normalize_path::NormalizePath<Router>,
     std::net::SocketAddr,
 > {
-    use tower::Layer;
-    let normalized =
-        tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(router(state));
     axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
         std::net::SocketAddr,
-    >(normalized)
+    >(service(state))
+}
+
+/// The service of one connection: [`router`] behind trailing-slash
+/// normalisation. Its requests must carry `ConnectInfo<SocketAddr>` (what
+/// [`app`] adds for `axum::serve`).
+pub fn service(state: AppState) -> tower_http::normalize_path::NormalizePath<Router> {
+    use tower::Layer;
+    tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(router(state))
 }

@@ -196,14 +196,13 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), std::io::Error> {
+        let app = cairn_api::service(self.state);
         let served = match self.tls {
+            // TCP_NODELAY is set on accept.
             Some(config) => match crate::tls::TlsListener::new(self.listener, config) {
-                // `tap_io` gives `ConnectInfo<SocketAddr>` for any listener
-                // whose address is one; TCP_NODELAY is set on accept.
                 Ok(listener) => {
-                    axum::serve(listener.tap_io(|_| {}), cairn_api::app(self.state))
-                        .with_graceful_shutdown(shutdown)
-                        .await
+                    serve(listener, app, shutdown).await;
+                    Ok(())
                 }
                 Err(e) => Err(e),
             },
@@ -213,9 +212,8 @@ impl Application {
                         tracing::debug!(error = %e, "setting TCP_NODELAY");
                     }
                 });
-                axum::serve(listener, cairn_api::app(self.state))
-                    .with_graceful_shutdown(shutdown)
-                    .await
+                serve(listener, app, shutdown).await;
+                Ok(())
             }
         };
         if let Some(relay) = self.relay {
@@ -227,6 +225,73 @@ impl Application {
         tracing::info!("store closed");
         served
     }
+}
+
+/// How long a client has to send a request's head (line and headers) once
+/// it started one or, on a kept-alive connection, once the last answer
+/// went out; past it the connection is closed.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serve `app` on `listener` until `shutdown` resolves, then stop
+/// accepting and wait for open connections to finish their requests.
+///
+/// What `axum::serve` does, with hyper-util's builder given a timer, so
+/// that hyper's `header_read_timeout` is in effect (axum's gives hyper
+/// none: a client that sends part of a head and then nothing held its
+/// connection for ever). HTTP/1.1 with upgrades (GraphQL over WebSocket)
+/// and HTTP/2; each request carries `ConnectInfo<SocketAddr>`.
+async fn serve<L, S>(mut listener: L, app: S, shutdown: impl Future<Output = ()>)
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (io, addr) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let service = tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(addr));
+                req.map(axum::body::Body::new)
+            },
+        );
+        let service = hyper_util::service::TowerToHyperService::new(service);
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::trace!(%addr, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    // No more connections; those open finish their requests (idle ones
+    // close at once).
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Build every configured sink, check it once (a failing check is logged:

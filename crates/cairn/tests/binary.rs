@@ -372,6 +372,52 @@ async fn sigterm_stops_cleanly() {
     );
 }
 
+/// A client that sends part of a request head and then nothing is
+/// disconnected once `HEADER_READ_TIMEOUT` (10 s) has passed, instead of
+/// holding its connection (and a file descriptor) for ever; a whole
+/// request on another connection is answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_that_never_ends_is_cut_off() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let address = server.url("").trim_start_matches("http://").to_owned();
+    let mut slow = std::net::TcpStream::connect(&address).unwrap();
+    slow.write_all(b"GET /healthz/liveness HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    let res = server
+        .client()
+        .get(server.url("/healthz/liveness"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
+    let mut buf = [0u8; 256];
+    let read = tokio::task::spawn_blocking(move || slow.read(&mut buf).map(|n| (n, buf)))
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    match read {
+        // Closed, possibly after hyper's 408.
+        Ok((n, buf)) => {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+        }
+        Err(e) => assert_ne!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock,
+            "still open after 30 s"
+        ),
+    }
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(20),
+        "cut off after {waited:?}"
+    );
+}
+
 /// The soft and hard "Max open files" of a running process.
 fn open_files_limits(pid: u32) -> (u64, u64) {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
