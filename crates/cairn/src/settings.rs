@@ -211,6 +211,11 @@ pub struct Settings {
     /// Longest time to answer a request, then 503; 0: none
     /// (`CAIRN_REQUEST_TIMEOUT_MS`).
     pub request_timeout_ms: u64,
+    /// Longest time a client has to send a request's head (line and
+    /// headers), counted from its first byte or, on a kept-alive
+    /// connection, from the last answer; then the connection is closed
+    /// (`CAIRN_HEADER_READ_TIMEOUT_MS`).
+    pub header_read_timeout_ms: u64,
     /// gzip, br or zstd as `Accept-Encoding` asks (`CAIRN_COMPRESSION`).
     pub compression: bool,
     /// Smallest response body compressed (`CAIRN_COMPRESSION_MIN_BYTES`).
@@ -366,6 +371,7 @@ impl Default for Settings {
             max_concurrent_requests: 512,
             shed_queue_timeout_ms: 20,
             request_timeout_ms: 30_000,
+            header_read_timeout_ms: 30_000,
             compression: true,
             compression_min_bytes: 1024,
             compression_level: 1,
@@ -465,6 +471,7 @@ const KEYS: &[&str] = &[
     "max_concurrent_requests",
     "shed_queue_timeout_ms",
     "request_timeout_ms",
+    "header_read_timeout_ms",
     "compression",
     "compression_min_bytes",
     "compression_level",
@@ -945,6 +952,9 @@ impl Settings {
                 "request_timeout_ms",
                 "must be at most 3600000 (0: no timeout)",
             );
+        }
+        if !(100..=600_000).contains(&self.header_read_timeout_ms) {
+            return bad("header_read_timeout_ms", "must be from 100 to 600000");
         }
         match (&self.tls_cert_file, &self.tls_key_file) {
             (None, None) => {}
@@ -1731,6 +1741,11 @@ mod tests {
                     "CAIRN_REQUEST_TIMEOUT_MS",
                     "99999999999",
                     "request_timeout_ms",
+                ),
+                (
+                    "CAIRN_HEADER_READ_TIMEOUT_MS",
+                    "10",
+                    "header_read_timeout_ms",
                 ),
                 (
                     "CAIRN_SHED_QUEUE_TIMEOUT_MS",

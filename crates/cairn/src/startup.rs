@@ -53,6 +53,8 @@ pub struct Application {
     data_dir: PathBuf,
     relay: Option<cairn_delivery::relay::Relay>,
     live: cairn_delivery::live::LiveFeed,
+    /// `header_read_timeout_ms`.
+    header_read_timeout: std::time::Duration,
 }
 
 impl Application {
@@ -157,6 +159,7 @@ impl Application {
         if let Some(relay) = &relay {
             state = state.with_sinks(relay.status_handle(), relay.wake_handle());
         }
+        let header_read_timeout = std::time::Duration::from_millis(settings.header_read_timeout_ms);
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!("listening on {scheme}://{addr} with {where_}");
         Ok(Self {
@@ -169,6 +172,7 @@ impl Application {
             data_dir,
             relay,
             live,
+            header_read_timeout,
         })
     }
 
@@ -201,7 +205,7 @@ impl Application {
             // TCP_NODELAY is set on accept.
             Some(config) => match crate::tls::TlsListener::new(self.listener, config) {
                 Ok(listener) => {
-                    serve(listener, app, shutdown).await;
+                    serve(listener, app, self.header_read_timeout, shutdown).await;
                     Ok(())
                 }
                 Err(e) => Err(e),
@@ -212,7 +216,7 @@ impl Application {
                         tracing::debug!(error = %e, "setting TCP_NODELAY");
                     }
                 });
-                serve(listener, app, shutdown).await;
+                serve(listener, app, self.header_read_timeout, shutdown).await;
                 Ok(())
             }
         };
@@ -227,21 +231,22 @@ impl Application {
     }
 }
 
-/// How long a client has to send a request's head (line and headers) once
-/// it started one or, on a kept-alive connection, once the last answer
-/// went out; past it the connection is closed.
-pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Serve `app` on `listener` until `shutdown` resolves, then stop
 /// accepting and wait for open connections to finish their requests.
 ///
 /// What `axum::serve` does, with hyper-util's builder given a timer, so
-/// that hyper's `header_read_timeout` is in effect (axum's gives hyper
+/// that hyper's `header_read_timeout` is in effect (`header_read_timeout`:
+/// from a head's first byte, or on a kept-alive connection from the last
+/// answer, to its end) (axum's gives hyper
 /// none: a client that sends part of a head and then nothing held its
 /// connection for ever). HTTP/1.1 with upgrades (GraphQL over WebSocket)
 /// and HTTP/2; each request carries `ConnectInfo<SocketAddr>`.
-async fn serve<L, S>(mut listener: L, app: S, shutdown: impl Future<Output = ()>)
-where
+async fn serve<L, S>(
+    mut listener: L,
+    app: S,
+    header_read_timeout: std::time::Duration,
+    shutdown: impl Future<Output = ()>,
+) where
     L: axum::serve::Listener<Addr = std::net::SocketAddr>,
     S: tower::Service<
             axum::extract::Request,
@@ -257,7 +262,7 @@ where
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(header_read_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
