@@ -154,27 +154,14 @@ impl AppState {
 }
 
 /// The whole application router (before trailing-slash normalisation, which
-/// must wrap it from outside: see [`app`]).
+/// must wrap it from outside: see [`service`]).
 pub fn router(state: AppState) -> Router {
     routes::router(state)
 }
 
-/// The router wrapped so that `/x/` is served as `/x`; hand this to
-/// `axum::serve`.
-pub fn app(
-    state: AppState,
-) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<
-    tower_http::normalize_path::NormalizePath<Router>,
-    std::net::SocketAddr,
-> {
-    axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-        std::net::SocketAddr,
-    >(service(state))
-}
-
-/// The service of one connection: [`router`] behind trailing-slash
-/// normalisation. Its requests must carry `ConnectInfo<SocketAddr>` (what
-/// [`app`] adds for `axum::serve`).
+/// The router wrapped so that `/x/` is served as `/x`: the service of one
+/// connection. Its requests must carry `ConnectInfo<SocketAddr>` (the
+/// server's connection loop adds it).
 pub fn service(state: AppState) -> tower_http::normalize_path::NormalizePath<Router> {
     use tower::Layer;
     tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(router(state))

@@ -44,13 +44,7 @@ pub fn client(
     }
     // Checked as every component's files are, so that their problems read
     // the same; the redis crate takes the PEM bytes.
-    let root_cert = match ca_file {
-        Some(file) => {
-            cairn_http::load_ca_file(file)?;
-            Some(std::fs::read(file).map_err(|e| format!("ca_file {}: {e}", file.display()))?)
-        }
-        None => None,
-    };
+    let root_cert = ca_file.map(cairn_http::ca_pem).transpose()?;
     let client_tls = match identity {
         Some(identity) => {
             let (client_cert, client_key) = identity.pem()?;

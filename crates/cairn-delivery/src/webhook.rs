@@ -96,9 +96,8 @@ impl WebhookSink {
         if config.secret.is_empty() {
             return Err("webhook secret must not be empty".into());
         }
-        // Errors about a file begin with its setting's name.
         let named = |e: String| {
-            if e.starts_with("ca_file") || e.starts_with("client_") {
+            if cairn_http::names_a_file(&e) {
                 format!("webhook {e}")
             } else {
                 format!("webhook url {:?}: {e}", config.url)

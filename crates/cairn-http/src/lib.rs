@@ -83,33 +83,49 @@ impl<'a> Identity<'a> {
         ),
         String,
     > {
+        let (cert_pem, key_pem) = self.read()?;
+        self.parse(&cert_pem, &key_pem)
+    }
+
+    /// Both files' bytes (for clients that take the PEM itself), with the
+    /// same checks and errors as [`Identity::load`]; each file read once.
+    pub fn pem(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
+        let (cert_pem, key_pem) = self.read()?;
+        self.parse(&cert_pem, &key_pem)?;
+        Ok((cert_pem, key_pem))
+    }
+
+    fn read(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
+        Ok((
+            read_named(self.cert_file, "client_cert_file")?,
+            read_named(self.key_file, "client_key_file")?,
+        ))
+    }
+
+    fn parse(
+        &self,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<
+        (
+            Vec<rustls_pki_types::CertificateDer<'static>>,
+            rustls_pki_types::PrivateKeyDer<'static>,
+        ),
+        String,
+    > {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
         let cert_named =
             |why: String| format!("client_cert_file {}: {why}", self.cert_file.display());
-        let chain = CertificateDer::pem_file_iter(self.cert_file)
-            .map_err(|e| cert_named(e.to_string()))?
+        let chain = CertificateDer::pem_slice_iter(cert_pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| cert_named(e.to_string()))?;
         if chain.is_empty() {
             return Err(cert_named("holds no certificate".into()));
         }
-        let key = PrivateKeyDer::from_pem_file(self.key_file)
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
             .map_err(|e| format!("client_key_file {}: {e}", self.key_file.display()))?;
         Ok((chain, key))
-    }
-
-    /// Both files read whole (for clients that take PEM bytes); the same
-    /// checks and errors as [`Identity::load`].
-    pub fn pem(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
-        self.load()?;
-        let read = |file: &Path, what: &str| {
-            std::fs::read(file).map_err(|e| format!("{what} {}: {e}", file.display()))
-        };
-        Ok((
-            read(self.cert_file, "client_cert_file")?,
-            read(self.key_file, "client_key_file")?,
-        ))
     }
 }
 
@@ -194,11 +210,29 @@ impl HttpClient {
 /// The CA certificates of a PEM file, every one usable; errors begin
 /// `ca_file <path>:` (the caller adds whose).
 pub fn load_ca_file(file: &Path) -> Result<RootCertStore, String> {
+    let pem = read_named(file, "ca_file")?;
+    ca_roots(&pem, file)
+}
+
+/// The bytes of a PEM file of CAs, checked as [`load_ca_file`] checks
+/// them, read once: for clients that take the PEM itself.
+pub fn ca_pem(file: &Path) -> Result<Vec<u8>, String> {
+    let pem = read_named(file, "ca_file")?;
+    ca_roots(&pem, file)?;
+    Ok(pem)
+}
+
+/// A file's bytes; an error begins `<setting> <path>:`.
+fn read_named(file: &Path, setting: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(file).map_err(|e| format!("{setting} {}: {e}", file.display()))
+}
+
+/// The CAs in `pem` (read from `file`), every one usable.
+fn ca_roots(pem: &[u8], file: &Path) -> Result<RootCertStore, String> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let named = |why: String| format!("ca_file {}: {why}", file.display());
-    let certs = CertificateDer::pem_file_iter(file)
-        .map_err(|e| named(e.to_string()))?
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| named(e.to_string()))?;
     if certs.is_empty() {
@@ -211,6 +245,15 @@ pub fn load_ca_file(file: &Path) -> Result<RootCertStore, String> {
             .map_err(|e| named(format!("a certificate is not a usable CA: {e}")))?;
     }
     Ok(roots)
+}
+
+/// Whether an error of this crate's file checks ([`load_ca_file`],
+/// [`ca_pem`], [`Identity`], [`HttpClient::with_identity`]) is about one
+/// of the files, and so begins with its setting's name (`ca_file ...`,
+/// `client_cert_file ...`, `client_key_file ...`), rather than about the
+/// URL or the system's roots.
+pub fn names_a_file(error: &str) -> bool {
+    error.starts_with("ca_file") || error.starts_with("client_")
 }
 
 /// The system's CA roots, read once per process (settings validation and

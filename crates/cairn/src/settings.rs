@@ -881,7 +881,7 @@ impl Settings {
                 )
             });
             if let Err(e) = made {
-                let why = if e.starts_with("ca_file") || e.starts_with("client_") {
+                let why = if cairn_http::names_a_file(&e) {
                     format!("otlp_{e}")
                 } else {
                     format!("otlp_endpoint: {e}")

@@ -235,11 +235,11 @@ impl Application {
 /// accepting and wait for open connections to finish their requests.
 ///
 /// What `axum::serve` does, with hyper-util's builder given a timer, so
-/// that hyper's `header_read_timeout` is in effect (`header_read_timeout`:
-/// from a head's first byte, or on a kept-alive connection from the last
-/// answer, to its end) (axum's gives hyper
-/// none: a client that sends part of a head and then nothing held its
-/// connection for ever). HTTP/1.1 with upgrades (GraphQL over WebSocket)
+/// that hyper's `header_read_timeout` is in effect: a request head must
+/// arrive within `header_read_timeout` of its first byte or, on a
+/// kept-alive connection, of the last answer. (`axum::serve` gives hyper no
+/// timer, so a client that sent part of a head and then nothing held its
+/// connection for ever.) HTTP/1.1 with upgrades (GraphQL over WebSocket)
 /// and HTTP/2; each request carries `ConnectInfo<SocketAddr>`.
 async fn serve<L, S>(
     mut listener: L,

@@ -316,9 +316,7 @@ fn grpc_tls(
         None => ClientTlsConfig::new().with_native_roots(),
         Some(file) => {
             // Checked as every component's CA file is; tonic takes the PEM.
-            cairn_http::load_ca_file(file).map_err(|e| format!("otlp_{e}"))?;
-            let pem =
-                std::fs::read(file).map_err(|e| format!("otlp_ca_file {}: {e}", file.display()))?;
+            let pem = cairn_http::ca_pem(file).map_err(|e| format!("otlp_{e}"))?;
             ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
         }
     };
