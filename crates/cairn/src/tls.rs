@@ -1,8 +1,9 @@
 //! Optional TLS (`tls_cert_file`, `tls_key_file`; docs/edge.md "TLS"):
 //! rustls on the ring provider. A [`TlsListener`] accepts TCP connections,
 //! runs each handshake in its own task (a slow client never holds up the
-//! others) and hands finished connections to `axum::serve`, which keeps its
-//! graceful shutdown and `ConnectInfo<SocketAddr>`.
+//! others) and hands finished connections to the server's connection loop
+//! (`startup.rs`), the same as plain ones: graceful shutdown, the request
+//! head's deadline and `ConnectInfo<SocketAddr>`.
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -55,7 +56,7 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
     Ok(Arc::new(config))
 }
 
-/// TCP connections, TLS-terminated, for `axum::serve`.
+/// TCP connections, TLS-terminated, for the server's connection loop.
 pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
@@ -63,7 +64,7 @@ pub struct TlsListener {
 
 impl TlsListener {
     /// Start accepting on `listener`. The accept task ends when this
-    /// listener is dropped (`axum::serve` drops it on shutdown).
+    /// listener is dropped (the connection loop drops it on shutdown).
     pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(256);
